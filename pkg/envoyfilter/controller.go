@@ -1,0 +1,143 @@
+package envoyfilter
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/record"
+
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Source provides the translation input.
+type Source interface {
+	// Snapshot returns the current config; it is only called once HasSynced is true.
+	Snapshot() *model.Snapshot
+	// HasSynced reports whether the config is complete. Pushing from an incomplete
+	// config would delete the EnvoyFilters of services not seen yet.
+	HasSynced() bool
+}
+
+// ControllerOptions configure a Controller.
+type ControllerOptions struct {
+	Context  Context
+	Registry Registry
+	Debounce DebounceOptions
+	// Resync is the period of a push without any change, the safety net that repairs
+	// whatever drifted unnoticed. Zero disables it.
+	Resync  time.Duration
+	Source  Source
+	Applier *Applier
+	// Recorder gets a Warning Event on the user's object when its generation fails.
+	Recorder record.EventRecorder
+	Log      logr.Logger
+}
+
+// Controller keeps the EnvoyFilters in step with the config: every trigger leads,
+// debounced, to a push (translate, plan, apply). Run it on the leader only.
+type Controller struct {
+	opts    ControllerOptions
+	trigger chan struct{}
+	// failures remembers the last error per failed service so each is reported once.
+	failures map[string]string
+}
+
+// NewController returns a controller; Start runs it.
+func NewController(opts ControllerOptions) *Controller {
+	return &Controller{opts: opts, trigger: make(chan struct{}, 1), failures: map[string]string{}}
+}
+
+// Trigger asks for a push. It never blocks; triggers close together are merged.
+func (c *Controller) Trigger() {
+	select {
+	case c.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// NeedLeaderElection makes the manager run the controller on the leader only.
+func (c *Controller) NeedLeaderElection() bool { return true }
+
+// Start waits for the config to be complete, pushes, then pushes on every trigger
+// until ctx is done.
+func (c *Controller) Start(ctx context.Context) error {
+	log := c.opts.Log
+	log.Info("waiting for the config to sync")
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return c.opts.Source.HasSynced(), nil
+	}); err != nil {
+		return nil //nolint:nilerr // ctx is done: a normal stop
+	}
+	log.Info("config synced, pushing")
+	c.Trigger()
+	if c.opts.Resync > 0 {
+		go wait.Until(c.Trigger, c.opts.Resync, ctx.Done())
+	}
+	Debounce(ctx, c.trigger, c.opts.Debounce, func(ctx context.Context, merged int) {
+		if err := c.Push(ctx); err != nil {
+			log.Error(err, "push failed; the next push retries", "mergedTriggers", merged)
+			// Retry without waiting for a config change.
+			time.AfterFunc(c.opts.Debounce.Max, c.Trigger)
+		}
+	})
+	return nil
+}
+
+// Push translates the current config and writes the difference.
+func (c *Controller) Push(ctx context.Context) error {
+	start := time.Now()
+	services := model.BuildServices(c.opts.Source.Snapshot())
+	t := Translate(&c.opts.Context, c.opts.Registry, services)
+	c.report(t)
+	current, err := c.opts.Applier.Current(ctx)
+	if err != nil {
+		return err
+	}
+	changes := Plan(t.Filters, current, t.Failed)
+	if changes.Empty() {
+		c.opts.Log.V(1).Info("push: nothing to change", "services", len(services), "filters", len(t.Filters), "duration", time.Since(start))
+		return nil
+	}
+	res, err := c.opts.Applier.Apply(ctx, changes)
+	c.opts.Log.Info("push", "services", len(services), "filters", len(t.Filters), "created", res.Created,
+		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))
+	return err
+}
+
+// report tells the user about each failed service once per distinct error.
+func (c *Controller) report(t *Translation) {
+	for key := range c.failures {
+		if _, still := t.Failed[key]; !still {
+			delete(c.failures, key)
+			c.opts.Log.Info("service generates again", "service", key)
+		}
+	}
+	for key, serr := range t.Failed {
+		msg := serr.Err.Error()
+		if c.failures[key] == msg {
+			continue
+		}
+		c.failures[key] = msg
+		svc := serr.Service
+		c.opts.Log.Error(serr.Err, "cannot generate EnvoyFilters; keeping the ones applied before",
+			"kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "port", serr.Port.Number, "protocol", serr.Protocol)
+		if c.opts.Recorder != nil {
+			c.opts.Recorder.Event(objectRef(svc), corev1.EventTypeWarning, "GenerationFailed",
+				fmt.Sprintf("port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err))
+		}
+	}
+}
+
+func objectRef(svc *model.Service) *corev1.ObjectReference {
+	ref := &corev1.ObjectReference{Kind: svc.Kind(), Namespace: svc.Namespace, Name: svc.ObjectName()}
+	if ref.Kind == "ServiceEntry" {
+		ref.APIVersion = "networking.istio.io/v1"
+	} else {
+		ref.APIVersion = "v1"
+	}
+	return ref
+}

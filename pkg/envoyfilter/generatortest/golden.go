@@ -1,0 +1,92 @@
+// Package generatortest runs a generator over YAML inputs and compares the result
+// with reviewed golden files. Every patch value is validated on the way.
+package generatortest
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/manifest"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files with the current output")
+
+// Context is the generator context of the golden tests.
+var Context = &envoyfilter.Context{RootNamespace: "istio-system"}
+
+// Golden runs gen for every port of protocol p of every service in testdata/<name>.yaml
+// and compares the EnvoyFilters (or the error) with testdata/<name>.golden.yaml.
+func Golden(t *testing.T, gen envoyfilter.Generator, p model.Protocol, name string) {
+	t.Helper()
+	in := filepath.Join("testdata", name+".yaml")
+	objs, errs := manifest.ReadPaths([]string{in})
+	if len(errs) > 0 {
+		t.Fatalf("reading %s: %v", in, errs)
+	}
+	var out bytes.Buffer
+	for _, svc := range model.BuildServices(objs.Snapshot("cluster.local")) {
+		for _, port := range svc.Ports {
+			if port.Protocol != p {
+				continue
+			}
+			efs, err := gen.Generate(Context, svc, port)
+			if err != nil {
+				fmt.Fprintf(&out, "# %s %s port %d: error: %v\n", svc.Kind(), svc.Key(), port.Number, err)
+				continue
+			}
+			Validate(t, efs)
+			fmt.Fprintf(&out, "# %s %s port %d\n", svc.Kind(), svc.Key(), port.Number)
+			if err := manifest.WriteEnvoyFilters(&out, efs); err != nil {
+				t.Fatal(err)
+			}
+			out.WriteString("---\n")
+		}
+	}
+	Compare(t, filepath.Join("testdata", name+".golden.yaml"), out.Bytes())
+}
+
+// Compare checks got against a golden file, or rewrites it with -update.
+func Compare(t *testing.T, golden string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(golden, got, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run the test with -update to create it, then review it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s differs (-want +got):\n%s", golden, diff)
+	}
+}
+
+// Validate checks every network filter patch value the way Envoy will read it.
+func Validate(t *testing.T, efs []*model.EnvoyFilter) {
+	t.Helper()
+	for _, ef := range efs {
+		for i, p := range ef.Spec.GetConfigPatches() {
+			if p.GetApplyTo() != networking.EnvoyFilter_NETWORK_FILTER {
+				continue
+			}
+			if err := envoyfilter.ValidateFilterValue(p.GetPatch().GetValue()); err != nil {
+				t.Errorf("%s patch %d: %v", ef.Key(), i, err)
+			}
+			if name := p.GetMatch().GetListener().GetFilterChain().GetFilter().GetName(); !strings.HasPrefix(name, "envoy.filters.network.") {
+				t.Errorf("%s patch %d: filter chain match names no filter (%q): istiod would skip or misplace it", ef.Key(), i, name)
+			}
+		}
+	}
+}

@@ -1,0 +1,271 @@
+package envoyfilter
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	networking "istio.io/api/networking/v1alpha3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// TCPProxyFilter is the network filter Istio puts on every plain TCP listener.
+const TCPProxyFilter = "envoy.filters.network.tcp_proxy"
+
+// Operation says how a protocol filter joins the filter chain of a TCP listener.
+type Operation int
+
+const (
+	// ReplaceTCPProxy puts the protocol filter in tcp_proxy's place: the protocol
+	// filter routes the traffic itself.
+	ReplaceTCPProxy Operation = iota
+	// InsertBeforeTCPProxy adds the protocol filter in front of tcp_proxy, which still
+	// forwards the bytes: the protocol filter only observes.
+	InsertBeforeTCPProxy
+)
+
+// Direction tells outbound (client side) from inbound (server side) listeners.
+type Direction string
+
+// Directions, used in names and stat prefixes.
+const (
+	Outbound Direction = "outbound"
+	Inbound  Direction = "inbound"
+)
+
+// Listener is one sidecar listener that carries a service port, with what a protocol
+// filter needs to route on it.
+type Listener struct {
+	Direction Direction
+	// Address is the VIP of an outbound listener <address>_<port>; empty inbound.
+	Address string
+	// Port is the service port outbound and the workload (target) port inbound.
+	Port uint32
+	// Host is the host whose clusters outbound traffic goes to; empty inbound.
+	Host string
+	// Cluster is where traffic goes when nothing more specific matches.
+	Cluster string
+	// StatPrefix names the filter's statistics; Istio's cluster names make them readable
+	// per service and direction.
+	StatPrefix string
+}
+
+// FilterFunc builds the protocol's network filter for one listener.
+type FilterFunc func(l *Listener) (*listener.Filter, error)
+
+// ListenerFilters returns the EnvoyFilters that put a protocol filter on every listener
+// of one service port:
+//   - outbound: one EnvoyFilter in the root namespace, with a patch for each VIP's
+//     listener <vip>_<port>. A service without addresses has no listener of its own.
+//   - inbound: one EnvoyFilter in the service's namespace, selecting the service's
+//     workloads, patching the virtualInbound filter chain of the target port. It is not
+//     in the root namespace because a selector there would match workloads of every
+//     namespace. A service without a workload selector has no inbound side in the mesh.
+//
+// Istio makes one service per (host, address) and gives a listener shared by several
+// hosts to the first of them in order, so outbound traffic of a multi-host
+// ServiceEntry belongs to its first host; routing rules of every host still apply
+// through the generator.
+func ListenerFilters(ctx *Context, svc *model.Service, port *model.Port, op Operation, build FilterFunc) ([]*model.EnvoyFilter, error) {
+	if len(svc.Hosts) == 0 {
+		return nil, errors.New("the service has no hosts")
+	}
+	if len(svc.Addresses) == 0 && svc.WorkloadSelector == nil {
+		return nil, errors.New("the service has neither an address (no outbound listener of its own) nor a workload selector (no inbound listener to patch)")
+	}
+	var out []*model.EnvoyFilter
+	host := svc.Hosts[0]
+	if len(svc.Addresses) > 0 {
+		ef := newEnvoyFilter(svc, ObjectName(Outbound, host, port.Number), ctx.RootNamespace)
+		for _, addr := range svc.Addresses {
+			if strings.Contains(addr, "/") {
+				return nil, fmt.Errorf("address %s is a CIDR range: Istio has no per-service listener for it", addr)
+			}
+			l := &Listener{
+				Direction:  Outbound,
+				Address:    addr,
+				Port:       port.Number,
+				Host:       host,
+				Cluster:    model.OutboundClusterName(port.Number, "", host),
+				StatPrefix: model.OutboundClusterName(port.Number, "", host),
+			}
+			p, err := networkFilterPatch(l, op, build)
+			if err != nil {
+				return nil, err
+			}
+			ef.Spec.ConfigPatches = append(ef.Spec.ConfigPatches, p)
+		}
+		out = append(out, ef)
+	}
+	if svc.WorkloadSelector != nil {
+		if port.TargetPort == 0 {
+			return nil, fmt.Errorf("port %s (%d) has a named targetPort: set a numeric targetPort so the inbound listener can be found", port.Name, port.Number)
+		}
+		ef := newEnvoyFilter(svc, ObjectName(Inbound, host, port.Number), svc.Namespace)
+		ef.Spec.WorkloadSelector = &networking.WorkloadSelector{Labels: svc.WorkloadSelector}
+		l := &Listener{
+			Direction:  Inbound,
+			Port:       port.TargetPort,
+			Cluster:    model.InboundClusterName(port.TargetPort),
+			StatPrefix: model.InboundClusterName(port.TargetPort),
+		}
+		p, err := networkFilterPatch(l, op, build)
+		if err != nil {
+			return nil, err
+		}
+		ef.Spec.ConfigPatches = append(ef.Spec.ConfigPatches, p)
+		out = append(out, ef)
+	}
+	return out, nil
+}
+
+func newEnvoyFilter(svc *model.Service, name, namespace string) *model.EnvoyFilter {
+	return &model.EnvoyFilter{
+		Name:        name,
+		Namespace:   namespace,
+		Labels:      model.ManagedLabels(),
+		Annotations: map[string]string{model.ServiceAnnotation: svc.Key()},
+		Spec:        &networking.EnvoyFilter{},
+	}
+}
+
+func networkFilterPatch(l *Listener, op Operation, build FilterFunc) (*networking.EnvoyFilter_EnvoyConfigObjectPatch, error) {
+	filter, err := build(l)
+	if err != nil {
+		return nil, err
+	}
+	value, err := FilterValue(filter)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener for port %d: %w", l.Direction, l.Port, err)
+	}
+	match := &networking.EnvoyFilter_ListenerMatch{
+		FilterChain: &networking.EnvoyFilter_ListenerMatch_FilterChainMatch{
+			Filter: &networking.EnvoyFilter_ListenerMatch_FilterMatch{Name: TCPProxyFilter},
+		},
+	}
+	patchContext := networking.EnvoyFilter_SIDECAR_OUTBOUND
+	if l.Direction == Outbound {
+		match.Name = l.Address + "_" + strconv.FormatUint(uint64(l.Port), 10)
+	} else {
+		patchContext = networking.EnvoyFilter_SIDECAR_INBOUND
+		match.Name = "virtualInbound"
+		match.FilterChain.DestinationPort = l.Port
+	}
+	operation := networking.EnvoyFilter_Patch_REPLACE
+	if op == InsertBeforeTCPProxy {
+		operation = networking.EnvoyFilter_Patch_INSERT_BEFORE
+	}
+	return &networking.EnvoyFilter_EnvoyConfigObjectPatch{
+		ApplyTo: networking.EnvoyFilter_NETWORK_FILTER,
+		Match: &networking.EnvoyFilter_EnvoyConfigObjectMatch{
+			Context:     patchContext,
+			ObjectTypes: &networking.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: match},
+		},
+		Patch: &networking.EnvoyFilter_Patch{Operation: operation, Value: value},
+	}, nil
+}
+
+// NetworkFilter wraps a filter's typed config into a named network filter.
+func NetworkFilter(name string, config proto.Message) (*listener.Filter, error) {
+	typed, err := anypb.New(config)
+	if err != nil {
+		return nil, fmt.Errorf("filter %s: %w", name, err)
+	}
+	return &listener.Filter{Name: name, ConfigType: &listener.Filter_TypedConfig{TypedConfig: typed}}, nil
+}
+
+// FilterValue turns a network filter into an EnvoyFilter patch value, after checking
+// it the way Envoy will (see ValidateFilterValue).
+func FilterValue(f *listener.Filter) (*structpb.Struct, error) {
+	if err := validate(f); err != nil {
+		return nil, err
+	}
+	return toStruct(f)
+}
+
+// ValidateFilterValue checks a network filter patch value: strict JSON into Envoy's
+// Filter type (unknown fields and unknown @types fail), then the protoc-gen-validate
+// rules of the filter and of the typed config inside it. istiod drops a patch that
+// fails to convert without telling anyone; this is the check that it will not.
+func ValidateFilterValue(value *structpb.Struct) error {
+	raw, err := protojson.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("encoding patch value: %w", err)
+	}
+	f := &listener.Filter{}
+	if err := protojson.Unmarshal(raw, f); err != nil {
+		return fmt.Errorf("patch value is not an Envoy network filter: %w", err)
+	}
+	return validate(f)
+}
+
+// validator is what protoc-gen-validate generates on every Envoy message.
+type validator interface{ ValidateAll() error }
+
+func validate(f *listener.Filter) error {
+	if err := f.ValidateAll(); err != nil {
+		return fmt.Errorf("invalid filter %s: %w", f.GetName(), err)
+	}
+	typed := f.GetTypedConfig()
+	if typed == nil {
+		return fmt.Errorf("filter %s has no typed_config", f.GetName())
+	}
+	// ValidateAll does not look inside an Any.
+	inner, err := typed.UnmarshalNew()
+	if err != nil {
+		return fmt.Errorf("filter %s: %w", f.GetName(), err)
+	}
+	if v, ok := inner.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("invalid %s config: %w", f.GetName(), err)
+		}
+	}
+	return nil
+}
+
+func toStruct(m proto.Message) (*structpb.Struct, error) {
+	raw, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %T: %w", m, err)
+	}
+	s := &structpb.Struct{}
+	if err := protojson.Unmarshal(raw, s); err != nil {
+		return nil, fmt.Errorf("decoding %T as a struct: %w", m, err)
+	}
+	return s, nil
+}
+
+// maxNameLength is the longest Kubernetes object name.
+const maxNameLength = 253
+
+// ObjectName is the stable name of the EnvoyFilter for one direction of a host's port:
+// aeraki-<direction>-<host>-<port>. A host too long for a Kubernetes name is cut and
+// completed with a hash of the whole, so names stay unique.
+func ObjectName(d Direction, host string, port uint32) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.ReplaceAll(host, "*", "wildcard")) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '.' || r == '-' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	prefix := "aeraki-" + string(d) + "-"
+	suffix := "-" + strconv.FormatUint(uint64(port), 10)
+	h := strings.Trim(b.String(), ".-")
+	if len(prefix)+len(h)+len(suffix) > maxNameLength {
+		sum := sha256.Sum256([]byte(host))
+		hash := hex.EncodeToString(sum[:])[:10]
+		h = strings.Trim(h[:maxNameLength-len(prefix)-len(suffix)-len(hash)-1], ".-") + "-" + hash
+	}
+	return prefix + h + suffix
+}

@@ -1,0 +1,110 @@
+package envoyfilter
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Translation is the desired state computed from a set of services.
+type Translation struct {
+	// Filters are the desired EnvoyFilters by key (namespace/name).
+	Filters map[string]*model.EnvoyFilter
+	// Failed are the services whose generation failed, by key. Their EnvoyFilters
+	// from earlier pushes must be kept as they are.
+	Failed map[string]*ServiceError
+	// Services counts the services with at least one generated port, by protocol.
+	Services map[model.Protocol]int
+}
+
+// ServiceError is a generation failure of one service port.
+type ServiceError struct {
+	Service  *model.Service
+	Port     *model.Port
+	Protocol model.Protocol
+	Err      error
+}
+
+func (e *ServiceError) Error() string {
+	return fmt.Sprintf("%s %s port %d (%s): %v", e.Service.Kind(), e.Service.Key(), e.Port.Number, e.Protocol, e.Err)
+}
+
+func (e *ServiceError) Unwrap() error { return e.Err }
+
+// Translate calls the generator of every supported port of every service. A service
+// is all or nothing: if one of its ports fails, none of its filters are desired and it
+// is listed in Failed. Two services that want the same EnvoyFilter name conflict; the
+// first by key keeps it.
+func Translate(ctx *Context, reg Registry, services []*model.Service) *Translation {
+	t := &Translation{
+		Filters:  map[string]*model.EnvoyFilter{},
+		Failed:   map[string]*ServiceError{},
+		Services: map[model.Protocol]int{},
+	}
+	for _, svc := range services {
+		filters, protocols, serr := generateService(ctx, reg, svc)
+		if serr == nil {
+			serr = conflict(t.Filters, filters, svc)
+		}
+		if serr != nil {
+			t.Failed[svc.Key()] = serr
+			continue
+		}
+		for _, ef := range filters {
+			t.Filters[ef.Key()] = ef
+		}
+		for _, p := range protocols {
+			t.Services[p]++
+		}
+	}
+	return t
+}
+
+func generateService(ctx *Context, reg Registry, svc *model.Service) ([]*model.EnvoyFilter, []model.Protocol, *ServiceError) {
+	var out []*model.EnvoyFilter
+	var protocols []model.Protocol
+	for _, port := range svc.Ports {
+		gen, ok := reg[port.Protocol]
+		if !ok {
+			continue
+		}
+		efs, err := gen.Generate(ctx, svc, port)
+		if err != nil {
+			return nil, nil, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
+		}
+		out = append(out, efs...)
+		if !slices.Contains(protocols, port.Protocol) {
+			protocols = append(protocols, port.Protocol)
+		}
+	}
+	return out, protocols, nil
+}
+
+func conflict(have map[string]*model.EnvoyFilter, filters []*model.EnvoyFilter, svc *model.Service) *ServiceError {
+	seen := map[string]bool{}
+	for _, ef := range filters {
+		other, taken := have[ef.Key()]
+		if !taken && !seen[ef.Key()] {
+			seen[ef.Key()] = true
+			continue
+		}
+		owner := svc.Key()
+		if taken {
+			owner = other.Annotations[model.ServiceAnnotation]
+		}
+		return &ServiceError{Service: svc, Port: svc.Ports[0], Err: fmt.Errorf(
+			"EnvoyFilter %s is also generated for %s: the services share a host and port", ef.Key(), owner)}
+	}
+	return nil
+}
+
+// SortedFilters returns the filters ordered by key.
+func SortedFilters(filters map[string]*model.EnvoyFilter) []*model.EnvoyFilter {
+	out := make([]*model.EnvoyFilter, 0, len(filters))
+	for _, k := range slices.Sorted(maps.Keys(filters)) {
+		out = append(out, filters[k])
+	}
+	return out
+}

@@ -1,0 +1,209 @@
+// Package manifest reads Kubernetes YAML documents into translation inputs and writes
+// EnvoyFilters as YAML: the file side of `aeraki generate` and of the golden tests.
+package manifest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/api/networking/v1alpha3"
+	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/schema/gvk"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Objects are the inputs read from documents, in the order read.
+type Objects struct {
+	ServiceEntries   []config.Config
+	VirtualServices  []config.Config
+	DestinationRules []config.Config
+}
+
+// Snapshot returns the translation input for the objects.
+func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
+	return &model.Snapshot{
+		ServiceEntries:   o.ServiceEntries,
+		VirtualServices:  o.VirtualServices,
+		DestinationRules: o.DestinationRules,
+		DomainSuffix:     domainSuffix,
+	}
+}
+
+// document is the part of a Kubernetes object we read before knowing its kind.
+type document struct {
+	metav1.TypeMeta `json:",inline"`
+	Metadata        metav1.ObjectMeta `json:"metadata"`
+	Spec            json.RawMessage   `json:"spec"`
+}
+
+// istioKinds maps the Istio kinds we read to their spec type and Istio's config kind.
+var istioKinds = map[string]struct {
+	gvk  config.GroupVersionKind
+	spec func() proto.Message
+}{
+	"ServiceEntry":    {gvk.ServiceEntry, func() proto.Message { return &networking.ServiceEntry{} }},
+	"VirtualService":  {gvk.VirtualService, func() proto.Message { return &networking.VirtualService{} }},
+	"DestinationRule": {gvk.DestinationRule, func() proto.Message { return &networking.DestinationRule{} }},
+}
+
+// ReadPaths reads every file named, and every .yaml, .yml and .json file under every
+// directory named, in lexical order. Errors name the file and document; the objects
+// that could be read are returned with them.
+func ReadPaths(paths []string) (*Objects, []error) {
+	objs := &Objects{}
+	var errs []error
+	for _, p := range paths {
+		files, err := expand(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			errs = append(errs, objs.Decode(bytes.NewReader(data), f)...)
+		}
+	}
+	return objs, errs
+}
+
+func expand(p string) ([]string, error) {
+	info, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		return []string{p}, nil
+	}
+	var files []string
+	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".yaml", ".yml", ".json":
+			if !d.IsDir() {
+				files = append(files, path)
+			}
+		}
+		return nil
+	})
+	slices.Sort(files)
+	return files, err
+}
+
+// Decode reads YAML or JSON documents (separated by ---) from r. Documents of kinds
+// that do not feed a generator are skipped. A document that cannot be read is an
+// error naming source, position and object; reading goes on with the next one.
+func (o *Objects) Decode(r io.Reader, source string) []error {
+	var errs []error
+	reader := kubeyaml.NewYAMLReader(bufio.NewReader(r))
+	for i := 1; ; i++ {
+		raw, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return errs
+		}
+		if err != nil {
+			return append(errs, fmt.Errorf("%s: document %d: %w", source, i, err))
+		}
+		if err := o.decodeDocument(raw); err != nil {
+			errs = append(errs, fmt.Errorf("%s: document %d: %w", source, i, err))
+		}
+	}
+}
+
+func (o *Objects) decodeDocument(raw []byte) error {
+	js, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(js)) == 0 || string(bytes.TrimSpace(js)) == "null" {
+		return nil
+	}
+	var doc document
+	if err := json.Unmarshal(js, &doc); err != nil {
+		return err
+	}
+	gv, err := schema.ParseGroupVersion(doc.APIVersion)
+	if err != nil {
+		return err
+	}
+	kind, ok := istioKinds[doc.Kind]
+	if !ok || gv.Group != kind.gvk.Group {
+		return nil
+	}
+	ns := doc.Metadata.Namespace
+	if ns == "" {
+		ns = metav1.NamespaceDefault
+	}
+	spec := kind.spec()
+	if len(doc.Spec) > 0 {
+		if err := protojson.Unmarshal(doc.Spec, spec); err != nil {
+			return fmt.Errorf("%s %s/%s: spec: %w", doc.Kind, ns, doc.Metadata.Name, err)
+		}
+	}
+	cfg := config.Config{
+		Meta: config.Meta{
+			GroupVersionKind:  kind.gvk,
+			Name:              doc.Metadata.Name,
+			Namespace:         ns,
+			Labels:            doc.Metadata.Labels,
+			Annotations:       doc.Metadata.Annotations,
+			ResourceVersion:   doc.Metadata.ResourceVersion,
+			CreationTimestamp: doc.Metadata.CreationTimestamp.Time,
+		},
+		Spec: spec,
+	}
+	switch doc.Kind {
+	case "ServiceEntry":
+		o.ServiceEntries = append(o.ServiceEntries, cfg)
+	case "VirtualService":
+		o.VirtualServices = append(o.VirtualServices, cfg)
+	case "DestinationRule":
+		o.DestinationRules = append(o.DestinationRules, cfg)
+	}
+	return nil
+}
+
+// WriteEnvoyFilters writes EnvoyFilters as YAML documents separated by ---, in the
+// order given. The same filters always give the same bytes.
+func WriteEnvoyFilters(w io.Writer, efs []*model.EnvoyFilter) error {
+	for i, ef := range efs {
+		js, err := ef.Document()
+		if err != nil {
+			return err
+		}
+		y, err := yaml.JSONToYAML(js)
+		if err != nil {
+			return fmt.Errorf("EnvoyFilter %s: %w", ef.Key(), err)
+		}
+		if i > 0 {
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(y); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"maps"
+
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/api/networking/v1alpha3"
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Labels and annotations this project puts on the EnvoyFilters it manages.
+const (
+	// ManagedByLabel marks our EnvoyFilters; only objects with it are ever changed or deleted.
+	ManagedByLabel = "manager"
+	ManagedByValue = "aeraki"
+	// StandardManagedByLabel is the Kubernetes recommended label, set alongside.
+	StandardManagedByLabel = "app.kubernetes.io/managed-by"
+	// ServiceAnnotation names the service (namespace/name) an EnvoyFilter was generated
+	// for, so that a service whose generation fails keeps its filters.
+	ServiceAnnotation = "aeraki.io/service"
+)
+
+// EnvoyFilter is a generated Istio EnvoyFilter. Its identity is Namespace/Name.
+type EnvoyFilter struct {
+	Name        string
+	Namespace   string
+	Labels      map[string]string
+	Annotations map[string]string
+	Spec        *networking.EnvoyFilter
+}
+
+// Key is namespace/name.
+func (e *EnvoyFilter) Key() string { return e.Namespace + "/" + e.Name }
+
+// ManagedLabels are the labels every generated EnvoyFilter carries.
+func ManagedLabels() map[string]string {
+	return map[string]string{ManagedByLabel: ManagedByValue, StandardManagedByLabel: ManagedByValue}
+}
+
+// UpToDate reports whether current matches e, the desired EnvoyFilter, in what we own:
+// the spec, our labels and our annotations. Labels and annotations others added to
+// current do not count.
+func (e *EnvoyFilter) UpToDate(o *EnvoyFilter) bool {
+	if e.Name != o.Name || e.Namespace != o.Namespace || !proto.Equal(e.Spec, o.Spec) {
+		return false
+	}
+	return subsetEqual(e.Labels, o.Labels) && subsetEqual(e.Annotations, o.Annotations)
+}
+
+// subsetEqual reports whether every key of want has the same value in got.
+func subsetEqual(want, got map[string]string) bool {
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Clone returns a deep copy.
+func (e *EnvoyFilter) Clone() *EnvoyFilter {
+	return &EnvoyFilter{
+		Name:        e.Name,
+		Namespace:   e.Namespace,
+		Labels:      maps.Clone(e.Labels),
+		Annotations: maps.Clone(e.Annotations),
+		Spec:        proto.Clone(e.Spec).(*networking.EnvoyFilter),
+	}
+}
+
+// Object returns the Kubernetes object of the EnvoyFilter.
+func (e *EnvoyFilter) Object() *clientnetworking.EnvoyFilter {
+	obj := &clientnetworking.EnvoyFilter{
+		TypeMeta: metav1.TypeMeta{APIVersion: clientnetworking.SchemeGroupVersion.String(), Kind: "EnvoyFilter"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        e.Name,
+			Namespace:   e.Namespace,
+			Labels:      maps.Clone(e.Labels),
+			Annotations: maps.Clone(e.Annotations),
+		},
+	}
+	proto.Merge(&obj.Spec, e.Spec)
+	return obj
+}
+
+// EnvoyFilterFromObject reads a Kubernetes EnvoyFilter. The result shares nothing with obj.
+func EnvoyFilterFromObject(obj *clientnetworking.EnvoyFilter) *EnvoyFilter {
+	return &EnvoyFilter{
+		Name:        obj.Name,
+		Namespace:   obj.Namespace,
+		Labels:      maps.Clone(obj.Labels),
+		Annotations: maps.Clone(obj.Annotations),
+		Spec:        proto.Clone(&obj.Spec).(*networking.EnvoyFilter),
+	}
+}
+
+// Document returns the EnvoyFilter as a Kubernetes document (apiVersion, kind,
+// metadata, spec) in JSON, with nothing the server sets.
+func (e *EnvoyFilter) Document() ([]byte, error) {
+	spec, err := protojson.Marshal(e.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("EnvoyFilter %s: %w", e.Key(), err)
+	}
+	doc, err := json.Marshal(document{
+		APIVersion: clientnetworking.SchemeGroupVersion.String(),
+		Kind:       "EnvoyFilter",
+		Metadata:   documentMeta{Name: e.Name, Namespace: e.Namespace, Labels: e.Labels, Annotations: e.Annotations},
+		Spec:       spec,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("EnvoyFilter %s: %w", e.Key(), err)
+	}
+	return doc, nil
+}
+
+type document struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   documentMeta    `json:"metadata"`
+	Spec       json.RawMessage `json:"spec"`
+}
+
+type documentMeta struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}

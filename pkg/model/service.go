@@ -1,0 +1,288 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/host"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// SyntheticPrefix starts the name istiod gives the ServiceEntry it derives from a
+// Kubernetes Service.
+const SyntheticPrefix = "synthetic-"
+
+// Service is one ServiceEntry, or one Kubernetes Service as istiod shows it, with the
+// Istio config that routes to it already resolved. Everything is sorted. Generators
+// must treat it as read-only.
+type Service struct {
+	Name        string
+	Namespace   string
+	Annotations map[string]string
+	// Hosts are the fully qualified hosts of the service.
+	Hosts []string
+	// Addresses are the VIPs; Istio builds one outbound listener <address>_<port> each.
+	Addresses []string
+	// Ports are the ports with a supported protocol, by number.
+	Ports []*Port
+	// WorkloadSelector selects the workloads that serve the service; nil when the
+	// service has no workloads in the mesh (then there is no inbound side to patch).
+	WorkloadSelector map[string]string
+	// VirtualServices bound to any host of the service, by namespace and name.
+	VirtualServices []*Config[*networking.VirtualService]
+	// DestinationRules for any host of the service, by namespace and name.
+	DestinationRules []*Config[*networking.DestinationRule]
+}
+
+// Port is a service port with a supported protocol.
+type Port struct {
+	Number   uint32
+	Name     string
+	Protocol Protocol
+	// TargetPort is the port the workloads listen on: the number of the inbound
+	// filter chain. Zero when it is unknown (a named Kubernetes targetPort).
+	TargetPort uint32
+}
+
+// Config is a named Istio object with its typed spec.
+type Config[T any] struct {
+	Name      string
+	Namespace string
+	Spec      T
+}
+
+// Key is namespace/name: the identity of the service across pushes.
+func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
+
+// Kind is what the service came from, for messages to the user.
+func (s *Service) Kind() string {
+	if strings.HasPrefix(s.Name, SyntheticPrefix) {
+		return "Service"
+	}
+	return "ServiceEntry"
+}
+
+// ObjectName is the name of the user's object the service came from.
+func (s *Service) ObjectName() string {
+	if s.Kind() == "Service" {
+		return strings.TrimPrefix(s.Name, SyntheticPrefix)
+	}
+	return s.Name
+}
+
+// Snapshot is the Istio config a translation starts from.
+type Snapshot struct {
+	ServiceEntries   []config.Config
+	VirtualServices  []config.Config
+	DestinationRules []config.Config
+	// KubeService returns the Kubernetes Service behind a synthetic ServiceEntry, or
+	// nil. istiod's synthetic entries carry neither annotations nor target ports.
+	KubeService func(namespace, name string) *corev1.Service
+	// DomainSuffix completes short hosts: name -> name.<namespace>.svc.<suffix>.
+	DomainSuffix string
+}
+
+// BuildServices returns a Service for every ServiceEntry with at least one port of a
+// supported protocol, ordered by key. Hosts of VirtualServices and DestinationRules
+// are resolved once into an index, so the cost is linear in the config size.
+func BuildServices(snap *Snapshot) []*Service {
+	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix,
+		func(c config.Config) (*networking.VirtualService, []string) {
+			vs, _ := c.Spec.(*networking.VirtualService)
+			return vs, vs.GetHosts()
+		})
+	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix,
+		func(c config.Config) (*networking.DestinationRule, []string) {
+			dr, _ := c.Spec.(*networking.DestinationRule)
+			return dr, []string{dr.GetHost()}
+		})
+
+	var out []*Service
+	for i := range snap.ServiceEntries {
+		c := &snap.ServiceEntries[i]
+		se, ok := c.Spec.(*networking.ServiceEntry)
+		if !ok || se == nil {
+			continue
+		}
+		var kube *corev1.Service
+		if strings.HasPrefix(c.Name, SyntheticPrefix) && snap.KubeService != nil {
+			kube = snap.KubeService(c.Namespace, strings.TrimPrefix(c.Name, SyntheticPrefix))
+		}
+		ports := supportedPorts(se, kube)
+		if len(ports) == 0 {
+			continue
+		}
+		svc := &Service{
+			Name:        c.Name,
+			Namespace:   c.Namespace,
+			Annotations: c.Annotations,
+			Hosts:       sortedUnique(se.GetHosts()),
+			Addresses:   addresses(se.GetAddresses()),
+			Ports:       ports,
+		}
+		if kube != nil {
+			svc.Annotations = kube.Annotations
+		}
+		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
+			svc.WorkloadSelector = sel
+		}
+		svc.VirtualServices = vsIndex.lookup(svc.Hosts)
+		svc.DestinationRules = drIndex.lookup(svc.Hosts)
+		out = append(out, svc)
+	}
+	slices.SortFunc(out, func(a, b *Service) int { return strings.Compare(a.Key(), b.Key()) })
+	return out
+}
+
+// HasSupportedPort reports whether a ServiceEntry declares a port of a supported protocol.
+func HasSupportedPort(se *networking.ServiceEntry) bool {
+	for _, p := range se.GetPorts() {
+		if ParsePortName(p.GetName()).Supported() {
+			return true
+		}
+	}
+	return false
+}
+
+func supportedPorts(se *networking.ServiceEntry, kube *corev1.Service) []*Port {
+	var out []*Port
+	for _, p := range se.GetPorts() {
+		proto := ParsePortName(p.GetName())
+		if !proto.Supported() {
+			continue
+		}
+		target := p.GetTargetPort()
+		if target == 0 {
+			target = p.GetNumber()
+		}
+		if kube != nil {
+			target = kubeTargetPort(kube, p.GetNumber())
+		}
+		out = append(out, &Port{Number: p.GetNumber(), Name: p.GetName(), Protocol: proto, TargetPort: target})
+	}
+	slices.SortFunc(out, func(a, b *Port) int { return int(a.Number) - int(b.Number) })
+	return out
+}
+
+func kubeTargetPort(svc *corev1.Service, port uint32) uint32 {
+	for _, p := range svc.Spec.Ports {
+		if uint32(p.Port) != port { //nolint:gosec // ports are 1..65535
+			continue
+		}
+		switch {
+		case p.TargetPort.IntValue() > 0:
+			return uint32(p.TargetPort.IntValue()) //nolint:gosec // ports are 1..65535
+		case p.TargetPort.String() == "" || p.TargetPort.String() == "0":
+			return port
+		default:
+			return 0 // named: only the pods know the number
+		}
+	}
+	return port
+}
+
+// addresses keeps the IPs that name an outbound listener. A /32 or /128 CIDR is an IP
+// to Istio too; 0.0.0.0 (headless) is not a per-service listener.
+func addresses(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, a := range in {
+		if i := strings.IndexByte(a, '/'); i > 0 && (a[i:] == "/32" || a[i:] == "/128") {
+			a = a[:i]
+		}
+		if a == "0.0.0.0" || a == "::" || a == "" {
+			continue
+		}
+		out = append(out, a)
+	}
+	return sortedUnique(out)
+}
+
+func sortedUnique(in []string) []string {
+	out := slices.Clone(in)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// hostIndex finds the objects bound to a host, resolving short names the way Istio does.
+type hostIndex[T any] struct {
+	exact     map[string][]*Config[T]
+	wildcards []wildcardEntry[T]
+}
+
+type wildcardEntry[T any] struct {
+	host host.Name
+	cfg  *Config[T]
+}
+
+func newHostIndex[T any](cfgs []config.Config, domainSuffix string, hosts func(config.Config) (T, []string)) *hostIndex[T] {
+	idx := &hostIndex[T]{exact: map[string][]*Config[T]{}}
+	for _, c := range cfgs {
+		spec, hs := hosts(c)
+		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec}
+		for _, h := range hs {
+			fqdn := ResolveHost(h, c.Namespace, domainSuffix)
+			if fqdn.IsWildCarded() {
+				idx.wildcards = append(idx.wildcards, wildcardEntry[T]{host: fqdn, cfg: entry})
+				continue
+			}
+			idx.exact[string(fqdn)] = append(idx.exact[string(fqdn)], entry)
+		}
+	}
+	return idx
+}
+
+func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
+	var out []*Config[T]
+	for _, h := range hosts {
+		out = append(out, idx.exact[h]...)
+		for _, w := range idx.wildcards {
+			if w.host.Matches(host.Name(h)) {
+				out = append(out, w.cfg)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *Config[T]) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
+}
+
+// HostsOf returns the fully qualified hosts a VirtualService or DestinationRule binds to.
+func HostsOf(c config.Config, domainSuffix string) []string {
+	var hs []string
+	switch spec := c.Spec.(type) {
+	case *networking.VirtualService:
+		hs = spec.GetHosts()
+	case *networking.DestinationRule:
+		hs = []string{spec.GetHost()}
+	default:
+		return nil
+	}
+	out := make([]string, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, string(ResolveHost(h, c.Namespace, domainSuffix)))
+	}
+	return out
+}
+
+// Error is a problem with one user object that stops its generation.
+type Error struct {
+	Kind, Namespace, Name string
+	Reason                string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s %s/%s: %s", e.Kind, e.Namespace, e.Name, e.Reason)
+}
+
+// ResolveHost completes a short host the way Istio does: a name without dots is
+// <name>.<namespace>.svc.<domainSuffix>; anything with a dot, "*" and IPs stay as they are.
+func ResolveHost(h, namespace, domainSuffix string) host.Name {
+	if h == "*" || strings.Contains(h, ".") || strings.Contains(h, ":") || h == "" {
+		return host.Name(h)
+	}
+	return host.Name(h + "." + namespace + ".svc." + domainSuffix)
+}
