@@ -4,9 +4,9 @@ package dubbo
 import (
 	"errors"
 
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/model"
