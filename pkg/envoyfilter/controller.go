@@ -2,13 +2,12 @@ package envoyfilter
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/events"
 
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -33,7 +32,7 @@ type ControllerOptions struct {
 	Source  Source
 	Applier *Applier
 	// Recorder gets a Warning Event on the user's object when its generation fails.
-	Recorder record.EventRecorder
+	Recorder events.EventRecorder
 	Log      logr.Logger
 }
 
@@ -126,8 +125,8 @@ func (c *Controller) report(t *Translation) {
 		c.opts.Log.Error(serr.Err, "cannot generate EnvoyFilters; keeping the ones applied before",
 			"kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "port", serr.Port.Number, "protocol", serr.Protocol)
 		if c.opts.Recorder != nil {
-			c.opts.Recorder.Event(objectRef(svc), corev1.EventTypeWarning, "GenerationFailed",
-				fmt.Sprintf("port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err))
+			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeWarning, "GenerationFailed", "Generate",
+				"port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err)
 		}
 	}
 }

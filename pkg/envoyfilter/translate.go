@@ -108,3 +108,12 @@ func SortedFilters(filters map[string]*model.EnvoyFilter) []*model.EnvoyFilter {
 	}
 	return out
 }
+
+// SortedErrors returns the failures ordered by service key.
+func SortedErrors(failed map[string]*ServiceError) []*ServiceError {
+	out := make([]*ServiceError, 0, len(failed))
+	for _, k := range slices.Sorted(maps.Keys(failed)) {
+		out = append(out, failed[k])
+	}
+	return out
+}

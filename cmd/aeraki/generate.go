@@ -1,0 +1,64 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/manifest"
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/plugin"
+)
+
+// stringsFlag is a repeatable flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+// generate runs translate alone on YAML files and prints the EnvoyFilters: the same
+// code path as the controller, for previews and CI checks.
+func generate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("aeraki generate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files stringsFlag
+	fs.Var(&files, "f", "a YAML file or a directory of them (repeatable; multi-document files are fine)")
+	root := fs.String("root-namespace", "istio-system", "Istio's root namespace, where outbound EnvoyFilters go")
+	domain := fs.String("domain-suffix", "cluster.local", "the cluster's DNS domain, for short hosts")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: aeraki generate -f FILE_OR_DIR [-f ...]\n\nPrints the EnvoyFilters for the ServiceEntries, VirtualServices and DestinationRules in the files.\nExit status: 0 all generated, 1 some object failed (the rest is printed), 2 usage error.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	files = append(files, fs.Args()...)
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "aeraki generate: no input: give -f FILE_OR_DIR")
+		fs.Usage()
+		return 2
+	}
+	objs, errs := manifest.ReadPaths(files)
+	for _, err := range errs {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+	}
+	t := envoyfilter.Translate(&envoyfilter.Context{RootNamespace: *root}, plugin.Registry(), model.BuildServices(objs.Snapshot(*domain)))
+	for _, serr := range envoyfilter.SortedErrors(t.Failed) {
+		fmt.Fprintf(stderr, "error: %s %s/%s: port %d (%s): %v\n", serr.Service.Kind(), serr.Service.Namespace,
+			serr.Service.ObjectName(), serr.Port.Number, serr.Protocol, serr.Err)
+	}
+	if err := manifest.WriteEnvoyFilters(stdout, envoyfilter.SortedFilters(t.Filters)); err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 1
+	}
+	if len(errs) > 0 || len(t.Failed) > 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	uberzap "go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"aeraki.io/aeraki/pkg/bootstrap"
+)
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("aeraki", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o bootstrap.Options
+	fs.StringVar(&o.IstiodAddr, "istiod-addr", "istiod.istio-system:15010", "istiod's xDS address (host:port); istiod must serve the \"api\" generator to this client")
+	fs.StringVar(&o.RootNamespace, "root-namespace", "istio-system", "Istio's root namespace, where outbound EnvoyFilters go")
+	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "the cluster's DNS domain, for short hosts")
+	fs.DurationVar(&o.Debounce.Quiet, "debounce-quiet", 500*time.Millisecond, "push after this long without a config change")
+	fs.DurationVar(&o.Debounce.Max, "debounce-max", 10*time.Second, "push at the latest this long after the first unpushed change")
+	fs.DurationVar(&o.Resync, "resync", 10*time.Minute, "push at least this often, repairing any drift (0 disables)")
+	fs.DurationVar(&o.XDSInitialBackoff, "xds-initial-backoff", 500*time.Millisecond, "first wait before reconnecting to istiod")
+	fs.DurationVar(&o.XDSMaxBackoff, "xds-max-backoff", 30*time.Second, "longest wait between reconnects to istiod")
+	fs.BoolVar(&o.Manager.LeaderElection, "leader-elect", true, "elect a leader among replicas; only the leader writes")
+	fs.StringVar(&o.Manager.LeaderElectionID, "leader-election-id", "aeraki-leader", "name of the leader election Lease")
+	fs.StringVar(&o.Manager.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the Lease (default: $POD_NAMESPACE, or the in-cluster namespace)")
+	fs.StringVar(&o.Manager.MetricsAddr, "metrics-addr", ":8080", "Prometheus metrics address (0 disables)")
+	fs.StringVar(&o.Manager.ProbeAddr, "probe-addr", ":8081", "/healthz and /readyz address (0 disables)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")
+	level := uberzap.NewAtomicLevelAt(zapcore.InfoLevel)
+	fs.TextVar(&level, "log-level", level, "log level: debug, info or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "aeraki: unexpected argument %q\n\n%s", fs.Arg(0), usage)
+		return 2
+	}
+	log := zap.New(zap.Level(level), zap.WriteTo(stderr))
+	ctrl.SetLogger(log)
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		log.Error(err, "cannot load the Kubernetes client config")
+		return 1
+	}
+	srv, err := bootstrap.New(cfg, o, log)
+	if err != nil {
+		log.Error(err, "cannot start")
+		return 1
+	}
+	ctx := ctrl.LoggerInto(ctrl.SetupSignalHandler(), log)
+	if err := srv.Run(ctx); err != nil {
+		log.Error(err, "stopped with an error")
+		return 1
+	}
+	return 0
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}

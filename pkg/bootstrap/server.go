@@ -1,0 +1,190 @@
+// Package bootstrap builds the controller's parts and runs them: the xDS config
+// watcher, the manager (leader election, caches, metrics, probes) and the EnvoyFilter
+// controller between them.
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
+
+	"aeraki.io/aeraki/pkg/config"
+	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/plugin"
+)
+
+// Options configure a Server.
+type Options struct {
+	IstiodAddr    string
+	RootNamespace string
+	DomainSuffix  string
+	Debounce      envoyfilter.DebounceOptions
+	Resync        time.Duration
+	Manager       kube.Options
+	// XDSBackoff bounds reconnects to istiod.
+	XDSInitialBackoff, XDSMaxBackoff time.Duration
+}
+
+// Server is the running controller.
+type Server struct {
+	mgr        manager.Manager
+	watcher    *config.Watcher
+	controller *envoyfilter.Controller
+	log        logr.Logger
+}
+
+// New wires the parts; Run starts them.
+func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
+	mgr, err := kube.NewManager(cfg, opts.Manager)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{mgr: mgr, log: log}
+	s.watcher = config.NewWatcher(config.Options{
+		Address:        opts.IstiodAddr,
+		DomainSuffix:   opts.DomainSuffix,
+		InitialBackoff: opts.XDSInitialBackoff,
+		MaxBackoff:     opts.XDSMaxBackoff,
+		Logger:         log.WithName("xds"),
+	}, func(config.Event) { s.controller.Trigger() })
+	s.controller = envoyfilter.NewController(envoyfilter.ControllerOptions{
+		Context:  envoyfilter.Context{RootNamespace: opts.RootNamespace},
+		Registry: plugin.Registry(),
+		Debounce: opts.Debounce,
+		Resync:   opts.Resync,
+		Source:   &source{watcher: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix},
+		Applier: &envoyfilter.Applier{
+			Cache:      mgr.GetCache(),
+			Client:     mgr.GetClient(),
+			Live:       mgr.GetAPIReader(),
+			MaxElapsed: 10 * time.Second,
+			Log:        log.WithName("apply"),
+		},
+		Recorder: mgr.GetEventRecorder("aeraki"),
+		Log:      log.WithName("envoyfilter"),
+	})
+	if err := mgr.Add(s.controller); err != nil {
+		return nil, fmt.Errorf("adding the EnvoyFilter controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("xds", func(*http.Request) error {
+		if !s.watcher.HasSynced() {
+			return errors.New("istiod config not synced yet")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run runs everything until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.watchKube(ctx); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.watcher.Run(ctx) }()
+	if err := s.mgr.Start(ctx); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("xds watcher: %w", err)
+	}
+	return nil
+}
+
+// Controller returns the EnvoyFilter controller (tests trigger pushes with it).
+func (s *Server) Controller() *envoyfilter.Controller { return s.controller }
+
+// watchKube triggers a push when one of our EnvoyFilters changes (someone edited or
+// deleted it: the push restores it) or a Service that matters changes.
+func (s *Server) watchKube(ctx context.Context) error {
+	efs, err := s.mgr.GetCache().GetInformer(ctx, &clientnetworking.EnvoyFilter{})
+	if err != nil {
+		return fmt.Errorf("EnvoyFilter informer: %w", err)
+	}
+	trigger := func(any) { s.controller.Trigger() }
+	if _, err := efs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    trigger,
+		UpdateFunc: func(_, obj any) { trigger(obj) },
+		DeleteFunc: trigger,
+	}); err != nil {
+		return err
+	}
+	svcs, err := s.mgr.GetCache().GetInformer(ctx, &corev1.Service{})
+	if err != nil {
+		return fmt.Errorf("Service informer: %w", err)
+	}
+	asService := func(obj any) *corev1.Service {
+		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		svc, _ := obj.(*corev1.Service)
+		return svc
+	}
+	_, err = svcs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if kube.ServiceChangeMatters(nil, asService(obj)) {
+				s.controller.Trigger()
+			}
+		},
+		UpdateFunc: func(o, n any) {
+			if kube.ServiceChangeMatters(asService(o), asService(n)) {
+				s.controller.Trigger()
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if kube.ServiceChangeMatters(asService(obj), nil) {
+				s.controller.Trigger()
+			}
+		},
+	})
+	return err
+}
+
+// source is the translation input: Istio config from istiod, completed by the
+// Kubernetes Services in the manager's cache.
+type source struct {
+	watcher      *config.Watcher
+	cache        client.Reader
+	domainSuffix string
+}
+
+func (s *source) HasSynced() bool { return s.watcher.HasSynced() }
+
+func (s *source) Snapshot() *model.Snapshot {
+	ses, vss, drs := s.watcher.Snapshot()
+	return &model.Snapshot{
+		ServiceEntries:   ses,
+		VirtualServices:  vss,
+		DestinationRules: drs,
+		DomainSuffix:     s.domainSuffix,
+		KubeService:      s.kubeService,
+	}
+}
+
+func (s *source) kubeService(namespace, name string) *corev1.Service {
+	svc := &corev1.Service{}
+	if err := s.cache.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, svc); err != nil {
+		return nil
+	}
+	return svc
+}

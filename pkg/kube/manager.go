@@ -1,0 +1,107 @@
+// Package kube builds the controller-runtime manager: leader election, the caches of
+// the Kubernetes objects we read, metrics and probes.
+package kube
+
+import (
+	"fmt"
+	"maps"
+	"time"
+
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Options configure the manager.
+type Options struct {
+	LeaderElection          bool
+	LeaderElectionID        string
+	LeaderElectionNamespace string
+	// LeaseDuration and RenewDeadline tune failover; zero keeps controller-runtime's defaults.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	MetricsAddr                               string
+	ProbeAddr                                 string
+}
+
+// NewScheme registers the Kubernetes and Istio types we read and write.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := clientnetworking.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewManager returns a manager whose cache holds only our EnvoyFilters (by label) and
+// the Kubernetes Services that istiod's synthetic ServiceEntries stand for.
+func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	ours := labels.SelectorFromSet(labels.Set{model.ManagedByLabel: model.ManagedByValue})
+	mo := ctrl.Options{
+		Scheme:                        scheme,
+		LeaderElection:                opts.LeaderElection,
+		LeaderElectionID:              opts.LeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:        opts.ProbeAddr,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&clientnetworking.EnvoyFilter{}: {Label: ours},
+		}},
+	}
+	if opts.LeaseDuration > 0 {
+		mo.LeaseDuration = &opts.LeaseDuration
+	}
+	if opts.RenewDeadline > 0 {
+		mo.RenewDeadline = &opts.RenewDeadline
+	}
+	if opts.RetryPeriod > 0 {
+		mo.RetryPeriod = &opts.RetryPeriod
+	}
+	mgr, err := ctrl.NewManager(cfg, mo)
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	return mgr, nil
+}
+
+// ServiceChangeMatters reports whether a Service change can change what is generated:
+// a supported protocol port before or after, and the ports or annotations changed.
+func ServiceChangeMatters(oldSvc, newSvc *corev1.Service) bool {
+	if !hasSupportedPort(oldSvc) && !hasSupportedPort(newSvc) {
+		return false
+	}
+	if oldSvc == nil || newSvc == nil {
+		return true
+	}
+	return !equality.Semantic.DeepEqual(oldSvc.Spec.Ports, newSvc.Spec.Ports) || !maps.Equal(oldSvc.Annotations, newSvc.Annotations)
+}
+
+func hasSupportedPort(svc *corev1.Service) bool {
+	if svc == nil {
+		return false
+	}
+	for _, p := range svc.Spec.Ports {
+		if model.ParsePortName(p.Name).Supported() {
+			return true
+		}
+	}
+	return false
+}
