@@ -4,19 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"aeraki.io/aeraki/pkg/model"
 )
 
-// FieldOwner is our field manager name in server-side apply.
+// FieldOwner is our field manager name.
 const FieldOwner = "aeraki"
 
 // Applier reads our EnvoyFilters from a cache and writes changes to the apiserver.
@@ -53,10 +54,11 @@ type ApplyResult struct {
 	Created, Updated, Deleted, Failed int
 }
 
-// Apply makes the changes, each with retries. Updates are server-side applies that
-// force our ownership: we own these objects, so a field someone else changed is taken
-// back. Creates are plain creates, so an EnvoyFilter of the same name that is not ours
-// is reported, never taken over. It goes on after a failed write and returns all errors.
+// Apply makes the changes, each with retries. An update replaces the whole spec (a
+// field someone else set is taken back, which a server-side apply would leave alone)
+// and keeps labels and annotations others added. A create never takes over an
+// EnvoyFilter of the same name that is not ours; that is reported. It goes on after a
+// failed write and returns all errors.
 func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 	var res ApplyResult
 	var errs []error
@@ -80,7 +82,7 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 		do("create", ef, a.create, &res.Created)
 	}
 	for _, ef := range c.Update {
-		do("update", ef, a.apply, &res.Updated)
+		do("update", ef, a.update, &res.Updated)
 	}
 	for _, ef := range c.Delete {
 		do("delete", ef, a.delete, &res.Deleted)
@@ -111,19 +113,32 @@ func (a *Applier) create(ctx context.Context, ef *model.EnvoyFilter) error {
 		return backoff.Permanent(errNotOurs)
 	}
 	// Ours, created by an earlier push the cache has not seen yet.
-	return a.apply(ctx, ef)
+	return a.update(ctx, ef)
 }
 
-func (a *Applier) apply(ctx context.Context, ef *model.EnvoyFilter) error {
-	doc, err := ef.Document()
-	if err != nil {
+// update reads the object live, so the resourceVersion is current and a conflict
+// means a real concurrent write (retried).
+func (a *Applier) update(ctx context.Context, ef *model.EnvoyFilter) error {
+	obj := &clientnetworking.EnvoyFilter{}
+	if err := a.Live.Get(ctx, client.ObjectKey{Namespace: ef.Namespace, Name: ef.Name}, obj); err != nil {
 		return err
 	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(doc); err != nil {
-		return fmt.Errorf("decoding EnvoyFilter %s: %w", ef.Key(), err)
+	if obj.Labels[model.ManagedByLabel] != model.ManagedByValue {
+		return backoff.Permanent(errNotOurs)
 	}
-	return a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+	obj.Labels = merge(obj.Labels, ef.Labels)
+	obj.Annotations = merge(obj.Annotations, ef.Annotations)
+	proto.Reset(&obj.Spec)
+	proto.Merge(&obj.Spec, ef.Spec)
+	return a.Client.Update(ctx, obj, client.FieldOwner(FieldOwner))
+}
+
+func merge(into, from map[string]string) map[string]string {
+	if into == nil {
+		into = make(map[string]string, len(from))
+	}
+	maps.Copy(into, from)
+	return into
 }
 
 func (a *Applier) delete(ctx context.Context, ef *model.EnvoyFilter) error {
