@@ -1,0 +1,52 @@
+# Run `make help` for the targets.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+BIN        ?= bin
+IMAGE      ?= aeraki:latest
+GO         ?= go
+# Heavy tools and test binaries are built once into a cache outside the repository.
+CACHE      ?= $(or $(AERAKI_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/aeraki)
+LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(LINT_VERSION)/golangci-lint
+# The same flags build the release image's binary (docker/Dockerfile).
+BUILD_FLAGS := -trimpath -ldflags=-s\ -w
+export CGO_ENABLED ?= 0
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/aeraki
+	$(GO) build $(BUILD_FLAGS) -o $(BIN)/aeraki ./cmd/aeraki
+
+.PHONY: testbin
+testbin: ## Build etcd, kube-apiserver and pilot-discovery into the cache (once)
+	@hack/testbin.sh >/dev/null
+
+.PHONY: test
+test: testbin ## Run every test: unit, golden, fuzz seeds, real kube-apiserver and istiod, end to end
+	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) test -count=1 -timeout 30m ./...
+
+.PHONY: e2e
+e2e: testbin ## Run only the end-to-end tests (real etcd, kube-apiserver, istiod, controller)
+	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) test -count=1 -timeout 20m -v ./test/...
+
+.PHONY: run-local
+run-local: testbin ## Run the controller on a local control plane with the Dubbo sample (Ctrl-C stops it)
+	@hack/testbin.sh kubectl >/dev/null
+	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) run ./hack/runlocal
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(GO) fmt ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run gofmt, go vet and golangci-lint
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	GOBIN=$(dir $@) GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VERSION)

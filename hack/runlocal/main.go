@@ -1,0 +1,122 @@
+// Command runlocal runs the controller on a local control plane (etcd,
+// kube-apiserver and istiod on 127.0.0.1), applies the Dubbo sample, and shows
+// the EnvoyFilters it produced and the listener istiod then serves to a sidecar.
+// Ctrl-C stops everything it started. Run it with `make run-local`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/test/controlplane"
+)
+
+const (
+	sample       = "demo/dubbo/dubbo-sample.yaml"
+	listenerName = "240.240.0.20_20881"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "run-local:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := zap.New(zap.UseDevMode(false))
+	ctrl.SetLogger(log)
+
+	say("starting etcd, kube-apiserver and istiod on 127.0.0.1 ...")
+	cp, err := controlplane.Start(ctx, controlplane.Options{Istiod: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		say("stopping the control plane")
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+	kubectl := filepath.Join(os.Getenv(controlplane.EnvBinDir), "kubectl")
+	say("control plane up; kubeconfig: %s", cp.Kubeconfig)
+
+	srv, err := bootstrap.New(cp.RestConfig, bootstrap.Options{
+		IstiodAddr:        cp.IstiodAddr,
+		RootNamespace:     controlplane.IstioNamespace,
+		DomainSuffix:      "cluster.local",
+		Debounce:          envoyfilter.DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second},
+		XDSInitialBackoff: 500 * time.Millisecond,
+		XDSMaxBackoff:     30 * time.Second,
+		Manager: kube.Options{LeaderElection: true, LeaderElectionID: "aeraki-leader",
+			LeaderElectionNamespace: controlplane.IstioNamespace, MetricsAddr: "127.0.0.1:8080", ProbeAddr: "127.0.0.1:8081"},
+	}, log.WithName("aeraki"))
+	if err != nil {
+		return err
+	}
+	srvCtx, cancelSrv := context.WithCancel(ctx)
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(srvCtx) }()
+	defer func() {
+		cancelSrv()
+		if err := <-srvDone; err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+
+	say("applying %s", sample)
+	if err := kubectlRun(ctx, kubectl, cp.Kubeconfig, "apply", "-f", sample); err != nil {
+		return err
+	}
+	var ls map[string]*listener.Listener
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		ls, err = cp.SidecarListeners(ctx, "10.1.0.1", "dubbo", map[string]string{"app": "dubbo-consumer"})
+		return err == nil && slices.Contains(controlplane.FilterNames(ls[listenerName]), "envoy.filters.network.dubbo_proxy"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the sidecar listener %s never carried dubbo_proxy: %w", listenerName, err)
+	}
+	say("EnvoyFilters the controller wrote:")
+	if err := kubectlRun(ctx, kubectl, cp.Kubeconfig, "get", "envoyfilters", "-A", "-l", "manager=aeraki", "-o", "yaml"); err != nil {
+		return err
+	}
+	say("listener %s as istiod serves it to a sidecar:", listenerName)
+	out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(ls[listenerName])
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(out))
+	say("running. Try: %s --kubeconfig %s get envoyfilters -A", kubectl, cp.Kubeconfig)
+	say("metrics on http://127.0.0.1:8080/metrics, probes on http://127.0.0.1:8081/readyz. Ctrl-C stops everything.")
+	<-ctx.Done()
+	return nil
+}
+
+func say(format string, args ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...) }
+
+func kubectlRun(ctx context.Context, kubectl, kubeconfig string, args ...string) error {
+	cmd := exec.CommandContext(ctx, kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("kubectl %v: %w", args, err)
+	}
+	return nil
+}
