@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const goodEntry = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: good, namespace: ns, annotations: {interface: org.example.Good}}
+spec:
+  hosts: [good.example]
+  addresses: [240.0.0.1]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+`
+
+const badEntry = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bad, namespace: ns}
+spec:
+  hosts: [bad.example]
+  addresses: [240.0.0.2]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+`
+
+func TestGenerate(t *testing.T) {
+	dir := t.TempDir()
+	good := write(t, dir, "good.yaml", goodEntry+"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n")
+	mixed := write(t, dir, "mixed.yaml", goodEntry+"---\n"+badEntry)
+	write(t, dir, "broken.yaml", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: typo}\nspec: {hostz: [x]}\n")
+
+	cases := []struct {
+		name        string
+		args        []string
+		code        int
+		stdout      []string
+		stderr      []string
+		emptyStdout bool
+	}{
+		{name: "all good", args: []string{"-f", good}, code: 0, stdout: []string{"name: aeraki-outbound-good.example-20880", "envoy.filters.network.dubbo_proxy"}},
+		{name: "directory", args: []string{"-f", dir}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad", `missing annotation "interface"`, "broken.yaml: document 1", "hostz"}},
+		{name: "one bad object, the rest printed", args: []string{"-f", mixed}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad: port 20880 (dubbo)"}},
+		{name: "no input", args: nil, code: 2, emptyStdout: true, stderr: []string{"no input"}},
+		{name: "bad flag", args: []string{"--nope"}, code: 2, emptyStdout: true},
+		{name: "missing file", args: []string{"-f", filepath.Join(dir, "absent.yaml")}, code: 1, emptyStdout: true, stderr: []string{"absent.yaml"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"generate"}, c.args...), &stdout, &stderr)
+			if code != c.code {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, c.code, stderr.String())
+			}
+			for _, s := range c.stdout {
+				if !strings.Contains(stdout.String(), s) {
+					t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
+				}
+			}
+			for _, s := range c.stderr {
+				if !strings.Contains(stderr.String(), s) {
+					t.Errorf("stderr lacks %q:\n%s", s, stderr.String())
+				}
+			}
+			if c.emptyStdout && stdout.Len() > 0 {
+				t.Errorf("stdout not empty:\n%s", stdout.String())
+			}
+			if strings.Contains(stdout.String(), "bad.example") {
+				t.Error("a filter for the failed service was printed")
+			}
+		})
+	}
+}
+
+func TestGenerateIsDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	in := write(t, dir, "in.yaml", goodEntry)
+	var first []byte
+	for i := range 5 {
+		var out, errs bytes.Buffer
+		if code := run([]string{"generate", "-f", in}, &out, &errs); code != 0 {
+			t.Fatalf("exit %d: %s", code, errs.String())
+		}
+		if i == 0 {
+			first = out.Bytes()
+		} else if !bytes.Equal(first, out.Bytes()) {
+			t.Fatal("output differs between runs")
+		}
+	}
+}
