@@ -119,7 +119,7 @@ func (s *Server) Controller() *envoyfilter.Controller { return s.controller }
 func (s *Server) watchKube(ctx context.Context) error {
 	efs, err := s.mgr.GetCache().GetInformer(ctx, &clientnetworking.EnvoyFilter{})
 	if err != nil {
-		return fmt.Errorf("EnvoyFilter informer: %w", err)
+		return fmt.Errorf("informer for EnvoyFilters: %w", err)
 	}
 	trigger := func(any) { s.controller.Trigger() }
 	if _, err := efs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -131,7 +131,7 @@ func (s *Server) watchKube(ctx context.Context) error {
 	}
 	svcs, err := s.mgr.GetCache().GetInformer(ctx, &corev1.Service{})
 	if err != nil {
-		return fmt.Errorf("Service informer: %w", err)
+		return fmt.Errorf("informer for Services: %w", err)
 	}
 	asService := func(obj any) *corev1.Service {
 		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {

@@ -223,10 +223,11 @@ func keys(m map[string]*model.EnvoyFilter) []string {
 	return out
 }
 
-func (h *harness) get(namespace, name string) *clientnetworking.EnvoyFilter {
+// get reads an EnvoyFilter of the root namespace from the apiserver.
+func (h *harness) get(name string) *clientnetworking.EnvoyFilter {
 	h.t.Helper()
 	obj := &clientnetworking.EnvoyFilter{}
-	if err := h.admin.Get(h.ctx, client.ObjectKey{Namespace: namespace, Name: name}, obj); err != nil {
+	if err := h.admin.Get(h.ctx, client.ObjectKey{Namespace: "istio-system", Name: name}, obj); err != nil {
 		h.t.Fatal(err)
 	}
 	return obj
@@ -249,7 +250,7 @@ func TestApplyLifecycle(t *testing.T) {
 	if err := h.admin.Create(ctx, user); err != nil {
 		t.Fatal(err)
 	}
-	userRV := h.get("istio-system", "user-filter").ResourceVersion
+	userRV := h.get("user-filter").ResourceVersion
 
 	t.Log("create")
 	h.source.set(t, dubboEntry("a", "org.example.A", "240.0.0.1"), dubboEntry("b", "org.example.B", "240.0.0.2"))
@@ -268,13 +269,13 @@ func TestApplyLifecycle(t *testing.T) {
 	if n, err := h.push(); err != nil || n != 2 {
 		t.Fatalf("update push: %d writes, err %v; want 2 (outbound and inbound of a)", n, err)
 	}
-	if !strings.Contains(specJSON(t, h.get("istio-system", "aeraki-outbound-a.dubbo.example-20880")), "org.example.A2") {
+	if !strings.Contains(specJSON(t, h.get("aeraki-outbound-a.dubbo.example-20880")), "org.example.A2") {
 		t.Fatal("outbound EnvoyFilter of a does not carry the new interface")
 	}
 	waitUpToDate(h, 0)
 
 	t.Log("a hand edit is taken back, labels others added stay")
-	edited := h.get("istio-system", "aeraki-outbound-a.dubbo.example-20880")
+	edited := h.get("aeraki-outbound-a.dubbo.example-20880")
 	edited.Spec.Priority = 42
 	edited.Labels["team"] = "payments"
 	if err := h.admin.Update(ctx, edited); err != nil {
@@ -282,7 +283,7 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 	h.waitFor(func(cur map[string]*model.EnvoyFilter) bool { return cur[outA].Spec.GetPriority() == 42 })
 	waitUpToDate(h, 1)
-	restored := h.get("istio-system", "aeraki-outbound-a.dubbo.example-20880")
+	restored := h.get("aeraki-outbound-a.dubbo.example-20880")
 	if restored.Spec.Priority != 0 || restored.Labels["team"] != "payments" {
 		t.Fatalf("after restore: priority %d, labels %v", restored.Spec.Priority, restored.Labels)
 	}
@@ -307,16 +308,16 @@ func TestApplyLifecycle(t *testing.T) {
 	if err := h.admin.Create(ctx, squatter); err != nil {
 		t.Fatal(err)
 	}
-	squatterRV := h.get("istio-system", squatter.Name).ResourceVersion
+	squatterRV := h.get(squatter.Name).ResourceVersion
 	h.source.set(t, dubboEntry("c", "org.example.C", "240.0.0.3"))
 	_, err := h.push()
 	if err == nil || !strings.Contains(err.Error(), "without our label") {
 		t.Fatalf("push onto a foreign name: err %v; want it reported", err)
 	}
-	if rv := h.get("istio-system", squatter.Name).ResourceVersion; rv != squatterRV {
+	if rv := h.get(squatter.Name).ResourceVersion; rv != squatterRV {
 		t.Fatal("the foreign EnvoyFilter was modified")
 	}
-	if rv := h.get("istio-system", "user-filter").ResourceVersion; rv != userRV {
+	if rv := h.get("user-filter").ResourceVersion; rv != userRV {
 		t.Fatal("the unlabelled EnvoyFilter was modified")
 	}
 }

@@ -75,7 +75,7 @@ func ReadPaths(paths []string) (*Objects, []error) {
 			continue
 		}
 		for _, f := range files {
-			data, err := os.ReadFile(f)
+			data, err := os.ReadFile(f) //nolint:gosec // reading the files the user names is the point
 			if err != nil {
 				errs = append(errs, err)
 				continue

@@ -13,7 +13,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	networking "istio.io/api/networking/v1alpha3"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
-	clientnetworkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -154,24 +153,21 @@ func TestDubboKubernetesService(t *testing.T) {
 }
 
 // waitEnvoyFilter waits until the EnvoyFilter exists (or is gone).
-func (e *env) waitEnvoyFilter(t *testing.T, namespace, name string, exists bool) *clientnetworkingv1alpha3.EnvoyFilter {
+func (e *env) waitEnvoyFilter(t *testing.T, namespace, name string, exists bool) {
 	t.Helper()
-	var ef *clientnetworkingv1alpha3.EnvoyFilter
 	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		got, err := e.istio.NetworkingV1alpha3().EnvoyFilters(namespace).Get(ctx, name, metav1.GetOptions{})
+		_, err := e.istio.NetworkingV1alpha3().EnvoyFilters(namespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return !exists, nil
 		}
 		if err != nil {
 			return false, err
 		}
-		ef = got
 		return exists, nil
 	})
 	if err != nil {
 		t.Fatalf("EnvoyFilter %s/%s exists=%v never came about: %v", namespace, name, exists, err)
 	}
-	return ef
 }
 
 // waitListenerFilter waits until a sidecar's LDS has the listener with the filter.

@@ -64,7 +64,7 @@ func Compare(t *testing.T, golden string, got []byte) {
 		}
 		return
 	}
-	want, err := os.ReadFile(golden)
+	want, err := os.ReadFile(golden) //nolint:gosec // a golden file of the test
 	if err != nil {
 		t.Fatalf("%v (run the test with -update to create it, then review it)", err)
 	}
