@@ -56,8 +56,11 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	}
 	s := &Server{mgr: mgr, log: log}
 	s.watcher = config.NewWatcher(config.Options{
-		Address:        opts.IstiodAddr,
-		DomainSuffix:   opts.DomainSuffix,
+		Address:      opts.IstiodAddr,
+		DomainSuffix: opts.DomainSuffix,
+		// istiod scopes what it sends like a sidecar's view from this namespace; the
+		// root namespace sees every exported service.
+		Namespace:      opts.RootNamespace,
 		InitialBackoff: opts.XDSInitialBackoff,
 		MaxBackoff:     opts.XDSMaxBackoff,
 		Logger:         log.WithName("xds"),
