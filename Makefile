@@ -9,9 +9,8 @@ GO         ?= go
 CACHE      ?= $(or $(AERAKI_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/aeraki)
 LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(LINT_VERSION)/golangci-lint
-# The same flags build the release image's binary (docker/Dockerfile).
+# The release binary: static, no paths or symbols; docker/Dockerfile uses the same.
 BUILD_FLAGS := -trimpath -ldflags=-s\ -w
-export CGO_ENABLED ?= 0
 
 .PHONY: help
 help: ## Show this help
@@ -19,7 +18,7 @@ help: ## Show this help
 
 .PHONY: build
 build: ## Build bin/aeraki
-	$(GO) build $(BUILD_FLAGS) -o $(BIN)/aeraki ./cmd/aeraki
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN)/aeraki ./cmd/aeraki
 
 .PHONY: testbin
 testbin: ## Build etcd, kube-apiserver and pilot-discovery into the cache (once)
@@ -50,3 +49,11 @@ lint: $(GOLANGCI_LINT) ## Run gofmt, go vet and golangci-lint
 
 $(GOLANGCI_LINT):
 	GOBIN=$(dir $@) GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VERSION)
+
+.PHONY: docker-build
+docker-build: ## Build the image $(IMAGE) (needs a Docker engine)
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+.PHONY: docker-push
+docker-push: ## Push the image $(IMAGE)
+	docker push $(IMAGE)

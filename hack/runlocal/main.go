@@ -46,7 +46,8 @@ func run() error {
 	ctrl.SetLogger(log)
 
 	say("starting etcd, kube-apiserver and istiod on 127.0.0.1 ...")
-	cp, err := controlplane.Start(ctx, controlplane.Options{Istiod: true})
+	// Not bound to ctx: on Ctrl-C the controller stops first, then the control plane.
+	cp, err := controlplane.Start(context.WithoutCancel(ctx), controlplane.Options{Istiod: true})
 	if err != nil {
 		return err
 	}
