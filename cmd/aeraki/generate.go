@@ -48,7 +48,7 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 	}
-	t := envoyfilter.Translate(&envoyfilter.Context{RootNamespace: *root}, plugin.Registry(), model.BuildServices(objs.Snapshot(*domain)))
+	t := envoyfilter.Translate(&envoyfilter.Context{RootNamespace: *root, DomainSuffix: *domain}, plugin.Registry(), model.BuildServices(objs.Snapshot(*domain)))
 	for _, serr := range envoyfilter.SortedErrors(t.Failed) {
 		fmt.Fprintf(stderr, "error: %s %s/%s: port %d (%s): %v\n", serr.Service.Kind(), serr.Service.Namespace,
 			serr.Service.ObjectName(), serr.Port.Number, serr.Protocol, serr.Err)

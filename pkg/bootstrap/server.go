@@ -66,7 +66,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		Logger:         log.WithName("xds"),
 	}, func(config.Event) { s.controller.Trigger() })
 	s.controller = envoyfilter.NewController(envoyfilter.ControllerOptions{
-		Context:  envoyfilter.Context{RootNamespace: opts.RootNamespace},
+		Context:  envoyfilter.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix},
 		Registry: plugin.Registry(),
 		Debounce: opts.Debounce,
 		Resync:   opts.Resync,

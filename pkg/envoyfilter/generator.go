@@ -12,6 +12,8 @@ type Context struct {
 	// RootNamespace is Istio's root namespace: outbound EnvoyFilters go there so that
 	// they apply to every sidecar.
 	RootNamespace string
+	// DomainSuffix completes short hosts in VirtualService destinations.
+	DomainSuffix string
 }
 
 // Generator builds the EnvoyFilters of one service port of its protocol. It is a pure

@@ -22,7 +22,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files with the current output")
 
 // Context is the generator context of the golden tests.
-var Context = &envoyfilter.Context{RootNamespace: "istio-system"}
+var Context = &envoyfilter.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
 
 // Golden runs gen for every port of protocol p of every service in testdata/<name>.yaml
 // and compares the EnvoyFilters (or the error) with testdata/<name>.golden.yaml.
