@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"flag"
 	"fmt"
 	"io"
@@ -52,6 +54,12 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, serr := range envoyfilter.SortedErrors(t.Failed) {
 		fmt.Fprintf(stderr, "error: %s %s/%s: port %d (%s): %v\n", serr.Service.Kind(), serr.Service.Namespace,
 			serr.Service.ObjectName(), serr.Port.Number, serr.Protocol, serr.Err)
+	}
+	for _, key := range slices.Sorted(maps.Keys(t.Skipped)) {
+		for _, s := range t.Skipped[key] {
+			fmt.Fprintf(stderr, "note: %s %s/%s: port %d (%s) left as plain TCP: %v\n", s.Service.Kind(), s.Service.Namespace,
+				s.Service.ObjectName(), s.Port.Number, s.Protocol, s.Err)
+		}
 	}
 	if err := manifest.WriteEnvoyFilters(stdout, envoyfilter.SortedFilters(t.Filters)); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)

@@ -2,6 +2,8 @@ package envoyfilter
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -41,13 +43,15 @@ type ControllerOptions struct {
 type Controller struct {
 	opts    ControllerOptions
 	trigger chan struct{}
-	// failures remembers the last error per failed service so each is reported once.
+	// failures and skips remember what was last reported per service, so that each
+	// problem is reported once, not on every push.
 	failures map[string]string
+	skips    map[string]string
 }
 
 // NewController returns a controller; Start runs it.
 func NewController(opts ControllerOptions) *Controller {
-	return &Controller{opts: opts, trigger: make(chan struct{}, 1), failures: map[string]string{}}
+	return &Controller{opts: opts, trigger: make(chan struct{}, 1), failures: map[string]string{}, skips: map[string]string{}}
 }
 
 // Trigger asks for a push. It never blocks; triggers close together are merged.
@@ -107,8 +111,30 @@ func (c *Controller) Push(ctx context.Context) error {
 	return err
 }
 
-// report tells the user about each failed service once per distinct error.
+// report tells the user about each failed service once per distinct error, and about
+// ports left as plain TCP once per distinct reason.
 func (c *Controller) report(t *Translation) {
+	for key := range c.skips {
+		if _, still := t.Skipped[key]; !still {
+			delete(c.skips, key)
+		}
+	}
+	for key, skipped := range t.Skipped {
+		var msgs []string
+		for _, s := range skipped {
+			msgs = append(msgs, fmt.Sprintf("port %d (%s): %v", s.Port.Number, s.Protocol, s.Err))
+		}
+		msg := strings.Join(msgs, "; ")
+		if c.skips[key] == msg {
+			continue
+		}
+		c.skips[key] = msg
+		svc := skipped[0].Service
+		c.opts.Log.Info("leaving ports as plain TCP", "kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "reason", msg)
+		if c.opts.Recorder != nil {
+			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeNormal, "PortLeftAsTCP", "Generate", "%s", msg)
+		}
+	}
 	for key := range c.failures {
 		if _, still := t.Failed[key]; !still {
 			delete(c.failures, key)

@@ -1,6 +1,7 @@
 package envoyfilter
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -15,9 +16,19 @@ type Translation struct {
 	// Failed are the services whose generation failed, by key. Their EnvoyFilters
 	// from earlier pushes must be kept as they are.
 	Failed map[string]*ServiceError
+	// Skipped are the service ports a generator chose to leave as plain TCP, with why,
+	// by service key. They are not failures: the service's other ports generate.
+	Skipped map[string][]*ServiceError
 	// Services counts the services with at least one generated port, by protocol.
 	Services map[model.Protocol]int
 }
+
+// SkipError is returned by a generator that leaves a port to Istio as plain TCP on
+// purpose (for example a filter the sidecars' proxy build lacks). The reason is told
+// to the user once; nothing fails.
+type SkipError struct{ Reason string }
+
+func (e *SkipError) Error() string { return e.Reason }
 
 // ServiceError is a generation failure of one service port.
 type ServiceError struct {
@@ -41,10 +52,14 @@ func Translate(ctx *Context, reg Registry, services []*model.Service) *Translati
 	t := &Translation{
 		Filters:  map[string]*model.EnvoyFilter{},
 		Failed:   map[string]*ServiceError{},
+		Skipped:  map[string][]*ServiceError{},
 		Services: map[model.Protocol]int{},
 	}
 	for _, svc := range services {
-		filters, protocols, serr := generateService(ctx, reg, svc)
+		filters, protocols, skipped, serr := generateService(ctx, reg, svc)
+		if len(skipped) > 0 {
+			t.Skipped[svc.Key()] = skipped
+		}
 		if serr == nil {
 			serr = conflict(t.Filters, filters, svc)
 		}
@@ -62,24 +77,30 @@ func Translate(ctx *Context, reg Registry, services []*model.Service) *Translati
 	return t
 }
 
-func generateService(ctx *Context, reg Registry, svc *model.Service) ([]*model.EnvoyFilter, []model.Protocol, *ServiceError) {
+func generateService(ctx *Context, reg Registry, svc *model.Service) ([]*model.EnvoyFilter, []model.Protocol, []*ServiceError, *ServiceError) {
 	var out []*model.EnvoyFilter
 	var protocols []model.Protocol
+	var skipped []*ServiceError
 	for _, port := range svc.Ports {
 		gen, ok := reg[port.Protocol]
 		if !ok {
 			continue
 		}
 		efs, err := gen.Generate(ctx, svc, port)
+		var skip *SkipError
+		if errors.As(err, &skip) {
+			skipped = append(skipped, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err})
+			continue
+		}
 		if err != nil {
-			return nil, nil, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
+			return nil, nil, nil, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
 		}
 		out = append(out, efs...)
 		if !slices.Contains(protocols, port.Protocol) {
 			protocols = append(protocols, port.Protocol)
 		}
 	}
-	return out, protocols, nil
+	return out, protocols, skipped, nil
 }
 
 func conflict(have map[string]*model.EnvoyFilter, filters []*model.EnvoyFilter, svc *model.Service) *ServiceError {
