@@ -5,8 +5,10 @@ import (
 	"errors"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/model"
@@ -30,12 +32,57 @@ func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([
 	if iface == "" {
 		return nil, errors.New(`missing annotation "interface": set it to the Dubbo interface the service serves, e.g. org.apache.dubbo.samples.basic.api.DemoService`)
 	}
+	rules, err := envoyfilter.Routes(ctx, svc, port)
+	if err != nil {
+		return nil, err
+	}
 	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
-		return envoyfilter.NetworkFilter(FilterName, proxyConfig(iface, l))
+		var routes []*dubbo.Route
+		// Clients route; the server side takes everything to its workload.
+		if l.Direction == envoyfilter.Outbound {
+			routes = fromRules(rules)
+		}
+		routes = append(routes, catchAll(l.Cluster))
+		return envoyfilter.NetworkFilter(FilterName, proxyConfig(iface, l, routes))
 	})
 }
 
-func proxyConfig(iface string, l *envoyfilter.Listener) *dubbo.DubboProxy {
+// fromRules turns VirtualService rules into Dubbo routes, in order: one route per
+// match entry (any of them selects the rule), or one for every method.
+func fromRules(rules []*envoyfilter.Route) []*dubbo.Route {
+	var out []*dubbo.Route
+	for _, r := range rules {
+		action := routeAction(r.Clusters)
+		if len(r.Matches) == 0 {
+			out = append(out, &dubbo.Route{Match: &dubbo.RouteMatch{Method: anyMethod()}, Route: action})
+			continue
+		}
+		for _, m := range r.Matches {
+			method := anyMethod()
+			if m.Method != nil {
+				method = &dubbo.MethodMatch{Name: envoyfilter.StringMatcher(m.Method)}
+			}
+			out = append(out, &dubbo.Route{
+				Match: &dubbo.RouteMatch{Method: method, Headers: envoyfilter.HeaderMatchers(m.Headers)},
+				Route: action,
+			})
+		}
+	}
+	return out
+}
+
+func routeAction(clusters []envoyfilter.WeightedCluster) *dubbo.RouteAction {
+	if len(clusters) == 1 {
+		return &dubbo.RouteAction{ClusterSpecifier: &dubbo.RouteAction_Cluster{Cluster: clusters[0].Name}}
+	}
+	wc := &routev3.WeightedCluster{}
+	for _, c := range clusters {
+		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: c.Name, Weight: wrapperspb.UInt32(c.Weight)})
+	}
+	return &dubbo.RouteAction{ClusterSpecifier: &dubbo.RouteAction_WeightedClusters{WeightedClusters: wc}}
+}
+
+func proxyConfig(iface string, l *envoyfilter.Listener, routes []*dubbo.Route) *dubbo.DubboProxy {
 	return &dubbo.DubboProxy{
 		StatPrefix:        l.StatPrefix,
 		ProtocolType:      dubbo.ProtocolType_Dubbo,
@@ -46,20 +93,25 @@ func proxyConfig(iface string, l *envoyfilter.Listener) *dubbo.DubboProxy {
 			RouteConfig: []*dubbo.RouteConfiguration{{
 				Name:      iface,
 				Interface: iface,
-				Routes:    []*dubbo.Route{catchAll(l.Cluster)},
+				Routes:    routes,
 			}},
 		}},
 		DubboFilters: []*dubbo.DubboFilter{{Name: routerFilter}},
 	}
 }
 
-// catchAll routes every method to cluster. Envoy's Dubbo route needs a method matcher,
-// so "any method" is the regex ".*".
+// catchAll routes every method to cluster.
 func catchAll(cluster string) *dubbo.Route {
 	return &dubbo.Route{
-		Match: &dubbo.RouteMatch{Method: &dubbo.MethodMatch{Name: &matcher.StringMatcher{
-			MatchPattern: &matcher.StringMatcher_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: ".*"}},
-		}}},
+		Match: &dubbo.RouteMatch{Method: anyMethod()},
 		Route: &dubbo.RouteAction{ClusterSpecifier: &dubbo.RouteAction_Cluster{Cluster: cluster}},
 	}
+}
+
+// anyMethod matches every method. Envoy's Dubbo route needs a method matcher, so
+// "any" is the regex ".*".
+func anyMethod() *dubbo.MethodMatch {
+	return &dubbo.MethodMatch{Name: &matcher.StringMatcher{
+		MatchPattern: &matcher.StringMatcher_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: ".*"}},
+	}}
 }

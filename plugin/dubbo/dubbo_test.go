@@ -17,6 +17,16 @@ func TestGolden(t *testing.T) {
 		"missing-interface", // error, no filter
 		"nothing-to-patch",  // no address and no selector: error
 		"two-dubbo-ports",   // a filter pair per port
+		"method-exact",      // VirtualService: method exact to a subset
+		"method-prefix",     // method prefix
+		"method-regex",      // method regex
+		"header-match",      // attachments as headers
+		"weighted-subsets",  // 20/80 between subsets
+		"rules-in-order",    // rules in order, any match entry selects
+		"short-host",        // short hosts resolve in the VirtualService's namespace; inbound not routed
+		"bad-regex",         // error
+		"weights-not-100",   // error
+		"missing-subset",    // error
 	} {
 		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.Dubbo, name) })
 	}
