@@ -55,6 +55,12 @@ func generate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: %s %s/%s: port %d (%s): %v\n", serr.Service.Kind(), serr.Service.Namespace,
 			serr.Service.ObjectName(), serr.Port.Number, serr.Protocol, serr.Err)
 	}
+	for _, svc := range objs.Services {
+		if svc.Spec.ClusterIP == "" {
+			fmt.Fprintf(stderr, "note: Service %s/%s has no clusterIP in the file: the outbound EnvoyFilter needs the address the cluster assigns, so only the inbound side is shown\n",
+				svc.Namespace, svc.Name)
+		}
+	}
 	for _, key := range slices.Sorted(maps.Keys(t.Skipped)) {
 		for _, s := range t.Skipped[key] {
 			fmt.Fprintf(stderr, "note: %s %s/%s: port %d (%s) left as plain TCP: %v\n", s.Service.Kind(), s.Service.Namespace,

@@ -20,6 +20,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/config/schema/gvk"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -33,15 +34,26 @@ type Objects struct {
 	ServiceEntries   []config.Config
 	VirtualServices  []config.Config
 	DestinationRules []config.Config
+	// Services are Kubernetes Services; istiod shows each as a synthetic ServiceEntry.
+	Services []*corev1.Service
 }
 
-// Snapshot returns the translation input for the objects.
+// Snapshot returns the translation input for the objects: Kubernetes Services become
+// the synthetic ServiceEntries istiod would serve, completed from the Service as the
+// controller does.
 func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
+	ses := slices.Clone(o.ServiceEntries)
+	byName := map[string]*corev1.Service{}
+	for _, svc := range o.Services {
+		ses = append(ses, model.SyntheticServiceEntry(svc, domainSuffix))
+		byName[svc.Namespace+"/"+svc.Name] = svc
+	}
 	return &model.Snapshot{
-		ServiceEntries:   o.ServiceEntries,
+		ServiceEntries:   ses,
 		VirtualServices:  o.VirtualServices,
 		DestinationRules: o.DestinationRules,
 		DomainSuffix:     domainSuffix,
+		KubeService:      func(ns, name string) *corev1.Service { return byName[ns+"/"+name] },
 	}
 }
 
@@ -147,13 +159,22 @@ func (o *Objects) decodeDocument(raw []byte) error {
 	if err != nil {
 		return err
 	}
-	kind, ok := istioKinds[doc.Kind]
-	if !ok || gv.Group != kind.gvk.Group {
-		return nil
-	}
 	ns := doc.Metadata.Namespace
 	if ns == "" {
 		ns = metav1.NamespaceDefault
+	}
+	if gv.Group == "" && doc.Kind == "Service" {
+		svc := &corev1.Service{}
+		if err := json.Unmarshal(js, svc); err != nil {
+			return fmt.Errorf("Service %s/%s: %w", ns, doc.Metadata.Name, err)
+		}
+		svc.Namespace = ns
+		o.Services = append(o.Services, svc)
+		return nil
+	}
+	kind, ok := istioKinds[doc.Kind]
+	if !ok || gv.Group != kind.gvk.Group {
+		return nil
 	}
 	spec := kind.spec()
 	if len(doc.Spec) > 0 {
