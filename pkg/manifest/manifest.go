@@ -166,7 +166,7 @@ func (o *Objects) decodeDocument(raw []byte) error {
 	if gv.Group == "" && doc.Kind == "Service" {
 		svc := &corev1.Service{}
 		if err := json.Unmarshal(js, svc); err != nil {
-			return fmt.Errorf("Service %s/%s: %w", ns, doc.Metadata.Name, err)
+			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
 		}
 		svc.Namespace = ns
 		o.Services = append(o.Services, svc)
