@@ -1,0 +1,53 @@
+package dubbo
+
+import (
+	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"aeraki.io/aeraki/pkg/envoyfilter/generatortest"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// FuzzGenerate feeds arbitrary interface names, method and header matches, weights
+// and ports through a VirtualService: the generator must never panic, and whatever it
+// returns without an error must be a valid filter.
+func FuzzGenerate(f *testing.F) {
+	f.Add("org.example.Greeter", "sayHello", "say", "say.*", "user", "jason", int32(20), uint32(20880), uint32(20880))
+	f.Add("", "", "", "(", "", "", int32(0), uint32(0), uint32(0))
+	f.Add("x", "m", "p", "[a-z]+", "h", "", int32(-5), uint32(65535), uint32(1))
+	f.Fuzz(func(t *testing.T, iface, exact, prefix, regex, header, value string, weight int32, port, target uint32) {
+		svc := &model.Service{
+			Name: "s", Namespace: "ns", Annotations: map[string]string{InterfaceAnnotation: iface},
+			Hosts: []string{"s.ns.svc.cluster.local"}, Addresses: []string{"10.0.0.1"},
+			WorkloadSelector: map[string]string{"app": "s"},
+			Ports:            []*model.Port{{Number: port, Name: "tcp-dubbo", Protocol: model.Dubbo, TargetPort: target}},
+			DestinationRules: []*model.Config[*networking.DestinationRule]{{Name: "s", Namespace: "ns", Spec: &networking.DestinationRule{
+				Host: "s", Subsets: []*networking.Subset{{Name: "v1"}, {Name: "v2"}},
+			}}},
+			VirtualServices: []*model.Config[*networking.VirtualService]{{Name: "s", Namespace: "ns", Spec: &networking.VirtualService{
+				Hosts: []string{"s"},
+				Http: []*networking.HTTPRoute{{
+					Match: []*networking.HTTPMatchRequest{
+						{Method: &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: exact}}},
+						{Method: &networking.StringMatch{MatchType: &networking.StringMatch_Prefix{Prefix: prefix}}},
+						{Method: &networking.StringMatch{MatchType: &networking.StringMatch_Regex{Regex: regex}},
+							Headers: map[string]*networking.StringMatch{header: {MatchType: &networking.StringMatch_Exact{Exact: value}}}},
+					},
+					Route: []*networking.HTTPRouteDestination{
+						{Destination: &networking.Destination{Host: "s", Subset: "v1"}, Weight: weight},
+						{Destination: &networking.Destination{Host: "s", Subset: "v2"}, Weight: 100 - weight},
+					},
+				}},
+			}}},
+		}
+		efs, err := New().Generate(generatortest.Context, svc, svc.Ports[0])
+		if err != nil {
+			if efs != nil {
+				t.Fatalf("filters returned with error %v", err)
+			}
+			return
+		}
+		generatortest.Validate(t, efs)
+	})
+}
