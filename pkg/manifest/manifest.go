@@ -198,6 +198,10 @@ func (o *Objects) decodeDocument(raw []byte) error {
 	case "ServiceEntry":
 		o.ServiceEntries = append(o.ServiceEntries, cfg)
 	case "VirtualService":
+		// istiod's validation rejects these; a file may still hold one.
+		if len(spec.(*networking.VirtualService).GetHosts()) == 0 {
+			return fmt.Errorf("VirtualService %s/%s has no hosts: it applies to nothing", ns, doc.Metadata.Name)
+		}
 		o.VirtualServices = append(o.VirtualServices, cfg)
 	case "DestinationRule":
 		o.DestinationRules = append(o.DestinationRules, cfg)

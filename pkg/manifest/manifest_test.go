@@ -70,3 +70,11 @@ func TestDecodeErrorsNameTheDocument(t *testing.T) {
 		t.Fatalf("the good document was not kept: %v", objs.ServiceEntries)
 	}
 }
+
+func TestVirtualServiceWithoutHosts(t *testing.T) {
+	objs := &Objects{}
+	errs := objs.Decode(strings.NewReader("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v, namespace: n}\nspec: {http: []}\n"), "f")
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "VirtualService n/v has no hosts") {
+		t.Fatalf("errors = %v", errs)
+	}
+}
