@@ -73,8 +73,8 @@ func TestDecodeErrorsNameTheDocument(t *testing.T) {
 
 func TestVirtualServiceWithoutHosts(t *testing.T) {
 	objs := &Objects{}
-	errs := objs.Decode(strings.NewReader("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v, namespace: n}\nspec: {http: []}\n"), "f")
-	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "VirtualService n/v has no hosts") {
+	errs := objs.Decode(strings.NewReader("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v, namespace: ns1}\nspec: {http: []}\n"), "f")
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "VirtualService ns1/v has no hosts") {
 		t.Fatalf("errors = %v", errs)
 	}
 }
