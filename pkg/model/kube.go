@@ -3,6 +3,7 @@ package model
 import (
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/kube"
 	"istio.io/istio/pkg/config/schema/gvk"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -21,6 +22,7 @@ func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Conf
 	switch ip := svc.Spec.ClusterIP; ip {
 	case "", corev1.ClusterIPNone:
 		se.Resolution = networking.ServiceEntry_NONE
+		se.Addresses = []string{"0.0.0.0"} // no listener of its own
 	default:
 		se.Addresses = []string{ip}
 	}
@@ -28,7 +30,7 @@ func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Conf
 		se.Ports = append(se.Ports, &networking.ServicePort{
 			Number:   uint32(p.Port), //nolint:gosec // ports are 1..65535
 			Name:     p.Name,
-			Protocol: "TCP",
+			Protocol: string(kube.ConvertProtocol(p.Port, p.Name, p.Protocol, p.AppProtocol)),
 		})
 	}
 	if len(svc.Spec.Selector) > 0 {
