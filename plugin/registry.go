@@ -5,12 +5,25 @@ import (
 	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/plugin/dubbo"
+	"aeraki.io/aeraki/plugin/kafka"
+	"aeraki.io/aeraki/plugin/thrift"
+	"aeraki.io/aeraki/plugin/zookeeper"
 )
+
+// Options are the operator's settings that change what generators may emit.
+type Options struct {
+	// KafkaContribFilter says the sidecars run a proxy build with Envoy's contrib
+	// filters, so tcp-kafka ports get kafka_broker (overridable per service).
+	KafkaContribFilter bool
+}
 
 // Registry returns the generators by protocol. Ports of a protocol without one are
 // left to Istio as plain TCP.
-func Registry() envoyfilter.Registry {
+func Registry(opts Options) envoyfilter.Registry {
 	return envoyfilter.Registry{
-		model.Dubbo: dubbo.New(),
+		model.Dubbo:     dubbo.New(),
+		model.Thrift:    thrift.New(),
+		model.ZooKeeper: zookeeper.New(),
+		model.Kafka:     kafka.New(opts.KafkaContribFilter),
 	}
 }

@@ -13,7 +13,10 @@ import (
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/plugin"
+	"aeraki.io/aeraki/plugin/kafka"
 )
+
+const kafkaFlagHelp = "the sidecars run a proxy build with Envoy's contrib filters: give tcp-kafka ports kafka_broker (stock Istio sidecars lack it; a service can override with the annotation " + kafka.ContribAnnotation + ")"
 
 // stringsFlag is a repeatable flag.
 type stringsFlag []string
@@ -30,6 +33,8 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&files, "f", "a YAML file or a directory of them (repeatable; multi-document files are fine)")
 	root := fs.String("root-namespace", "istio-system", "Istio's root namespace, where outbound EnvoyFilters go")
 	domain := fs.String("domain-suffix", "cluster.local", "the cluster's DNS domain, for short hosts")
+	var plugins plugin.Options
+	fs.BoolVar(&plugins.KafkaContribFilter, kafka.ContribFlag, false, kafkaFlagHelp)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: aeraki generate -f FILE_OR_DIR [-f ...]\n\nPrints the EnvoyFilters for the ServiceEntries, VirtualServices and DestinationRules in the files.\nExit status: 0 all generated, 1 some object failed (the rest is printed), 2 usage error.\n\n")
 		fs.PrintDefaults()
@@ -50,7 +55,7 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 	}
-	t := envoyfilter.Translate(&envoyfilter.Context{RootNamespace: *root, DomainSuffix: *domain}, plugin.Registry(), model.BuildServices(objs.Snapshot(*domain)))
+	t := envoyfilter.Translate(&envoyfilter.Context{RootNamespace: *root, DomainSuffix: *domain}, plugin.Registry(plugins), model.BuildServices(objs.Snapshot(*domain)))
 	for _, serr := range envoyfilter.SortedErrors(t.Failed) {
 		fmt.Fprintf(stderr, "error: %s %s/%s: port %d (%s): %v\n", serr.Service.Kind(), serr.Service.Namespace,
 			serr.Service.ObjectName(), serr.Port.Number, serr.Protocol, serr.Err)

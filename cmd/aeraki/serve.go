@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/plugin/kafka"
 )
 
 func serve(args []string, stderr io.Writer) int {
@@ -35,6 +36,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.Manager.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the Lease (default: $POD_NAMESPACE, or the in-cluster namespace)")
 	fs.StringVar(&o.Manager.MetricsAddr, "metrics-addr", ":8080", "Prometheus metrics address (0 disables)")
 	fs.StringVar(&o.Manager.ProbeAddr, "probe-addr", ":8081", "/healthz and /readyz address (0 disables)")
+	fs.BoolVar(&o.Plugins.KafkaContribFilter, kafka.ContribFlag, false, kafkaFlagHelp)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")
 	level := uberzap.NewAtomicLevelAt(zapcore.InfoLevel)
 	fs.TextVar(&level, "log-level", level, "log level: debug, info or error")

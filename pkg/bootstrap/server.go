@@ -36,6 +36,7 @@ type Options struct {
 	Debounce      envoyfilter.DebounceOptions
 	Resync        time.Duration
 	Manager       kube.Options
+	Plugins       plugin.Options
 	// XDSBackoff bounds reconnects to istiod.
 	XDSInitialBackoff, XDSMaxBackoff time.Duration
 }
@@ -67,7 +68,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	}, func(config.Event) { s.controller.Trigger() })
 	s.controller = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix},
-		Registry: plugin.Registry(),
+		Registry: plugin.Registry(opts.Plugins),
 		Debounce: opts.Debounce,
 		Resync:   opts.Resync,
 		Source:   &source{watcher: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix},

@@ -166,7 +166,7 @@ func newHarness(t *testing.T) *harness {
 	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Log: testr.New(t)}
 	h.ctrl = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: "istio-system"},
-		Registry: plugin.Registry(),
+		Registry: plugin.Registry(plugin.Options{}),
 		Source:   h.source,
 		Applier:  h.applier,
 		Log:      testr.New(t),

@@ -54,9 +54,14 @@ type Listener struct {
 	Host string
 	// Cluster is where traffic goes when nothing more specific matches.
 	Cluster string
-	// StatPrefix names the filter's statistics; Istio's cluster names make them readable
-	// per service and direction.
+	// StatPrefix names the filter's statistics after Istio's cluster name, for filters
+	// whose statistics Envoy roots at their own name (dubbo, thrift, redis).
 	StatPrefix string
+	// StatName is <direction>_<port>_<host> with every character outside [a-z0-9] as
+	// `_` (and `*` as `wildcard`): a prefix for filters whose statistics start with the
+	// prefix itself, so that it survives Prometheus' name mangling readably. Every VIP
+	// of a service shares it; inbound listeners take the service's first host.
+	StatName string
 }
 
 // FilterFunc builds the protocol's network filter for one listener.
@@ -97,6 +102,7 @@ func ListenerFilters(ctx *Context, svc *model.Service, port *model.Port, op Oper
 				Host:       host,
 				Cluster:    model.OutboundClusterName(port.Number, "", host),
 				StatPrefix: model.OutboundClusterName(port.Number, "", host),
+				StatName:   statName(Outbound, port.Number, host),
 			}
 			p, err := networkFilterPatch(l, op, build)
 			if err != nil {
@@ -117,6 +123,7 @@ func ListenerFilters(ctx *Context, svc *model.Service, port *model.Port, op Oper
 			Port:       port.TargetPort,
 			Cluster:    model.InboundClusterName(port.TargetPort),
 			StatPrefix: model.InboundClusterName(port.TargetPort),
+			StatName:   statName(Inbound, port.TargetPort, host),
 		}
 		p, err := networkFilterPatch(l, op, build)
 		if err != nil {
@@ -268,4 +275,20 @@ func ObjectName(d Direction, host string, port uint32) string {
 		h = strings.Trim(h[:maxNameLength-len(prefix)-len(suffix)-len(hash)-1], ".-") + "-" + hash
 	}
 	return prefix + h + suffix
+}
+
+func statName(d Direction, port uint32, host string) string {
+	var b strings.Builder
+	b.WriteString(string(d) + "_" + strconv.FormatUint(uint64(port), 10) + "_")
+	for _, r := range strings.ToLower(host) {
+		switch {
+		case r == '*':
+			b.WriteString("wildcard")
+		case (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9'):
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
 }

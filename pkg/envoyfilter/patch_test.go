@@ -116,3 +116,21 @@ func TestValidateFilterValue(t *testing.T) {
 		}
 	}
 }
+
+func TestStatName(t *testing.T) {
+	cases := []struct {
+		d    Direction
+		port uint32
+		host string
+		want string
+	}{
+		{Outbound, 2181, "ZK.Infra.svc.cluster.local", "outbound_2181_zk_infra_svc_cluster_local"},
+		{Inbound, 12181, "zk.infra.svc.cluster.local", "inbound_12181_zk_infra_svc_cluster_local"},
+		{Outbound, 2181, "*.zk-ensemble.example", "outbound_2181_wildcard_zk_ensemble_example"},
+	}
+	for _, c := range cases {
+		if got := statName(c.d, c.port, c.host); got != c.want {
+			t.Errorf("statName(%s, %d, %q) = %q, want %q", c.d, c.port, c.host, got, c.want)
+		}
+	}
+}

@@ -3,8 +3,10 @@ package envoyfilter
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
+	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -16,8 +18,8 @@ import (
 // Route is one routing rule of a VirtualService, checked and resolved, in the terms a
 // protocol filter's route table needs. Protocols map it to their own route types.
 type Route struct {
-	// Name is the rule's name in the VirtualService, if any.
-	Name string
+	// Where names the rule for messages: "VirtualService <ns>/<name>, http rule <name or #index>".
+	Where string
 	// Matches: any one of them selects the route; none means every request.
 	Matches []*RouteMatch
 	// Clusters are Istio's cluster names with weights summing to 100.
@@ -53,28 +55,35 @@ func Routes(ctx *Context, svc *model.Service, port *model.Port) ([]*Route, error
 	}
 	var out []*Route
 	for i, rule := range vs.Spec.GetHttp() {
+		name := rule.GetName()
+		if name == "" {
+			name = fmt.Sprintf("#%d", i)
+		}
+		where := fmt.Sprintf("VirtualService %s/%s, http rule %s", vs.Namespace, vs.Name, name)
 		r, err := route(ctx, svc, port, vs, rule)
 		if err != nil {
-			name := rule.GetName()
-			if name == "" {
-				name = fmt.Sprintf("#%d", i)
-			}
-			return nil, fmt.Errorf("VirtualService %s/%s, http rule %s: %w", vs.Namespace, vs.Name, name, err)
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
+		r.Where = where
 		out = append(out, r)
 	}
 	return out, nil
 }
 
 func route(ctx *Context, svc *model.Service, port *model.Port, vs *model.Config[*networking.VirtualService], rule *networking.HTTPRoute) (*Route, error) {
-	r := &Route{Name: rule.GetName()}
+	r := &Route{}
 	for _, m := range rule.GetMatch() {
 		rm := &RouteMatch{Method: m.GetMethod(), Headers: m.GetHeaders()}
+		// An empty prefix matches every method, as Istio reads it for HTTP; Envoy's
+		// string matcher would reject it.
+		if p, ok := rm.Method.GetMatchType().(*networking.StringMatch_Prefix); ok && p.Prefix == "" {
+			rm.Method = nil
+		}
 		if err := checkStringMatch("method", rm.Method); err != nil {
 			return nil, err
 		}
-		for name, h := range rm.Headers {
-			if err := checkStringMatch("header "+name, h); err != nil {
+		for _, name := range slices.Sorted(maps.Keys(rm.Headers)) {
+			if err := checkHeader(name, rm.Headers[name]); err != nil {
 				return nil, err
 			}
 		}
@@ -106,7 +115,10 @@ func route(ctx *Context, svc *model.Service, port *model.Port, vs *model.Config[
 			return nil, fmt.Errorf("negative weight %d", weight)
 		}
 		sum += weight
-		r.Clusters = append(r.Clusters, WeightedCluster{Name: model.OutboundClusterName(number, subset, host), Weight: uint32(weight)})
+		// A destination of weight 0 gets nothing; Envoy's weights must be at least 1.
+		if weight > 0 {
+			r.Clusters = append(r.Clusters, WeightedCluster{Name: model.OutboundClusterName(number, subset, host), Weight: uint32(weight)})
+		}
 	}
 	if sum != 100 {
 		return nil, fmt.Errorf("destination weights add up to %d, not 100", sum)
@@ -128,8 +140,20 @@ func hasSubset(ctx *Context, svc *model.Service, host, subset string) bool {
 	return false
 }
 
-// checkStringMatch rejects what no protocol filter can match on: an empty match and
-// a regex that does not compile (Envoy uses RE2, as Go's regexp does).
+// checkHeader rejects header matches Envoy would refuse: an empty name, one with NUL,
+// CR or LF, and a bad string match.
+func checkHeader(name string, m *networking.StringMatch) error {
+	if name == "" {
+		return errors.New("a header match has an empty header name")
+	}
+	if strings.ContainsAny(name, "\x00\r\n") {
+		return fmt.Errorf("header name %q contains NUL, CR or LF", name)
+	}
+	return checkStringMatch("header "+name, m)
+}
+
+// checkStringMatch rejects what no protocol filter can match on: an empty match, an
+// empty regex and a regex that does not compile (Envoy uses RE2, as Go's regexp does).
 func checkStringMatch(what string, m *networking.StringMatch) error {
 	if m == nil {
 		return nil
@@ -138,6 +162,9 @@ func checkStringMatch(what string, m *networking.StringMatch) error {
 	case *networking.StringMatch_Exact, *networking.StringMatch_Prefix:
 		return nil
 	case *networking.StringMatch_Regex:
+		if v.Regex == "" {
+			return fmt.Errorf("%s regex is empty: give a regex, or use exact or prefix", what)
+		}
 		if _, err := regexp.Compile(v.Regex); err != nil {
 			return fmt.Errorf("%s regex %q does not compile: %w", what, v.Regex, err)
 		}
@@ -160,19 +187,19 @@ func StringMatcher(m *networking.StringMatch) *matcher.StringMatcher {
 	return nil
 }
 
-// HeaderMatchers converts checked header matches to Envoy's, ordered by name.
+// HeaderMatchers converts checked header matches to Envoy's, ordered by name. An empty
+// prefix means "present with any value", as Istio reads it for HTTP; Envoy's string
+// matcher rejects an empty prefix.
 func HeaderMatchers(headers map[string]*networking.StringMatch) []*routev3.HeaderMatcher {
-	names := make([]string, 0, len(headers))
-	for n := range headers {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	out := make([]*routev3.HeaderMatcher, 0, len(names))
-	for _, n := range names {
-		out = append(out, &routev3.HeaderMatcher{
-			Name:                 n,
-			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: StringMatcher(headers[n])},
-		})
+	out := make([]*routev3.HeaderMatcher, 0, len(headers))
+	for _, n := range slices.Sorted(maps.Keys(headers)) {
+		h := &routev3.HeaderMatcher{Name: n}
+		if p, ok := headers[n].GetMatchType().(*networking.StringMatch_Prefix); ok && p.Prefix == "" {
+			h.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		} else {
+			h.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: StringMatcher(headers[n])}
+		}
+		out = append(out, h)
 	}
 	return out
 }

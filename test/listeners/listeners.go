@@ -114,7 +114,7 @@ func Translate(t testing.TB, istioYAML string, kube ...runtime.Object) []*amodel
 	snap := objs.Snapshot(DomainSuffix)
 
 	ctx := &envoyfilter.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}
-	tr := envoyfilter.Translate(ctx, plugin.Registry(), amodel.BuildServices(snap))
+	tr := envoyfilter.Translate(ctx, plugin.Registry(plugin.Options{}), amodel.BuildServices(snap))
 	for _, serr := range envoyfilter.SortedErrors(tr.Failed) {
 		t.Errorf("translation failed: %v", serr)
 	}

@@ -4,6 +4,7 @@ package generatortest
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -40,6 +41,11 @@ func Golden(t *testing.T, gen envoyfilter.Generator, p model.Protocol, name stri
 				continue
 			}
 			efs, err := gen.Generate(Context, svc, port)
+			var skip *envoyfilter.SkipError
+			if errors.As(err, &skip) {
+				fmt.Fprintf(&out, "# %s %s port %d: skipped, left as plain TCP: %v\n", svc.Kind(), svc.Key(), port.Number, skip)
+				continue
+			}
 			if err != nil {
 				fmt.Fprintf(&out, "# %s %s port %d: error: %v\n", svc.Kind(), svc.Key(), port.Number, err)
 				continue

@@ -1,0 +1,112 @@
+// Package kafka generates Envoy's kafka_broker filter for `tcp-kafka` ports, for
+// meshes whose sidecars run a proxy build with Envoy's contrib filters.
+//
+// kafka_broker is a contrib extension, and Istio's stock sidecars have lacked it since
+// Istio 1.13. A sidecar that is sent a listener naming a filter it lacks rejects the
+// listener (NACK), which breaks the port for that sidecar. So the filter is opt-in:
+// New's contribByDefault (the controller flag named by ContribFlag) enables it for every
+// service, and the annotation ContribAnnotation ("true" or "false") on a ServiceEntry or
+// Kubernetes Service overrides that for the service. A port left out is a SkipError
+// that tells the user why and how to opt in; the service's other ports still generate.
+// The outbound filter goes to every sidecar in the mesh, so opting in means that every
+// sidecar that can see the service, not only the service's own, carries the filter.
+//
+// The filter decodes the Kafka protocol for statistics and is inserted in front of the
+// tcp_proxy Istio put on the listener, which still forwards the bytes.
+//
+// # Type of the patch value
+//
+// The patch carries the KafkaBroker message as an ordinary typed_config. istiod turns
+// patch values into Envoy messages with the proto registry linked into pilot-discovery
+// (pkg/config/xds BuildXDSObjectFromStruct), and that registry holds kafka_broker: its
+// generated import list pkg/config/xds/filter_types.gen.go imports every v3 package of
+// go-control-plane/contrib, kafka_broker/v3 among them. A xds.type.v3.TypedStruct
+// wrapper, which istiod would pass through without reading, is therefore not needed,
+// and without it both istiod's validating webhook and our own check (strict JSON, then
+// ValidateAll on the unpacked message) see the real KafkaBroker.
+//
+// # Statistics
+//
+// Envoy roots the filter's statistics at `kafka.<stat_prefix>.` (request.<type>,
+// response.<type>, response.<type>_duration), and its Prometheus endpoint turns every
+// character outside [a-zA-Z0-9_] into `_` and adds `envoy_`. The stat prefix is
+//
+//	<direction>_<port>_<host>
+//
+// with the host lowercased, `*` spelled `wildcard` and every other character outside
+// [a-z0-9] (dots above all) turned into `_`: Istio's cluster name
+// `outbound|9092||kafka.default.svc.cluster.local` in a form without dots or `|`. The
+// port is the listener's: the service port outbound, the target port inbound. Every VIP
+// of a service shares the prefix. A Prometheus name then reads, for example,
+//
+//	envoy_kafka_outbound_9092_kafka_default_svc_cluster_local_request_produce_request
+//
+// Istio keeps protocol filter statistics out of a sidecar's stats by default; the
+// inclusion prefix `kafka.` (`proxyStatsMatcher.inclusionPrefixes`) lets them in.
+package kafka
+
+import (
+	"fmt"
+
+	kafka "github.com/envoyproxy/go-control-plane/contrib/envoy/extensions/filters/network/kafka_broker/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+
+	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+const (
+	// FilterName is Envoy's name of the Kafka broker network filter.
+	FilterName = "envoy.filters.network.kafka_broker"
+	// ContribAnnotation on a ServiceEntry or Kubernetes Service turns the filter on
+	// ("true") or off ("false") for the service, whatever the controller's default.
+	ContribAnnotation = "kafka.aeraki.io/contrib-filter"
+	// ContribFlag is the name of the controller flag that sets New's contribByDefault.
+	// The message of a skipped port names it.
+	ContribFlag = "kafka-contrib-filter"
+)
+
+// New returns the Kafka generator. contribByDefault says that the mesh's sidecars run a
+// proxy build with Envoy's contrib filters, so every Kafka port gets kafka_broker unless
+// its service's ContribAnnotation says "false".
+func New(contribByDefault bool) envoyfilter.Generator {
+	return envoyfilter.GeneratorFunc(func(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+		if err := enabled(contribByDefault, svc.Annotations); err != nil {
+			return nil, err
+		}
+		return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.InsertBeforeTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
+			// stat_prefix is the only required field (ValidateAll: at least one
+			// character). Response rewriting and API key lists stay off: the filter
+			// only observes.
+			return envoyfilter.NetworkFilter(FilterName, &kafka.KafkaBroker{StatPrefix: l.StatName})
+		})
+	})
+}
+
+// enabled returns nil when the service gets the filter, a SkipError when it is left as
+// plain TCP, and an error naming the annotation when its value is neither "true" nor
+// "false".
+func enabled(byDefault bool, annotations map[string]string) error {
+	value, set := annotations[ContribAnnotation]
+	switch {
+	case set && value == "true":
+		return nil
+	case set && value == "false":
+		how := `set it to "true"`
+		if byDefault {
+			how = `remove it or set it to "true"`
+		}
+		return &envoyfilter.SkipError{Reason: fmt.Sprintf(
+			`left as plain TCP because the annotation %s is "false"; %s to get Envoy's kafka_broker filter once the sidecars carry Envoy's contrib filters`,
+			ContribAnnotation, how)}
+	case set:
+		return fmt.Errorf(`annotation %s must be "true" or "false", not %q`, ContribAnnotation, value)
+	case byDefault:
+		return nil
+	default:
+		return &envoyfilter.SkipError{Reason: fmt.Sprintf(
+			`Envoy's kafka_broker filter is a contrib extension that Istio's stock sidecars lack, and a sidecar sent a listener naming it rejects that listener. `+
+				`If the sidecars run a proxy build with contrib filters, annotate the ServiceEntry or Service with %s: "true", or start the controller with --%s=true to enable it for every service`,
+			ContribAnnotation, ContribFlag)}
+	}
+}
