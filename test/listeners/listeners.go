@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -54,6 +55,8 @@ type Mesh struct {
 	EnvoyFilters []*amodel.EnvoyFilter
 	// EnvoyFilterYAML is what `aeraki generate` prints for the input, and what istiod got.
 	EnvoyFilterYAML string
+	// Skipped are the ports a generator left as plain TCP on purpose, by service key.
+	Skipped map[string][]*envoyfilter.ServiceError
 }
 
 // New translates istioYAML (ServiceEntries, VirtualServices, DestinationRules, and
@@ -65,12 +68,19 @@ type Mesh struct {
 // missing one to "default", istio's fake leaves it empty.
 func New(t testing.TB, istioYAML string, kube ...runtime.Object) *Mesh {
 	t.Helper()
-	efs := Translate(t, istioYAML, kube...)
+	return NewWithOptions(t, plugin.Options{}, istioYAML, kube...)
+}
+
+// NewWithOptions is New with the generators' options, as the controller flags set them
+// (`aeraki generate --kafka-contrib-filter`, for example).
+func NewWithOptions(t testing.TB, opts plugin.Options, istioYAML string, kube ...runtime.Object) *Mesh {
+	t.Helper()
+	efs, skipped := TranslateWithOptions(t, opts, istioYAML, kube...)
 	var buf bytes.Buffer
 	if err := manifest.WriteEnvoyFilters(&buf, efs); err != nil {
 		t.Fatalf("writing EnvoyFilters: %v", err)
 	}
-	m := &Mesh{EnvoyFilters: efs, EnvoyFilterYAML: buf.String()}
+	m := &Mesh{EnvoyFilters: efs, EnvoyFilterYAML: buf.String(), Skipped: skipped}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("generated EnvoyFilters:\n%s", m.EnvoyFilterYAML)
@@ -102,6 +112,15 @@ func Istiod(t testing.TB, istioYAML string, kube ...runtime.Object) *xds.FakeDis
 // among kube included. Any ServiceError fails t; a port a generator chose to skip is logged.
 func Translate(t testing.TB, istioYAML string, kube ...runtime.Object) []*amodel.EnvoyFilter {
 	t.Helper()
+	efs, _ := TranslateWithOptions(t, plugin.Options{}, istioYAML, kube...)
+	return efs
+}
+
+// TranslateWithOptions is Translate with the generators' options. It also returns the
+// ports a generator chose to leave as plain TCP (SkipErrors), by service key, so that a
+// test can assert them.
+func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, kube ...runtime.Object) ([]*amodel.EnvoyFilter, map[string][]*envoyfilter.ServiceError) {
+	t.Helper()
 	objs := &manifest.Objects{}
 	if errs := objs.Decode(strings.NewReader(istioYAML), "istioYAML"); len(errs) > 0 {
 		t.Fatalf("reading Istio config: %v", errors.Join(errs...))
@@ -114,7 +133,7 @@ func Translate(t testing.TB, istioYAML string, kube ...runtime.Object) []*amodel
 	snap := objs.Snapshot(DomainSuffix)
 
 	ctx := &envoyfilter.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}
-	tr := envoyfilter.Translate(ctx, plugin.Registry(plugin.Options{}), amodel.BuildServices(snap))
+	tr := envoyfilter.Translate(ctx, plugin.Registry(opts), amodel.BuildServices(snap))
 	for _, serr := range envoyfilter.SortedErrors(tr.Failed) {
 		t.Errorf("translation failed: %v", serr)
 	}
@@ -126,7 +145,7 @@ func Translate(t testing.TB, istioYAML string, kube ...runtime.Object) []*amodel
 	if t.Failed() {
 		t.FailNow()
 	}
-	return envoyfilter.SortedFilters(tr.Filters)
+	return envoyfilter.SortedFilters(tr.Filters), tr.Skipped
 }
 
 // IstiodServiceEntry is the ServiceEntry istiod's "api" generator serves for a
@@ -274,10 +293,19 @@ func ValidateFilter(f *listener.Filter) error {
 
 // CheckApplied fails t for every patch of the generated EnvoyFilters that did not take
 // effect: the listener it names (and, on virtualInbound, the filter chains of its
-// destination port) must exist and carry the patch's filter in every matching chain,
-// and a REPLACE must have removed the filter it replaced. istiod drops a patch it
-// cannot convert with a log line only; this is what catches it. outbound are the
-// listeners of a client sidecar, inbound those of a workload of the service.
+// destination port) must exist and carry the patch's filter exactly once in every
+// matching chain, where the operation puts it:
+//   - REPLACE: the filter it replaced (match.listener.filterChain.filter.name) is gone;
+//   - INSERT_BEFORE / INSERT_AFTER: the filter sits immediately before / after the one
+//     it was inserted next to, which is still there;
+//   - INSERT_FIRST: the filter is the chain's first.
+//
+// A REPLACE or INSERT_BEFORE/AFTER that names no filter to match is an error: istiod
+// skips such a REPLACE and puts such an insert at the start or end of the chain. Other
+// operations (ADD, MERGE, REMOVE) and applyTo values are reported as unknown. istiod
+// drops a patch it cannot convert with a log line only; this is what catches it.
+// outbound are the listeners of a client sidecar, inbound those of a workload of the
+// service.
 func (m *Mesh) CheckApplied(t testing.TB, outbound, inbound []*listener.Listener) {
 	t.Helper()
 	for _, ef := range m.EnvoyFilters {
@@ -287,7 +315,20 @@ func (m *Mesh) CheckApplied(t testing.TB, outbound, inbound []*listener.Listener
 				t.Errorf("%s: applyTo %v: CheckApplied only knows NETWORK_FILTER", where, p.GetApplyTo())
 				continue
 			}
+			op := p.GetPatch().GetOperation()
 			match := p.GetMatch().GetListener()
+			anchor := match.GetFilterChain().GetFilter().GetName()
+			switch op {
+			case networking.EnvoyFilter_Patch_REPLACE, networking.EnvoyFilter_Patch_INSERT_BEFORE, networking.EnvoyFilter_Patch_INSERT_AFTER:
+				if anchor == "" {
+					t.Errorf("%s: %v names no filter to match (match.listener.filterChain.filter.name): istiod skips it or puts it at the wrong place", where, op)
+					continue
+				}
+			case networking.EnvoyFilter_Patch_INSERT_FIRST:
+			default:
+				t.Errorf("%s: operation %v: CheckApplied only knows REPLACE, INSERT_BEFORE, INSERT_AFTER and INSERT_FIRST", where, op)
+				continue
+			}
 			ls := outbound
 			if p.GetMatch().GetContext() == networking.EnvoyFilter_SIDECAR_INBOUND {
 				ls = inbound
@@ -308,15 +349,55 @@ func (m *Mesh) CheckApplied(t testing.TB, outbound, inbound []*listener.Listener
 				continue
 			}
 			name := p.GetPatch().GetValue().GetFields()["name"].GetStringValue()
-			replaced := match.GetFilterChain().GetFilter().GetName()
 			for _, fc := range chains {
-				if Filter(fc, name) == nil {
-					t.Errorf("%s: listener %s chain %q lacks %s (istiod dropped the patch?): filters %v", where, l.GetName(), fc.GetName(), name, FilterNames(fc))
-				}
-				if p.GetPatch().GetOperation() == networking.EnvoyFilter_Patch_REPLACE && Filter(fc, replaced) != nil {
-					t.Errorf("%s: listener %s chain %q still has %s after REPLACE: filters %v", where, l.GetName(), fc.GetName(), replaced, FilterNames(fc))
+				if err := checkPosition(FilterNames(fc), name, op, anchor); err != nil {
+					t.Errorf("%s: listener %s chain %q: %v: filters %v", where, l.GetName(), fc.GetName(), err, FilterNames(fc))
 				}
 			}
 		}
 	}
+}
+
+// checkPosition says whether filter name sits in a chain's filters where the operation
+// op, matched on the filter anchor, puts it.
+func checkPosition(filters []string, name string, op networking.EnvoyFilter_Patch_Operation, anchor string) error {
+	at := -1
+	for i, f := range filters {
+		if f != name {
+			continue
+		}
+		if at >= 0 {
+			return fmt.Errorf("%s is there more than once", name)
+		}
+		at = i
+	}
+	if at < 0 {
+		return fmt.Errorf("lacks %s (istiod dropped the patch?)", name)
+	}
+	other := slices.Index(filters, anchor)
+	switch op {
+	case networking.EnvoyFilter_Patch_REPLACE:
+		if anchor != name && other >= 0 {
+			return fmt.Errorf("still has %s after REPLACE", anchor)
+		}
+	case networking.EnvoyFilter_Patch_INSERT_BEFORE:
+		switch {
+		case other < 0:
+			return fmt.Errorf("%s was inserted before %s, which is gone", name, anchor)
+		case other != at+1:
+			return fmt.Errorf("%s (at %d) is not immediately before %s (at %d)", name, at, anchor, other)
+		}
+	case networking.EnvoyFilter_Patch_INSERT_AFTER:
+		switch {
+		case other < 0:
+			return fmt.Errorf("%s was inserted after %s, which is gone", name, anchor)
+		case at != other+1:
+			return fmt.Errorf("%s (at %d) is not immediately after %s (at %d)", name, at, anchor, other)
+		}
+	case networking.EnvoyFilter_Patch_INSERT_FIRST:
+		if at != 0 {
+			return fmt.Errorf("%s is at %d, not first", name, at)
+		}
+	}
+	return nil
 }

@@ -1,20 +1,29 @@
 package listeners
 
 import (
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
+	thrift "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/thrift_proxy/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"aeraki.io/aeraki/pkg/envoyfilter"
 	amodel "aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/plugin"
 	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
+	kafkaplugin "aeraki.io/aeraki/plugin/kafka"
+	thriftplugin "aeraki.io/aeraki/plugin/thrift"
+	zookeeperplugin "aeraki.io/aeraki/plugin/zookeeper"
 )
 
 // protocolCase is one service whose protocol filter must show on a client sidecar's
@@ -22,8 +31,6 @@ import (
 // is one more row.
 type protocolCase struct {
 	name string
-	// skip, when set, is why the case cannot pass yet: the missing feature.
-	skip string
 	// istio is Istio config (namespaces set); kube is Kubernetes YAML (Services, Pods).
 	istio, kube string
 	// client is a sidecar that calls the service; server is one of its workloads.
@@ -37,6 +44,16 @@ type protocolCase struct {
 	replacesTCPProxy bool
 	// checkOutbound and checkInbound look inside the filter's typed config.
 	checkOutbound, checkInbound func(t *testing.T, f *listener.Filter)
+	// clusters are the clusters the outbound filter routes to: istiod must send the
+	// client each of them, or the routes lead nowhere.
+	clusters []string
+	// opts are the generators' options (controller flags).
+	opts plugin.Options
+	// skipped says the generator leaves the port as plain TCP on purpose: one skip
+	// for service (its key), no EnvoyFilter, filter nowhere, listeners as istiod
+	// builds them without us.
+	skipped bool
+	service string
 }
 
 const (
@@ -192,6 +209,127 @@ func protocolCases() []protocolCase {
 			// The server side takes everything to its workload.
 			checkInbound: dubboCatchAll(amodel.InboundClusterName(20880)),
 		},
+		{
+			// Transport and protocol from the annotations; the method match, the
+			// 20/80 split and the catch-all on the client; everything to the
+			// workload on the server.
+			name:   "thrift ServiceEntry",
+			istio:  thriftSE.serviceEntry() + subsetsYAML(thriftSE.namespace, thriftSE.host) + virtualServiceYAML(thriftSE.namespace, thriftSE.host, thriftRules(thriftSE.host)),
+			client: client, server: thriftSE.seServer(),
+			outbound: thriftSE.outbound(), inboundPort: 9090,
+			filter: thriftplugin.FilterName, replacesTCPProxy: true,
+			checkOutbound: thriftRoutes(thrift.TransportType_FRAMED, thrift.ProtocolType_BINARY, "outbound|9090||hello.thrift.example",
+				thriftOutboundRoutes(thriftSE.host, 9090)...),
+			checkInbound: thriftRoutes(thrift.TransportType_FRAMED, thrift.ProtocolType_BINARY, "inbound|9090||",
+				thriftRoute("", "inbound|9090||")),
+			clusters: []string{"outbound|9090|v1|hello.thrift.example", "outbound|9090|v2|hello.thrift.example", "outbound|9090||hello.thrift.example"},
+		},
+		{
+			// The VirtualService names the Service by its short name; the inbound
+			// chain is the target port's. The DestinationRule names it in full:
+			// istio's fake server parses config without a domain, so it would resolve
+			// a short DestinationRule host to thrift-svc.thrift-k8s and build no
+			// subset clusters (a real istiod resolves it).
+			name:   "thrift Kubernetes Service",
+			kube:   thriftKube.kubeService(),
+			istio:  subsetsYAML(thriftKube.namespace, thriftKube.kubeHost()) + virtualServiceYAML(thriftKube.namespace, thriftKube.name, thriftRules(thriftKube.name)),
+			client: client, server: thriftKube.kubeServer(),
+			outbound: thriftKube.outbound(), inboundPort: 9091,
+			filter: thriftplugin.FilterName, replacesTCPProxy: true,
+			checkOutbound: thriftRoutes(thrift.TransportType_HEADER, thrift.ProtocolType_COMPACT, "outbound|9090||thrift-svc.thrift-k8s.svc.cluster.local",
+				thriftOutboundRoutes(thriftKube.kubeHost(), 9090)...),
+			checkInbound: thriftRoutes(thrift.TransportType_HEADER, thrift.ProtocolType_COMPACT, "inbound|9091||",
+				thriftRoute("", "inbound|9091||")),
+			clusters: []string{
+				"outbound|9090|v1|thrift-svc.thrift-k8s.svc.cluster.local",
+				"outbound|9090|v2|thrift-svc.thrift-k8s.svc.cluster.local",
+				"outbound|9090||thrift-svc.thrift-k8s.svc.cluster.local",
+			},
+		},
+		{
+			name:   "zookeeper ServiceEntry",
+			istio:  zookeeperSE.serviceEntry(),
+			client: client, server: zookeeperSE.seServer(),
+			outbound: zookeeperSE.outbound(), inboundPort: 2181,
+			filter:        zookeeperplugin.FilterName,
+			checkOutbound: zookeeperStats("zookeeper_outbound_2181_zookeeper_infra_example"),
+			checkInbound:  zookeeperStats("zookeeper_inbound_2181_zookeeper_infra_example"),
+		},
+		{
+			// The workloads listen on the ServiceEntry's targetPort.
+			name:   "zookeeper ServiceEntry with a targetPort",
+			istio:  zookeeperSE.withTargetPort(12181).serviceEntry(),
+			client: client, server: zookeeperSE.seServer(),
+			outbound: zookeeperSE.outbound(), inboundPort: 12181,
+			filter:        zookeeperplugin.FilterName,
+			checkOutbound: zookeeperStats("zookeeper_outbound_2181_zookeeper_infra_example"),
+			checkInbound:  zookeeperStats("zookeeper_inbound_12181_zookeeper_infra_example"),
+		},
+		{
+			// The inbound stat prefix names the target port.
+			name:   "zookeeper Kubernetes Service",
+			kube:   zookeeperKube.kubeService(),
+			client: client, server: zookeeperKube.kubeServer(),
+			outbound: zookeeperKube.outbound(), inboundPort: 12181,
+			filter:        zookeeperplugin.FilterName,
+			checkOutbound: zookeeperStats("zookeeper_outbound_2181_zookeeper_zk_k8s_svc_cluster_local"),
+			checkInbound:  zookeeperStats("zookeeper_inbound_12181_zookeeper_zk_k8s_svc_cluster_local"),
+		},
+		{
+			name:   "kafka ServiceEntry annotated",
+			istio:  kafkaSE.annotated(kafkaplugin.ContribAnnotation, "true").serviceEntry(),
+			client: client, server: kafkaSE.seServer(),
+			outbound: kafkaSE.outbound(), inboundPort: 9092,
+			filter:        kafkaplugin.FilterName,
+			checkOutbound: kafkaStats("outbound_9092_kafka_kafka_example"),
+			checkInbound:  kafkaStats("inbound_9092_kafka_kafka_example"),
+		},
+		{
+			name:   "kafka Kubernetes Service annotated",
+			kube:   kafkaKube.annotated(kafkaplugin.ContribAnnotation, "true").kubeService(),
+			client: client, server: kafkaKube.kubeServer(),
+			outbound: kafkaKube.outbound(), inboundPort: 19092,
+			filter:        kafkaplugin.FilterName,
+			checkOutbound: kafkaStats("outbound_9092_kafka_kafka_k8s_svc_cluster_local"),
+			checkInbound:  kafkaStats("inbound_19092_kafka_kafka_k8s_svc_cluster_local"),
+		},
+		{
+			name:   "kafka ServiceEntry by the controller option",
+			istio:  kafkaSE.serviceEntry(),
+			opts:   plugin.Options{KafkaContribFilter: true},
+			client: client, server: kafkaSE.seServer(),
+			outbound: kafkaSE.outbound(), inboundPort: 9092,
+			filter:        kafkaplugin.FilterName,
+			checkOutbound: kafkaStats("outbound_9092_kafka_kafka_example"),
+			checkInbound:  kafkaStats("inbound_9092_kafka_kafka_example"),
+		},
+		{
+			// Stock sidecars lack kafka_broker: off by default.
+			name:   "kafka ServiceEntry by default",
+			istio:  kafkaSE.serviceEntry(),
+			client: client, server: kafkaSE.seServer(),
+			outbound: kafkaSE.outbound(), inboundPort: 9092,
+			filter:  kafkaplugin.FilterName,
+			skipped: true, service: "kafka/kafka",
+		},
+		{
+			name:   "kafka Kubernetes Service by default",
+			kube:   kafkaKube.kubeService(),
+			client: client, server: kafkaKube.kubeServer(),
+			outbound: kafkaKube.outbound(), inboundPort: 19092,
+			filter:  kafkaplugin.FilterName,
+			skipped: true, service: "kafka-k8s/synthetic-kafka",
+		},
+		{
+			// The annotation "false" wins over the controller option.
+			name:   "kafka Kubernetes Service annotated false",
+			kube:   kafkaKube.annotated(kafkaplugin.ContribAnnotation, "false").kubeService(),
+			opts:   plugin.Options{KafkaContribFilter: true},
+			client: client, server: kafkaKube.kubeServer(),
+			outbound: kafkaKube.outbound(), inboundPort: 19092,
+			filter:  kafkaplugin.FilterName,
+			skipped: true, service: "kafka-k8s/synthetic-kafka",
+		},
 	}
 }
 
@@ -201,13 +339,17 @@ func protocolCases() []protocolCase {
 func TestProtocolFiltersOnListeners(t *testing.T) {
 	for _, c := range protocolCases() {
 		t.Run(c.name, func(t *testing.T) {
-			if c.skip != "" {
-				t.Skip(c.skip)
-			}
 			kube := KubeObjects(t, c.kube)
-			m := New(t, c.istio, kube...)
+			m := NewWithOptions(t, c.opts, c.istio, kube...)
+			if c.skipped {
+				checkSkipped(t, c, m, kube)
+				return
+			}
 			if len(m.EnvoyFilters) == 0 {
 				t.Fatal("nothing generated")
+			}
+			for key, skips := range m.Skipped {
+				t.Errorf("service %s: %d port(s) skipped: %v", key, len(skips), skips)
 			}
 			out := m.Listeners(c.client)
 			in := m.Listeners(c.server)
@@ -231,6 +373,9 @@ func TestProtocolFiltersOnListeners(t *testing.T) {
 			// And every patch of every generated EnvoyFilter took effect.
 			m.CheckApplied(t, out, in)
 
+			// The routes lead to clusters the client has.
+			checkClusters(t, m, c.client, c.clusters...)
+
 			// Control: the same config without our EnvoyFilters, as if istiod had
 			// dropped every patch. The listeners exist with tcp_proxy, and
 			// CheckApplied reports each patch.
@@ -252,8 +397,76 @@ func TestProtocolFiltersOnListeners(t *testing.T) {
 	}
 }
 
-// checkChains requires at least one chain, the protocol filter in each (and tcp_proxy
-// in none when the filter replaces it), and runs check on each filter.
+// checkClusters requires istiod to send the sidecar p every named cluster.
+func checkClusters(t *testing.T, m *Mesh, p Proxy, names ...string) {
+	t.Helper()
+	if len(names) == 0 {
+		return
+	}
+	have := map[string]bool{}
+	for _, cl := range m.Server.Clusters(m.SetupProxy(p)) {
+		have[cl.GetName()] = true
+	}
+	for _, name := range names {
+		if !have[name] {
+			t.Errorf("istiod sends %s no cluster %s; clusters %v", p.Name, name, slices.Sorted(maps.Keys(have)))
+		}
+	}
+}
+
+// checkSkipped checks a case whose generator leaves the port as plain TCP: the
+// translation reports one skip, for the service's port, and generates nothing; no
+// listener of the client or the server carries the filter; the outbound listener and
+// the inbound chains keep tcp_proxy and are what istiod builds from the same config
+// without any EnvoyFilter of ours.
+func checkSkipped(t *testing.T, c protocolCase, m *Mesh, kube []runtime.Object) {
+	t.Helper()
+	if len(m.EnvoyFilters) != 0 {
+		t.Errorf("generated %d EnvoyFilters, want none:\n%s", len(m.EnvoyFilters), m.EnvoyFilterYAML)
+	}
+	_, port, _ := strings.Cut(c.outbound, "_")
+	skips := m.Skipped[c.service]
+	if len(m.Skipped) != 1 || len(skips) != 1 {
+		t.Fatalf("skipped %v, want one port of %s", m.Skipped, c.service)
+	}
+	var skip *envoyfilter.SkipError
+	if !errors.As(skips[0], &skip) || skips[0].Service.Key() != c.service || strconv.Itoa(int(skips[0].Port.Number)) != port {
+		t.Errorf("skip %v (%T), want a SkipError for %s port %s", skips[0], skips[0].Err, c.service, port)
+	}
+	out, in := m.Listeners(c.client), m.Listeners(c.server)
+	for _, l := range append(slices.Clone(out), in...) {
+		for _, fc := range l.GetFilterChains() {
+			if Filter(fc, c.filter) != nil {
+				t.Errorf("listener %s chain %q carries %s", l.GetName(), fc.GetName(), c.filter)
+			}
+		}
+	}
+	plain := &Mesh{Server: Istiod(t, c.istio, kube...)}
+	plainOut, plainIn := plain.Listeners(c.client), plain.Listeners(c.server)
+	lis := Find(out, c.outbound)
+	if lis == nil {
+		t.Fatalf("client has no listener %s; listeners %v", c.outbound, Names(out))
+	}
+	inbound := InboundChains(in, c.inboundPort)
+	if len(inbound) == 0 {
+		t.Errorf("server has no inbound chain for port %d", c.inboundPort)
+	}
+	for _, fc := range append(slices.Clone(lis.GetFilterChains()), inbound...) {
+		if Filter(fc, envoyfilter.TCPProxyFilter) == nil {
+			t.Errorf("chain %q has no tcp_proxy: filters %v", fc.GetName(), FilterNames(fc))
+		}
+	}
+	if diff := cmp.Diff(Find(plainOut, c.outbound), lis, protocmp.Transform()); diff != "" {
+		t.Errorf("outbound %s differs from istiod's own (-istiod +ours):\n%s", c.outbound, diff)
+	}
+	if diff := cmp.Diff(InboundChains(plainIn, c.inboundPort), inbound, protocmp.Transform()); diff != "" {
+		t.Errorf("inbound chains of port %d differ from istiod's own (-istiod +ours):\n%s", c.inboundPort, diff)
+	}
+}
+
+// checkChains requires at least one chain and the protocol filter in each: in place of
+// tcp_proxy when the filter replaces it, else immediately before tcp_proxy. It runs
+// check on each filter.
 func checkChains(t *testing.T, where string, chains []*listener.FilterChain, filter string, replaces bool, check func(*testing.T, *listener.Filter)) {
 	t.Helper()
 	if len(chains) == 0 {
@@ -266,8 +479,15 @@ func checkChains(t *testing.T, where string, chains []*listener.FilterChain, fil
 			t.Errorf("%s: chain %q lacks %s: filters %v", where, fc.GetName(), filter, FilterNames(fc))
 			continue
 		}
-		if replaces && Filter(fc, envoyfilter.TCPProxyFilter) != nil {
-			t.Errorf("%s: chain %q still has tcp_proxy: filters %v", where, fc.GetName(), FilterNames(fc))
+		names := FilterNames(fc)
+		tcp := slices.Index(names, envoyfilter.TCPProxyFilter)
+		switch {
+		case replaces && tcp >= 0:
+			t.Errorf("%s: chain %q still has tcp_proxy: filters %v", where, fc.GetName(), names)
+		case !replaces && tcp < 0:
+			t.Errorf("%s: chain %q lost tcp_proxy, which must still forward the bytes: filters %v", where, fc.GetName(), names)
+		case !replaces && slices.Index(names, filter) != tcp-1:
+			t.Errorf("%s: chain %q: %s is not immediately before tcp_proxy: filters %v", where, fc.GetName(), filter, names)
 		}
 		if err := ValidateFilter(f); err != nil {
 			t.Errorf("%s: chain %q: Envoy would reject the filter: %v", where, fc.GetName(), err)
