@@ -70,6 +70,9 @@ func Translate(ctx *Context, reg Registry, services []*model.Service) *Translati
 		for _, ef := range filters {
 			t.Filters[ef.Key()] = ef
 		}
+		if len(svc.Addresses) == 0 && len(filters) > 0 {
+			t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], noAddress(svc, protocols)...)
+		}
 		for _, p := range protocols {
 			t.Services[p]++
 		}
@@ -101,6 +104,24 @@ func generateService(ctx *Context, reg Registry, svc *model.Service) ([]*model.E
 		}
 	}
 	return out, protocols, skipped, nil
+}
+
+// NoAddressReason is the note on every port of a service without an address.
+const NoAddressReason = "the service has no address (a headless Service, or a ServiceEntry without addresses): " +
+	"clients' outbound listeners stay plain TCP; only the workloads' inbound side gets the filter"
+
+// noAddress tells that a service without an address (a headless Service, or a
+// ServiceEntry without addresses) gets only its inbound side: clients reach it through
+// per-endpoint or shared listeners that are not the service's own.
+func noAddress(svc *model.Service, protocols []model.Protocol) []*ServiceError {
+	var out []*ServiceError
+	for _, port := range svc.Ports {
+		if !slices.Contains(protocols, port.Protocol) {
+			continue
+		}
+		out = append(out, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: &SkipError{Reason: NoAddressReason}})
+	}
+	return out
 }
 
 func conflict(have map[string]*model.EnvoyFilter, filters []*model.EnvoyFilter, svc *model.Service) *ServiceError {

@@ -52,6 +52,19 @@ func TestTranslate(t *testing.T) {
 	if got.Services[model.Dubbo] != 1 || got.Services[model.Thrift] != 0 {
 		t.Errorf("service counts = %v", got.Services)
 	}
+	if len(got.Skipped) != 0 {
+		t.Errorf("skipped = %v", got.Skipped)
+	}
+}
+
+func TestTranslateTellsOfAMissingAddress(t *testing.T) {
+	headless := service("a", "headless", []string{"h.a"}, &model.Port{Number: 2181, Protocol: model.Dubbo})
+	headless.Addresses = nil
+	got := Translate(&Context{RootNamespace: "istio-system"}, Registry{model.Dubbo: fakeGen}, []*model.Service{headless})
+	skipped := got.Skipped["a/headless"]
+	if len(got.Filters) != 1 || len(skipped) != 1 || !strings.Contains(skipped[0].Error(), "no address") {
+		t.Fatalf("filters %d, skipped %v: want the filter and a note about the missing address", len(got.Filters), skipped)
+	}
 }
 
 func TestObjectName(t *testing.T) {

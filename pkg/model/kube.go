@@ -22,7 +22,7 @@ func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Conf
 	switch ip := svc.Spec.ClusterIP; ip {
 	case "", corev1.ClusterIPNone:
 		se.Resolution = networking.ServiceEntry_NONE
-		se.Addresses = []string{"0.0.0.0"} // no listener of its own
+		se.Addresses = []string{"0.0.0.0"} // as istiod; clients get per-endpoint listeners, not a service VIP
 	default:
 		se.Addresses = []string{ip}
 	}
