@@ -6,6 +6,7 @@ import (
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/plugin/dubbo"
 	"aeraki.io/aeraki/plugin/kafka"
+	"aeraki.io/aeraki/plugin/redis"
 	"aeraki.io/aeraki/plugin/thrift"
 	"aeraki.io/aeraki/plugin/zookeeper"
 )
@@ -25,5 +26,6 @@ func Registry(opts Options) envoyfilter.Registry {
 		model.Thrift:    thrift.New(),
 		model.ZooKeeper: zookeeper.New(),
 		model.Kafka:     kafka.New(opts.KafkaContribFilter),
+		model.Redis:     redis.New(),
 	}
 }

@@ -16,8 +16,7 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("nil generator for %q", p)
 		}
 	}
-	// Redis has its own issue; every other protocol a port name can declare has one.
-	for _, p := range []model.Protocol{model.Dubbo, model.Thrift, model.ZooKeeper, model.Kafka} {
+	for _, p := range model.Protocols {
 		if reg[p] == nil {
 			t.Errorf("no generator for %s", p)
 		}

@@ -22,6 +22,7 @@ import (
 	"aeraki.io/aeraki/plugin"
 	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
 	kafkaplugin "aeraki.io/aeraki/plugin/kafka"
+	redisplugin "aeraki.io/aeraki/plugin/redis"
 	thriftplugin "aeraki.io/aeraki/plugin/thrift"
 	zookeeperplugin "aeraki.io/aeraki/plugin/zookeeper"
 )
@@ -245,6 +246,24 @@ func protocolCases() []protocolCase {
 				"outbound|9090|v2|thrift-svc.thrift-k8s.svc.cluster.local",
 				"outbound|9090||thrift-svc.thrift-k8s.svc.cluster.local",
 			},
+		},
+		{
+			name:   "redis ServiceEntry",
+			istio:  redisSE.serviceEntry(),
+			client: client, server: redisSE.seServer(),
+			outbound: redisSE.outbound(), inboundPort: 6379,
+			filter: redisplugin.FilterName, replacesTCPProxy: true,
+			checkOutbound: redisCatchAll("outbound|6379||cache.redis.example"),
+			checkInbound:  redisCatchAll("inbound|6379||"),
+		},
+		{
+			name:   "redis Kubernetes Service",
+			kube:   redisKube.kubeService(),
+			client: client, server: redisKube.kubeServer(),
+			outbound: redisKube.outbound(), inboundPort: 16379,
+			filter: redisplugin.FilterName, replacesTCPProxy: true,
+			checkOutbound: redisCatchAll("outbound|6379||redis.redis-k8s.svc.cluster.local"),
+			checkInbound:  redisCatchAll("inbound|16379||"),
 		},
 		{
 			name:   "zookeeper ServiceEntry",

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	redis "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
+
 	thriftplugin "aeraki.io/aeraki/plugin/thrift"
 )
 
@@ -215,6 +217,18 @@ var (
 		portName: "tcp-zookeeper", port: 2181,
 		app: "zookeeper", workloadIP: "10.0.0.4",
 	}
+	redisSE = fixture{
+		name: "cache", namespace: "redis",
+		host: "cache.redis.example", vip: "240.240.0.40",
+		portName: "tcp-redis", port: 6379,
+		app: "cache", workloadIP: "10.0.0.6",
+	}
+	redisKube = fixture{
+		name: "redis", namespace: "redis-k8s",
+		vip:      "10.96.0.40",
+		portName: "tcp-redis", port: 6379, targetPort: 16379,
+		app: "redis-k8s", workloadIP: "10.0.1.6",
+	}
 	zookeeperKube = fixture{
 		name: "zookeeper", namespace: "zk-k8s",
 		vip:      "10.96.0.30",
@@ -328,6 +342,23 @@ func zookeeperStats(prefix string) func(*testing.T, *listener.Filter) {
 		}
 		if zk.GetStatPrefix() != prefix {
 			t.Errorf("stat_prefix %q, want %q", zk.GetStatPrefix(), prefix)
+		}
+	}
+}
+
+// redisCatchAll wants a redis_proxy whose every key goes to cluster, with a timeout.
+func redisCatchAll(cluster string) func(*testing.T, *listener.Filter) {
+	return func(t *testing.T, f *listener.Filter) {
+		t.Helper()
+		r := &redis.RedisProxy{}
+		if err := f.GetTypedConfig().UnmarshalTo(r); err != nil {
+			t.Fatalf("decoding %s: %v", f.GetName(), err)
+		}
+		if got := r.GetPrefixRoutes().GetCatchAllRoute().GetCluster(); got != cluster {
+			t.Errorf("catch-all cluster %q, want %q", got, cluster)
+		}
+		if r.GetSettings().GetOpTimeout().AsDuration() <= 0 {
+			t.Error("no op timeout")
 		}
 	}
 }
