@@ -115,9 +115,6 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// Controller returns the EnvoyFilter controller (tests trigger pushes with it).
-func (s *Server) Controller() *envoyfilter.Controller { return s.controller }
-
 // watchKube triggers a push when one of our EnvoyFilters changes (someone edited or
 // deleted it: the push restores it) or a Service that matters changes.
 func (s *Server) watchKube(ctx context.Context) error {

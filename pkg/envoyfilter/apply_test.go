@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -124,6 +125,7 @@ type harness struct {
 	ctrl    *envoyfilter.Controller
 	source  *staticSource
 	admin   client.Client
+	events  *events.FakeRecorder
 }
 
 func newHarness(t *testing.T) *harness {
@@ -162,13 +164,14 @@ func newHarness(t *testing.T) *harness {
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, ctx: ctx, counter: counter, source: &staticSource{}, admin: admin}
+	h := &harness{t: t, ctx: ctx, counter: counter, source: &staticSource{}, admin: admin, events: events.NewFakeRecorder(10)}
 	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Log: testr.New(t)}
 	h.ctrl = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: "istio-system"},
 		Registry: plugin.Registry(plugin.Options{}),
 		Source:   h.source,
 		Applier:  h.applier,
+		Recorder: h.events,
 		Log:      testr.New(t),
 	})
 	return h
@@ -200,6 +203,19 @@ func (h *harness) waitCache(names ...string) {
 	if err != nil {
 		cur, _ := h.applier.Current(h.ctx)
 		h.t.Fatalf("cache never held %v; it holds %d: %v", names, len(cur), keys(cur))
+	}
+}
+
+// drainEvents returns the Events recorded since the last call.
+func (h *harness) drainEvents() []string {
+	var out []string
+	for {
+		select {
+		case e := <-h.events.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
 	}
 }
 
@@ -294,6 +310,15 @@ func TestApplyLifecycle(t *testing.T) {
 		t.Fatalf("push with b broken: %d writes, err %v; want 0", n, err)
 	}
 	h.waitCache(outA, inA, outB, inB)
+	if got := h.drainEvents(); len(got) != 1 || !strings.HasPrefix(got[0], "Warning GenerationFailed port 20880 (dubbo): missing annotation") {
+		t.Fatalf("events = %q, want one Warning telling what to fix", got)
+	}
+	if _, err := h.push(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.drainEvents(); len(got) != 0 {
+		t.Fatalf("the same failure was reported again: %q", got)
+	}
 
 	t.Log("delete")
 	h.source.set(t)

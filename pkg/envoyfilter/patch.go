@@ -194,10 +194,18 @@ func NetworkFilter(name string, config proto.Message) (*listener.Filter, error) 
 // it the way Envoy will (see ValidateFilterValue).
 func FilterValue(f *listener.Filter) (*structpb.Struct, error) {
 	if err := validate(f); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidFilter, err)
 	}
-	return toStruct(f)
+	s, err := toStruct(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidFilter, err)
+	}
+	return s, nil
 }
+
+// ErrInvalidFilter marks a generated filter that Envoy would reject. Input checks
+// must catch bad input before this: reaching it is a generator bug.
+var ErrInvalidFilter = errors.New("generated filter is invalid")
 
 // ValidateFilterValue checks a network filter patch value: strict JSON into Envoy's
 // Filter type (unknown fields and unknown @types fail), then the protoc-gen-validate

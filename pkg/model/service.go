@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
@@ -89,16 +88,8 @@ type Snapshot struct {
 // supported protocol, ordered by key. Hosts of VirtualServices and DestinationRules
 // are resolved once into an index, so the cost is linear in the config size.
 func BuildServices(snap *Snapshot) []*Service {
-	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix,
-		func(c config.Config) (*networking.VirtualService, []string) {
-			vs, _ := c.Spec.(*networking.VirtualService)
-			return vs, vs.GetHosts()
-		})
-	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix,
-		func(c config.Config) (*networking.DestinationRule, []string) {
-			dr, _ := c.Spec.(*networking.DestinationRule)
-			return dr, []string{dr.GetHost()}
-		})
+	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix)
+	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix)
 
 	var out []*Service
 	for i := range snap.ServiceEntries {
@@ -217,13 +208,17 @@ type wildcardEntry[T any] struct {
 	cfg  *Config[T]
 }
 
-func newHostIndex[T any](cfgs []config.Config, domainSuffix string, hosts func(config.Config) (T, []string)) *hostIndex[T] {
+// newHostIndex indexes the VirtualServices or DestinationRules (T) in cfgs by host.
+func newHostIndex[T any](cfgs []config.Config, domainSuffix string) *hostIndex[T] {
 	idx := &hostIndex[T]{exact: map[string][]*Config[T]{}}
 	for _, c := range cfgs {
-		spec, hs := hosts(c)
+		spec, ok := c.Spec.(T)
+		if !ok {
+			continue
+		}
 		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec}
-		for _, h := range hs {
-			fqdn := ResolveHost(h, c.Namespace, domainSuffix)
+		for _, h := range HostsOf(c, domainSuffix) {
+			fqdn := host.Name(h)
 			if fqdn.IsWildCarded() {
 				idx.wildcards = append(idx.wildcards, wildcardEntry[T]{host: fqdn, cfg: entry})
 				continue
@@ -266,16 +261,6 @@ func HostsOf(c config.Config, domainSuffix string) []string {
 		out = append(out, string(ResolveHost(h, c.Namespace, domainSuffix)))
 	}
 	return out
-}
-
-// Error is a problem with one user object that stops its generation.
-type Error struct {
-	Kind, Namespace, Name string
-	Reason                string
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("%s %s/%s: %s", e.Kind, e.Namespace, e.Name, e.Reason)
 }
 
 // ResolveHost completes a short host the way Istio does: a name without dots is

@@ -17,6 +17,7 @@ func FuzzGenerate(f *testing.F) {
 	f.Add("", "", "", "(", "", "", int32(0), uint32(0), uint32(0))
 	f.Add("x", "m", "p", "[a-z]+", "h", "", int32(-5), uint32(65535), uint32(1))
 	f.Fuzz(func(t *testing.T, iface, exact, prefix, regex, header, value string, weight int32, port, target uint32) {
+		generatortest.SkipInvalidUTF8(t, iface, exact, prefix, regex, header, value)
 		svc := &model.Service{
 			Name: "s", Namespace: "ns", Annotations: map[string]string{InterfaceAnnotation: iface},
 			Hosts: []string{"s.ns.svc.cluster.local"}, Addresses: []string{"10.0.0.1"},
@@ -42,12 +43,6 @@ func FuzzGenerate(f *testing.F) {
 			}}},
 		}
 		efs, err := New().Generate(generatortest.Context, svc, svc.Ports[0])
-		if err != nil {
-			if efs != nil {
-				t.Fatalf("filters returned with error %v", err)
-			}
-			return
-		}
-		generatortest.Validate(t, efs)
+		generatortest.CheckResult(t, efs, err)
 	})
 }

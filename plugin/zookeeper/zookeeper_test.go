@@ -30,6 +30,7 @@ func FuzzGenerate(f *testing.F) {
 	f.Add(uint32(2181), uint32(2181), "ZK|.x..y", "10.0.0.0/8", false)
 	f.Add(uint32(1), uint32(2), "\xff\x00zk", "2001:db8::1", true)
 	f.Fuzz(func(t *testing.T, number, target uint32, host, address string, selector bool) {
+		generatortest.SkipInvalidUTF8(t, host, address)
 		svc := &model.Service{Name: "zk", Namespace: "zk", Hosts: []string{host}}
 		if address != "" {
 			svc.Addresses = []string{address}
@@ -39,19 +40,10 @@ func FuzzGenerate(f *testing.F) {
 		}
 		port := &model.Port{Number: number, Name: "tcp-zookeeper", Protocol: model.ZooKeeper, TargetPort: target}
 		efs, err := New().Generate(generatortest.Context, svc, port)
-		if err != nil {
-			var skip *envoyfilter.SkipError
-			if errors.As(err, &skip) {
-				t.Fatalf("ZooKeeper never skips, got %v", err)
-			}
-			if efs != nil {
-				t.Fatalf("filters returned with error %v", err)
-			}
-			return
+		var skip *envoyfilter.SkipError
+		if errors.As(err, &skip) {
+			t.Fatalf("ZooKeeper never skips, got %v", err)
 		}
-		if len(efs) == 0 {
-			t.Fatal("no error and no EnvoyFilters")
-		}
-		generatortest.Validate(t, efs)
+		generatortest.CheckResult(t, efs, err)
 	})
 }

@@ -62,9 +62,6 @@ func TestIstioCRDsEmbedded(t *testing.T) {
 }
 
 func TestControlPlane(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd, kube-apiserver and istiod")
-	}
 	ctx := t.Context()
 	begin := time.Now()
 	cp, err := Start(ctx, Options{WorkDir: t.TempDir(), Istiod: true, Logf: t.Logf})

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	networking "istio.io/api/networking/v1alpha3"
@@ -93,6 +94,42 @@ func Validate(t *testing.T, efs []*model.EnvoyFilter) {
 			if name := p.GetMatch().GetListener().GetFilterChain().GetFilter().GetName(); !strings.HasPrefix(name, "envoy.filters.network.") {
 				t.Errorf("%s patch %d: filter chain match names no filter (%q): istiod would skip or misplace it", ef.Key(), i, name)
 			}
+		}
+	}
+}
+
+// CheckResult holds one Generate result to the rules every generator keeps: an error
+// comes without filters, says something, and is never an invalid filter of the
+// generator's own making; success comes with filters Envoy accepts. It reports
+// whether the generator succeeded.
+func CheckResult(t *testing.T, efs []*model.EnvoyFilter, err error) bool {
+	t.Helper()
+	if err != nil {
+		if efs != nil {
+			t.Errorf("%d EnvoyFilters returned with error %v", len(efs), err)
+		}
+		if err.Error() == "" {
+			t.Error("empty error message")
+		}
+		if errors.Is(err, envoyfilter.ErrInvalidFilter) {
+			t.Errorf("generator bug, not an input error: %v", err)
+		}
+		return false
+	}
+	if len(efs) == 0 {
+		t.Error("no error and no EnvoyFilters")
+	}
+	Validate(t, efs)
+	return true
+}
+
+// SkipInvalidUTF8 skips fuzz inputs no Kubernetes object can hold: its strings are
+// JSON, so valid UTF-8.
+func SkipInvalidUTF8(t *testing.T, ss ...string) {
+	t.Helper()
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			t.Skip("not valid UTF-8: no Kubernetes object can hold it")
 		}
 	}
 }

@@ -1,0 +1,74 @@
+package model_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"aeraki.io/aeraki/pkg/manifest"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+const bindings = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: app}
+spec:
+  hosts: [svc.app.svc.cluster.local, alias.example.com]
+  addresses: [10.0.0.2, 10.0.0.1/32, 0.0.0.0]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: plain, namespace: app}
+spec:
+  hosts: [plain.app.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+`
+
+// doc is an Istio document with one host field in its spec.
+func doc(kind, ns, name, field, host string) string {
+	return "---\napiVersion: networking.istio.io/v1\nkind: " + kind + "\nmetadata: {name: " + name + ", namespace: " + ns + "}\nspec: {" + field + ": " + host + "}\n"
+}
+
+func TestBuildServicesBindsByHost(t *testing.T) {
+	in := bindings +
+		doc("VirtualService", "app", "short-same-ns", "hosts", "[svc]") +
+		doc("VirtualService", "other", "short-other-ns", "hosts", "[svc]") + // other.svc...: not ours
+		doc("VirtualService", "other", "fqdn-other-ns", "hosts", "[svc.app.svc.cluster.local]") +
+		doc("VirtualService", "other", "second-host", "hosts", "[alias.example.com]") +
+		doc("VirtualService", "other", "wildcard", "hosts", `["*.example.com"]`) +
+		doc("VirtualService", "other", "unrelated", "hosts", "[nope.example.com]") +
+		doc("DestinationRule", "app", "short-dr", "host", "svc") +
+		doc("DestinationRule", "other", "short-dr-other-ns", "host", "svc")
+	objs := &manifest.Objects{}
+	if errs := objs.Decode(strings.NewReader(in), "in"); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	services := model.BuildServices(objs.Snapshot("cluster.local"))
+	if len(services) != 1 {
+		t.Fatalf("got %d services, want only the one with a Dubbo port", len(services))
+	}
+	svc := services[0]
+	names := func(n int, name func(int) string) []string {
+		var out []string
+		for i := range n {
+			out = append(out, name(i))
+		}
+		return out
+	}
+	vs := names(len(svc.VirtualServices), func(i int) string { return svc.VirtualServices[i].Namespace + "/" + svc.VirtualServices[i].Name })
+	if diff := cmp.Diff([]string{"app/short-same-ns", "other/fqdn-other-ns", "other/second-host", "other/wildcard"}, vs); diff != "" {
+		t.Errorf("VirtualServices (-want +got):\n%s", diff)
+	}
+	dr := names(len(svc.DestinationRules), func(i int) string { return svc.DestinationRules[i].Namespace + "/" + svc.DestinationRules[i].Name })
+	if diff := cmp.Diff([]string{"app/short-dr"}, dr); diff != "" {
+		t.Errorf("DestinationRules (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"alias.example.com", "svc.app.svc.cluster.local"}, svc.Hosts); diff != "" {
+		t.Errorf("hosts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"10.0.0.1", "10.0.0.2"}, svc.Addresses); diff != "" {
+		t.Errorf("addresses: a /32 is an IP, 0.0.0.0 no listener (-want +got):\n%s", diff)
+	}
+}
