@@ -9,6 +9,8 @@ GO         ?= go
 CACHE      ?= $(or $(AERAKI_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/aeraki)
 LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(LINT_VERSION)/golangci-lint
+CONTROLLER_GEN_VERSION := v0.23.0
+CONTROLLER_GEN := $(CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen
 # The release binary: static, no paths or symbols; docker/Dockerfile uses the same.
 BUILD_FLAGS := -trimpath -ldflags=-s\ -w
 
@@ -36,6 +38,19 @@ e2e: testbin ## Run only the end-to-end tests (real etcd, kube-apiserver, istiod
 run-local: testbin ## Run the controller on a local control plane with the Dubbo sample (Ctrl-C stops it)
 	@hack/testbin.sh kubectl >/dev/null
 	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) run ./hack/runlocal
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code and the CRDs in k8s/crds from pkg/apis
+	$(CONTROLLER_GEN) object paths=./pkg/apis/...
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=true paths=./pkg/apis/... output:crd:artifacts:config=k8s/crds
+
+.PHONY: check-generated
+check-generated: generate ## Fail when generated files differ from what is committed
+	@git diff --exit-code -- pkg/apis k8s/crds || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- pkg/apis k8s/crds)" || { echo "generated files are not committed:"; git status --porcelain -- pkg/apis k8s/crds; exit 1; }
+
+$(CONTROLLER_GEN):
+	GOBIN=$(dir $@) GOFLAGS= $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 
 .PHONY: fmt
 fmt: ## Format the code
