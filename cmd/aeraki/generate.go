@@ -55,7 +55,10 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 	}
-	t := envoyfilter.Translate(&envoyfilter.Context{RootNamespace: *root, DomainSuffix: *domain}, plugin.Registry(plugins), model.BuildServices(objs.Snapshot(*domain)))
+	snap := objs.Snapshot(*domain)
+	services := model.BuildServices(snap)
+	base := &envoyfilter.Context{RootNamespace: *root, DomainSuffix: *domain}
+	t := envoyfilter.Translate(base.ForPush(snap, services), plugin.Registry(plugins), services)
 	for _, serr := range envoyfilter.SortedErrors(t.Failed) {
 		fmt.Fprintf(stderr, "error: %s %s/%s: port %d (%s): %v\n", serr.Service.Kind(), serr.Service.Namespace,
 			serr.Service.ObjectName(), serr.Port.Number, serr.Protocol, serr.Err)

@@ -21,6 +21,7 @@ import (
 
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/config"
 	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/kube"
@@ -66,12 +67,13 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		MaxBackoff:     opts.XDSMaxBackoff,
 		Logger:         log.WithName("xds"),
 	}, func(config.Event) { s.controller.Trigger() })
+	src := &source{watcher: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix, log: log.WithName("source")}
 	s.controller = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix},
 		Registry: plugin.Registry(opts.Plugins),
 		Debounce: opts.Debounce,
 		Resync:   opts.Resync,
-		Source:   &source{watcher: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix},
+		Source:   src,
 		Applier: &envoyfilter.Applier{
 			Cache:      mgr.GetCache(),
 			Client:     mgr.GetClient(),
@@ -167,19 +169,45 @@ type source struct {
 	watcher      *config.Watcher
 	cache        client.Reader
 	domainSuffix string
+	log          logr.Logger
 }
 
 func (s *source) HasSynced() bool { return s.watcher.HasSynced() }
 
 func (s *source) Snapshot() *model.Snapshot {
 	ses, vss, drs := s.watcher.Snapshot()
-	return &model.Snapshot{
+	snap := &model.Snapshot{
 		ServiceEntries:   ses,
 		VirtualServices:  vss,
 		DestinationRules: drs,
 		DomainSuffix:     s.domainSuffix,
 		KubeService:      s.kubeService,
+		Secret:           s.secret,
 	}
+	ctx := context.Background()
+	var rss redisv1alpha1.RedisServiceList
+	if err := s.cache.List(ctx, &rss); err != nil {
+		s.log.Error(err, "listing RedisServices from the cache")
+	}
+	for i := range rss.Items {
+		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(&rss.Items[i]))
+	}
+	var rds redisv1alpha1.RedisDestinationList
+	if err := s.cache.List(ctx, &rds); err != nil {
+		s.log.Error(err, "listing RedisDestinations from the cache")
+	}
+	for i := range rds.Items {
+		snap.RedisDestinations = append(snap.RedisDestinations, model.RedisConfig(&rds.Items[i]))
+	}
+	return snap
+}
+
+func (s *source) secret(namespace, name string) *corev1.Secret {
+	secret := &corev1.Secret{}
+	if err := s.cache.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
+		return nil
+	}
+	return secret
 }
 
 func (s *source) kubeService(namespace, name string) *corev1.Service {

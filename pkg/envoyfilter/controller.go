@@ -93,8 +93,9 @@ func (c *Controller) Start(ctx context.Context) error {
 // Push translates the current config and writes the difference.
 func (c *Controller) Push(ctx context.Context) error {
 	start := time.Now()
-	services := model.BuildServices(c.opts.Source.Snapshot())
-	t := Translate(&c.opts.Context, c.opts.Registry, services)
+	snap := c.opts.Source.Snapshot()
+	services := model.BuildServices(snap)
+	t := Translate(c.opts.Context.ForPush(snap, services), c.opts.Registry, services)
 	c.report(t)
 	current, err := c.opts.Applier.Current(ctx)
 	if err != nil {

@@ -3,6 +3,8 @@
 package envoyfilter
 
 import (
+	corev1 "k8s.io/api/core/v1"
+
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -14,6 +16,23 @@ type Context struct {
 	RootNamespace string
 	// DomainSuffix completes short hosts in VirtualService destinations.
 	DomainSuffix string
+	// Services finds the other services of the push by host, for routes that send
+	// traffic to another service. Set per push (see ForPush).
+	Services model.HostIndex
+	// Secret returns a Secret of the push's snapshot, or nil. Set per push.
+	Secret func(namespace, name string) *corev1.Secret
+}
+
+// ForPush returns the context of one push: c completed with the lookups into the
+// push's snapshot and services.
+func (c *Context) ForPush(snap *model.Snapshot, services []*model.Service) *Context {
+	out := *c
+	out.Services = model.NewHostIndex(services)
+	out.Secret = snap.Secret
+	if out.Secret == nil {
+		out.Secret = func(string, string) *corev1.Secret { return nil }
+	}
+	return &out
 }
 
 // Generator builds the EnvoyFilters of one service port of its protocol. It is a pure

@@ -26,6 +26,7 @@ import (
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -35,7 +36,11 @@ type Objects struct {
 	VirtualServices  []config.Config
 	DestinationRules []config.Config
 	// Services are Kubernetes Services; istiod shows each as a synthetic ServiceEntry.
-	Services []*corev1.Service
+	Services          []*corev1.Service
+	RedisServices     []*redisv1alpha1.RedisService
+	RedisDestinations []*redisv1alpha1.RedisDestination
+	// Secrets hold the credentials RedisServices and RedisDestinations refer to.
+	Secrets []*corev1.Secret
 }
 
 // Snapshot returns the translation input for the objects: Kubernetes Services become
@@ -48,13 +53,25 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 		ses = append(ses, model.SyntheticServiceEntry(svc, domainSuffix))
 		byName[svc.Namespace+"/"+svc.Name] = svc
 	}
-	return &model.Snapshot{
+	secrets := map[string]*corev1.Secret{}
+	for _, s := range o.Secrets {
+		secrets[s.Namespace+"/"+s.Name] = s
+	}
+	snap := &model.Snapshot{
 		ServiceEntries:   ses,
 		VirtualServices:  o.VirtualServices,
 		DestinationRules: o.DestinationRules,
 		DomainSuffix:     domainSuffix,
 		KubeService:      func(ns, name string) *corev1.Service { return byName[ns+"/"+name] },
+		Secret:           func(ns, name string) *corev1.Secret { return secrets[ns+"/"+name] },
 	}
+	for _, rs := range o.RedisServices {
+		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(rs))
+	}
+	for _, rd := range o.RedisDestinations {
+		snap.RedisDestinations = append(snap.RedisDestinations, model.RedisConfig(rd))
+	}
+	return snap
 }
 
 // document is the part of a Kubernetes object we read before knowing its kind.
@@ -163,13 +180,47 @@ func (o *Objects) decodeDocument(raw []byte) error {
 	if ns == "" {
 		ns = metav1.NamespaceDefault
 	}
-	if gv.Group == "" && doc.Kind == "Service" {
+	switch {
+	case gv.Group == "" && doc.Kind == "Service":
 		svc := &corev1.Service{}
 		if err := json.Unmarshal(js, svc); err != nil {
 			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
 		}
 		svc.Namespace = ns
 		o.Services = append(o.Services, svc)
+		return nil
+	case gv.Group == "" && doc.Kind == "Secret":
+		secret := &corev1.Secret{}
+		if err := json.Unmarshal(js, secret); err != nil {
+			// The error of a Secret may quote its data: say only where it is.
+			return fmt.Errorf("%s %s/%s: not a valid Secret", doc.Kind, ns, doc.Metadata.Name)
+		}
+		secret.Namespace = ns
+		// The API server folds stringData into data; do the same.
+		for k, v := range secret.StringData {
+			if secret.Data == nil {
+				secret.Data = map[string][]byte{}
+			}
+			secret.Data[k] = []byte(v)
+		}
+		secret.StringData = nil
+		o.Secrets = append(o.Secrets, secret)
+		return nil
+	case gv == redisv1alpha1.GroupVersion && doc.Kind == "RedisService":
+		rs := &redisv1alpha1.RedisService{}
+		if err := strictUnmarshal(js, rs); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
+		}
+		rs.Namespace = ns
+		o.RedisServices = append(o.RedisServices, rs)
+		return nil
+	case gv == redisv1alpha1.GroupVersion && doc.Kind == "RedisDestination":
+		rd := &redisv1alpha1.RedisDestination{}
+		if err := strictUnmarshal(js, rd); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
+		}
+		rd.Namespace = ns
+		o.RedisDestinations = append(o.RedisDestinations, rd)
 		return nil
 	}
 	kind, ok := istioKinds[doc.Kind]
@@ -207,6 +258,14 @@ func (o *Objects) decodeDocument(raw []byte) error {
 		o.DestinationRules = append(o.DestinationRules, cfg)
 	}
 	return nil
+}
+
+// strictUnmarshal rejects unknown fields, as the API server's schema does: a
+// misspelt field must not be ignored silently.
+func strictUnmarshal(js []byte, into any) error {
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	return dec.Decode(into)
 }
 
 // WriteEnvoyFilters writes EnvoyFilters as YAML documents separated by ---, in the

@@ -78,3 +78,92 @@ func TestVirtualServiceWithoutHosts(t *testing.T) {
 		t.Fatalf("errors = %v", errs)
 	}
 }
+
+const redisDocs = `apiVersion: v1
+kind: Service
+metadata: {name: cache, namespace: shop}
+spec:
+  clusterIP: 10.96.0.30
+  selector: {app: cache}
+  ports:
+  - {name: tcp-redis, port: 6379}
+---
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata: {name: cache, namespace: shop}
+spec:
+  host: [cache]
+  settings:
+    auth: {secret: {name: cache-auth}}
+---
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisDestination
+metadata: {name: cache, namespace: shop}
+spec:
+  host: cache.shop.svc.cluster.local
+  trafficPolicy: {connectionPool: {redis: {mode: CLUSTER}}}
+---
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata: {name: elsewhere, namespace: other}
+spec:
+  host: [cache]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cache-auth, namespace: shop}
+data: {password: czNjcjN0}
+stringData: {username: app}
+`
+
+func TestRedisObjectsBindByHost(t *testing.T) {
+	objs := &Objects{}
+	if errs := objs.Decode(strings.NewReader(redisDocs), "in"); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	snap := objs.Snapshot("cluster.local")
+	services := model.BuildServices(snap)
+	if len(services) != 1 {
+		t.Fatalf("got %d services, want 1", len(services))
+	}
+	svc := services[0]
+	// The short host of other/elsewhere means cache.other.svc.cluster.local.
+	if len(svc.RedisServices) != 1 || svc.RedisServices[0].Name != "cache" || svc.RedisServices[0].Spec.Spec.Settings.Auth.Secret.Name != "cache-auth" {
+		t.Errorf("RedisServices = %+v", svc.RedisServices)
+	}
+	if len(svc.RedisDestinations) != 1 || svc.RedisDestinations[0].Spec.Spec.TrafficPolicy.ConnectionPool.Redis.Mode != "CLUSTER" {
+		t.Errorf("RedisDestinations = %+v", svc.RedisDestinations)
+	}
+	secret := snap.Secret("shop", "cache-auth")
+	if secret == nil {
+		t.Fatal("Secret shop/cache-auth not found")
+	}
+	// As the API server does: data is base64, stringData is folded into data.
+	if got := string(secret.Data["password"]); got != "s3cr3t" {
+		t.Errorf("password = %q", got)
+	}
+	if got := string(secret.Data["username"]); got != "app" {
+		t.Errorf("username = %q", got)
+	}
+	if snap.Secret("other", "cache-auth") != nil {
+		t.Error("a Secret is found in another namespace")
+	}
+}
+
+func TestRedisObjectsAreReadStrictly(t *testing.T) {
+	objs := &Objects{}
+	in := "apiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: r, namespace: ns}\nspec: {host: [a], setings: {}}\n"
+	errs := objs.Decode(strings.NewReader(in), "f")
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "RedisService ns/r") || !strings.Contains(errs[0].Error(), "setings") {
+		t.Fatalf("errors = %v", errs)
+	}
+}
+
+func TestSecretErrorsDoNotQuoteData(t *testing.T) {
+	objs := &Objects{}
+	in := "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: ns}\ndata: {password: not-base64-hunter2}\n"
+	errs := objs.Decode(strings.NewReader(in), "f")
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "Secret ns/s") || strings.Contains(errs[0].Error(), "hunter2") {
+		t.Fatalf("errors = %v", errs)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/config/host"
 	corev1 "k8s.io/api/core/v1"
+
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 )
 
 // SyntheticPrefix starts the name istiod gives the ServiceEntry it derives from a
@@ -34,6 +36,10 @@ type Service struct {
 	VirtualServices []*Config[*networking.VirtualService]
 	// DestinationRules for any host of the service, by namespace and name.
 	DestinationRules []*Config[*networking.DestinationRule]
+	// RedisServices and RedisDestinations for any host of the service, by namespace
+	// and name. Spec is the whole object.
+	RedisServices     []*Config[*redisv1alpha1.RedisService]
+	RedisDestinations []*Config[*redisv1alpha1.RedisDestination]
 }
 
 // Port is a service port with a supported protocol.
@@ -77,6 +83,11 @@ type Snapshot struct {
 	ServiceEntries   []config.Config
 	VirtualServices  []config.Config
 	DestinationRules []config.Config
+	// RedisServices and RedisDestinations hold the whole objects as Spec.
+	RedisServices     []config.Config
+	RedisDestinations []config.Config
+	// Secret returns a Secret from the controller's cache, or nil.
+	Secret func(namespace, name string) *corev1.Secret
 	// KubeService returns the Kubernetes Service behind a synthetic ServiceEntry, or
 	// nil. istiod's synthetic entries carry neither annotations nor target ports.
 	KubeService func(namespace, name string) *corev1.Service
@@ -90,6 +101,8 @@ type Snapshot struct {
 func BuildServices(snap *Snapshot) []*Service {
 	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix)
 	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix)
+	rsIndex := newHostIndex[*redisv1alpha1.RedisService](snap.RedisServices, snap.DomainSuffix)
+	rdIndex := newHostIndex[*redisv1alpha1.RedisDestination](snap.RedisDestinations, snap.DomainSuffix)
 
 	var out []*Service
 	for i := range snap.ServiceEntries {
@@ -122,6 +135,8 @@ func BuildServices(snap *Snapshot) []*Service {
 		}
 		svc.VirtualServices = vsIndex.lookup(svc.Hosts)
 		svc.DestinationRules = drIndex.lookup(svc.Hosts)
+		svc.RedisServices = rsIndex.lookup(svc.Hosts)
+		svc.RedisDestinations = rdIndex.lookup(svc.Hosts)
 		out = append(out, svc)
 	}
 	slices.SortFunc(out, func(a, b *Service) int { return strings.Compare(a.Key(), b.Key()) })
@@ -245,7 +260,8 @@ func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
 	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
 }
 
-// HostsOf returns the fully qualified hosts a VirtualService or DestinationRule binds to.
+// HostsOf returns the fully qualified hosts a VirtualService, DestinationRule,
+// RedisService or RedisDestination binds to.
 func HostsOf(c config.Config, domainSuffix string) []string {
 	var hs []string
 	switch spec := c.Spec.(type) {
@@ -253,6 +269,10 @@ func HostsOf(c config.Config, domainSuffix string) []string {
 		hs = spec.GetHosts()
 	case *networking.DestinationRule:
 		hs = []string{spec.GetHost()}
+	case *redisv1alpha1.RedisService:
+		hs = spec.Spec.Host
+	case *redisv1alpha1.RedisDestination:
+		hs = []string{spec.Spec.Host}
 	default:
 		return nil
 	}
@@ -270,4 +290,33 @@ func ResolveHost(h, namespace, domainSuffix string) host.Name {
 		return host.Name(h)
 	}
 	return host.Name(h + "." + namespace + ".svc." + domainSuffix)
+}
+
+// RedisConfig wraps a RedisService or RedisDestination as a config entry of a Snapshot.
+func RedisConfig(obj interface {
+	GetName() string
+	GetNamespace() string
+	GetResourceVersion() string
+}) config.Config {
+	return config.Config{
+		Meta: config.Meta{Name: obj.GetName(), Namespace: obj.GetNamespace(), ResourceVersion: obj.GetResourceVersion()},
+		Spec: obj,
+	}
+}
+
+// HostIndex finds services by fully qualified host.
+type HostIndex map[string]*Service
+
+// NewHostIndex indexes services by each of their hosts; of services sharing a host,
+// the first by key keeps it, as it keeps the host's EnvoyFilters.
+func NewHostIndex(services []*Service) HostIndex {
+	idx := HostIndex{}
+	for _, svc := range services {
+		for _, h := range svc.Hosts {
+			if _, taken := idx[h]; !taken {
+				idx[h] = svc
+			}
+		}
+	}
+	return idx
 }

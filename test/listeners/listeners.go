@@ -132,8 +132,9 @@ func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, k
 	}
 	snap := objs.Snapshot(DomainSuffix)
 
-	ctx := &envoyfilter.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}
-	tr := envoyfilter.Translate(ctx, plugin.Registry(opts), amodel.BuildServices(snap))
+	services := amodel.BuildServices(snap)
+	base := &envoyfilter.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}
+	tr := envoyfilter.Translate(base.ForPush(snap, services), plugin.Registry(opts), services)
 	for _, serr := range envoyfilter.SortedErrors(tr.Failed) {
 		t.Errorf("translation failed: %v", serr)
 	}
