@@ -76,7 +76,7 @@ type ports struct {
 	istiodGRPC, istiodHTTP, istiodMon, istiodCtl int
 }
 
-// Start starts etcd and kube-apiserver, installs Istio's CRDs and opts.ExtraCRDs,
+// Start starts etcd and kube-apiserver, installs Istio's CRDs, ours and opts.ExtraCRDs,
 // creates the istio-system namespace and, with opts.Istiod, starts istiod.
 // The processes live until Stop or until ctx is canceled. On error every
 // process already started is stopped.

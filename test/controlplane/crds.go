@@ -41,6 +41,11 @@ func (c *ControlPlane) installCRDs(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("decode Istio CRDs: %w", err)
 	}
+	ours, err := AerakiCRDs()
+	if err != nil {
+		return err
+	}
+	crds = append(crds, ours...)
 	for _, path := range c.opts.ExtraCRDs {
 		data, err := os.ReadFile(filepath.Clean(path))
 		if err != nil {

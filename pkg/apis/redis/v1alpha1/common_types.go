@@ -63,6 +63,8 @@ const ConditionReady = "Ready"
 
 // Reasons of the Ready condition.
 const (
+	// ReasonPending: the controller has not received the mesh config yet.
+	ReasonPending = "Pending"
 	// ReasonAccepted: the object is valid and applies to at least one service.
 	ReasonAccepted = "Accepted"
 	// ReasonNoMatchingService: no service with a tcp-redis port has any of its hosts.
