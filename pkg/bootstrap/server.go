@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +28,7 @@ import (
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/plugin"
+	"aeraki.io/aeraki/plugin/redis"
 )
 
 // Options configure a Server.
@@ -47,7 +49,9 @@ type Server struct {
 	mgr        manager.Manager
 	watcher    *config.Watcher
 	controller *envoyfilter.Controller
-	log        logr.Logger
+	// recheckRedis asks for the Ready condition of every Redis object to be computed again.
+	recheckRedis func()
+	log          logr.Logger
 }
 
 // New wires the parts; Run starts them.
@@ -66,7 +70,11 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		InitialBackoff: opts.XDSInitialBackoff,
 		MaxBackoff:     opts.XDSMaxBackoff,
 		Logger:         log.WithName("xds"),
-	}, func(config.Event) { s.controller.Trigger() })
+	}, func(config.Event) {
+		s.controller.Trigger()
+		// A service appearing or changing can change what a Redis object says.
+		s.recheckRedis()
+	})
 	src := &source{watcher: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix, log: log.WithName("source")}
 	s.controller = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix},
@@ -86,6 +94,13 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	})
 	if err := mgr.Add(s.controller); err != nil {
 		return nil, fmt.Errorf("adding the EnvoyFilter controller: %w", err)
+	}
+	s.recheckRedis, err = kube.SetupRedis(mgr, kube.RedisOptions{
+		Trigger: s.controller.Trigger,
+		Check:   redisCheck(src, &envoyfilter.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("adding the Redis reconcilers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
@@ -108,6 +123,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.watcher.Run(ctx) }()
+	go func() {
+		// Redis objects checked before the mesh config arrived say Pending; check them
+		// again once it has, even if it holds nothing that causes an event.
+		if wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+			return s.watcher.HasSynced(), nil
+		}) == nil {
+			s.recheckRedis()
+		}
+	}()
 	if err := s.mgr.Start(ctx); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
@@ -115,6 +139,19 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("xds watcher: %w", err)
 	}
 	return nil
+}
+
+// redisCheck computes the Ready condition of a Redis object from the current config
+// with the generator's own resolution.
+func redisCheck(src *source, base *envoyfilter.Context) func(client.Object) kube.Verdict {
+	return func(obj client.Object) kube.Verdict {
+		if !src.HasSynced() {
+			return kube.Verdict{Reason: redisv1alpha1.ReasonPending, Message: "waiting for the mesh config from istiod"}
+		}
+		snap := src.Snapshot()
+		services := model.BuildServices(snap)
+		return kube.Verdict(redis.Check(base.ForPush(snap, services), services, obj))
+	}
 }
 
 // watchKube triggers a push when one of our EnvoyFilters changes (someone edited or

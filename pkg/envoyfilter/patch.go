@@ -212,15 +212,24 @@ var ErrInvalidFilter = errors.New("generated filter is invalid")
 // rules of the filter and of the typed config inside it. istiod drops a patch that
 // fails to convert without telling anyone; this is the check that it will not.
 func ValidateFilterValue(value *structpb.Struct) error {
+	f := &listener.Filter{}
+	if err := fromStruct(value, f, "an Envoy network filter"); err != nil {
+		return err
+	}
+	return validate(f)
+}
+
+// fromStruct decodes a patch value strictly into an Envoy message: unknown fields
+// and unknown @types fail, as they would fail in istiod.
+func fromStruct(value *structpb.Struct, into proto.Message, what string) error {
 	raw, err := protojson.Marshal(value)
 	if err != nil {
 		return fmt.Errorf("encoding patch value: %w", err)
 	}
-	f := &listener.Filter{}
-	if err := protojson.Unmarshal(raw, f); err != nil {
-		return fmt.Errorf("patch value is not an Envoy network filter: %w", err)
+	if err := protojson.Unmarshal(raw, into); err != nil {
+		return fmt.Errorf("patch value is not %s: %w", what, err)
 	}
-	return validate(f)
+	return nil
 }
 
 // validator is what protoc-gen-validate generates on every Envoy message.

@@ -1,18 +1,63 @@
-// Package redis generates Envoy's redis_proxy filter for `tcp-redis` ports.
+// Package redis generates Envoy's redis_proxy filter for `tcp-redis` ports, configured
+// from the RedisService and RedisDestination bound to the service (the first of each
+// by namespace/name; Check reports the others as Conflict).
 //
-// This first version gives every service the default that needs no configuration:
-// redis_proxy in tcp_proxy's place, every key routed to the service's own cluster, and
-// an operation timeout. RedisService and RedisDestination (key-prefix routes, mirrors,
-// faults, auth, cluster mode, connection pools) build on it.
+// Client side (outbound): redis_proxy replaces tcp_proxy on every VIP listener of the
+// port. It routes keys by prefix (spec.redis; a route without match replaces the
+// catch-all, which otherwise sends every key to the service's own cluster), mirrors,
+// injects faults and takes the connection settings and the password clients must
+// give (spec.settings). Route and mirror hosts are completed in the RedisService's
+// namespace and must be services with a tcp-redis port; without a port, a host's
+// single tcp-redis port is used (the current port for the service's own hosts).
+//
+// Server side (inbound): redis_proxy replaces tcp_proxy on the workload's port, every
+// key to the local workload, with the op timeout and command stats of spec.settings.
+// Routes, mirrors and faults are client-side concepts and are not repeated there:
+// traffic that reaches a server was already routed by the client's sidecar.
+//
+// RedisDestination patches Istio's outbound clusters of each bound host and port (all
+// subsets), in the port's outbound EnvoyFilter:
+//   - PROXY mode (default) MERGEs connect_timeout, tcp_keepalive and the upstream
+//     auth (typed_extension_protocol_options["envoy.filters.network.redis_proxy"]).
+//     maxConnections needs more than MERGE: Istio gives every outbound cluster a
+//     circuit-breaker threshold of its own, MERGE appends ours after it, and Envoy
+//     reads only the first threshold of a priority. The patch then uses
+//     MERGE_AND_REPLACE_LIST (istiod 1.31 and later), which replaces the thresholds
+//     with ours: maxConnections plus Istio's defaults for the other limits.
+//   - CLUSTER mode REMOVEs Istio's clusters and ADDs one Redis Cluster cluster per
+//     host (cluster_type envoy.clusters.redis, lb_policy CLUSTER_PROVIDED, seeds from
+//     discoveryEndpoints or the host and port), outbound|<port>||<host>. MERGE cannot
+//     make one: Istio's cluster of a STATIC ServiceEntry or a Kubernetes Service is
+//     EDS, and merging cluster_type clears `type` but keeps eds_cluster_config, which
+//     Envoy rejects ("eds_cluster_config set in a non-EDS cluster"). The added cluster
+//     has no Istio mTLS (the hosts it learns from CLUSTER SLOTS carry no mTLS
+//     metadata anyway): the servers must accept plaintext (PERMISSIVE). The client
+//     connects to the pods the slot map names, so the server side keeps tcp_proxy: its
+//     redis_proxy would not pass CLUSTER SLOTS on, and clients' cluster discovery
+//     needs it. No inbound filter is generated in CLUSTER mode.
+//
+// Server auth (RedisDestination, PROXY mode): the client's sidecar authenticates to
+// each upstream connection with the credentials. That connection ends at the
+// server's sidecar, so the inbound redis_proxy requires the same credentials from
+// clients (downstream auth) and the inbound cluster inbound|<targetPort>|| gets the
+// same protocol options, so that the server's sidecar authenticates to the local
+// server. Clients without a sidecar then authenticate with the server's own
+// credentials, as they would without a mesh. An application's own AUTH ends at its
+// sidecar (spec.settings.auth of the RedisService), never at the server.
+//
+// Credentials come from a Secret in the object's namespace or from the object, and
+// end up inline in the EnvoyFilter (Envoy's redis auth has no SDS). Errors name the
+// Secret and key, never a value.
 package redis
 
 import (
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	redis "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
 
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -31,13 +76,94 @@ func New() envoyfilter.Generator {
 }
 
 func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
-	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
-		return envoyfilter.NetworkFilter(FilterName, &redis.RedisProxy{
-			StatPrefix: l.StatPrefix,
-			Settings:   &redis.RedisProxy_ConnPoolSettings{OpTimeout: durationpb.New(DefaultOpTimeout)},
-			PrefixRoutes: &redis.RedisProxy_PrefixRoutes{
-				CatchAllRoute: &redis.RedisProxy_PrefixRoutes_Route{Cluster: l.Cluster},
-			},
+	rs, rd := boundService(svc), boundDestination(svc)
+	proxy, err := resolveService(ctx, svc, port, rs)
+	if err != nil {
+		return nil, objectError("RedisService", rs.Namespace, rs.Name, err)
+	}
+	dest, err := resolveDestination(ctx, svc, rd)
+	if err != nil {
+		return nil, objectError("RedisDestination", rd.Namespace, rd.Name, err)
+	}
+	outboundPatches, inboundPatches, err := clusterPatches(svc, port, dest)
+	if err != nil {
+		return nil, err
+	}
+	var efs []*model.EnvoyFilter
+	target := svc
+	if dest.mode() == v1alpha1.ModeCluster {
+		// No inbound redis_proxy: see the package doc.
+		outboundOnly := *svc
+		outboundOnly.WorkloadSelector = nil
+		target = &outboundOnly
+	}
+	// A service with neither addresses nor workloads has no listener to patch; with
+	// cluster patches to make it still gets those.
+	if len(target.Addresses) > 0 || target.WorkloadSelector != nil || len(outboundPatches) == 0 {
+		efs, err = envoyfilter.ListenerFilters(ctx, target, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
+			return proxyFilter(l, proxy, dest)
 		})
-	})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if efs, err = envoyfilter.AddPatches(ctx, svc, port, envoyfilter.Outbound, efs, outboundPatches...); err != nil {
+		return nil, err
+	}
+	if target.WorkloadSelector != nil {
+		if efs, err = envoyfilter.AddPatches(ctx, svc, port, envoyfilter.Inbound, efs, inboundPatches...); err != nil {
+			return nil, err
+		}
+	}
+	return efs, nil
+}
+
+// boundService is the RedisService in effect for svc: the first by namespace/name.
+func boundService(svc *model.Service) *v1alpha1.RedisService {
+	if len(svc.RedisServices) == 0 {
+		return nil
+	}
+	return svc.RedisServices[0].Spec
+}
+
+// boundDestination is the RedisDestination in effect for svc: the first by namespace/name.
+func boundDestination(svc *model.Service) *v1alpha1.RedisDestination {
+	if len(svc.RedisDestinations) == 0 {
+		return nil
+	}
+	return svc.RedisDestinations[0].Spec
+}
+
+// objectError names the object a resolution error comes from, keeping its Reason.
+func objectError(kind, namespace, name string, err error) error {
+	return &configError{reason: reasonOf(err), msg: kind + " " + namespace + "/" + name + ": " + err.Error()}
+}
+
+// proxyFilter is the redis_proxy of one listener: outbound with everything the
+// RedisService says, inbound with the workload as the only destination.
+func proxyFilter(l *envoyfilter.Listener, cfg *proxyConfig, dest *destinationConfig) (*listener.Filter, error) {
+	p := &redis.RedisProxy{StatPrefix: l.StatPrefix}
+	catchAll := &redis.RedisProxy_PrefixRoutes_Route{Cluster: l.Cluster}
+	var auth *credentials
+	if l.Direction == envoyfilter.Outbound {
+		p.Settings = cfg.outbound
+		p.PrefixRoutes = &redis.RedisProxy_PrefixRoutes{Routes: cfg.routes, CaseInsensitive: cfg.caseInsensitive}
+		if cfg.catchAll != nil {
+			catchAll = cfg.catchAll
+		}
+		p.Faults = cfg.faults
+		auth = cfg.auth
+	} else {
+		p.Settings = cfg.inbound
+		p.PrefixRoutes = &redis.RedisProxy_PrefixRoutes{}
+		if dest != nil {
+			auth = dest.auth // what the clients' sidecars send: see the package doc
+		}
+	}
+	p.PrefixRoutes.CatchAllRoute = catchAll
+	if auth != nil {
+		p.DownstreamAuthPasswords = []*core.DataSource{auth.password}
+		p.DownstreamAuthUsername = auth.username
+	}
+	return envoyfilter.NetworkFilter(FilterName, p)
 }

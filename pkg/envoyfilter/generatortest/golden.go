@@ -36,12 +36,15 @@ func Golden(t *testing.T, gen envoyfilter.Generator, p model.Protocol, name stri
 		t.Fatalf("reading %s: %v", in, errs)
 	}
 	var out bytes.Buffer
-	for _, svc := range model.BuildServices(objs.Snapshot("cluster.local")) {
+	snap := objs.Snapshot(Context.DomainSuffix)
+	services := model.BuildServices(snap)
+	ctx := Context.ForPush(snap, services)
+	for _, svc := range services {
 		for _, port := range svc.Ports {
 			if port.Protocol != p {
 				continue
 			}
-			efs, err := gen.Generate(Context, svc, port)
+			efs, err := gen.Generate(ctx, svc, port)
 			var skip *envoyfilter.SkipError
 			if errors.As(err, &skip) {
 				fmt.Fprintf(&out, "# %s %s port %d: skipped, left as plain TCP: %v\n", svc.Kind(), svc.Key(), port.Number, skip)
@@ -80,19 +83,28 @@ func Compare(t *testing.T, golden string, got []byte) {
 	}
 }
 
-// Validate checks every network filter patch value the way Envoy will read it.
+// Validate checks every patch the way istiod and Envoy will read it: network filter
+// values (and the filter their match names), and CLUSTER patches whole (operation,
+// match, value: see envoyfilter.ValidateClusterPatch). Other applyTo values are
+// reported: no generator makes them, so nothing checks them.
 func Validate(t *testing.T, efs []*model.EnvoyFilter) {
 	t.Helper()
 	for _, ef := range efs {
 		for i, p := range ef.Spec.GetConfigPatches() {
-			if p.GetApplyTo() != networking.EnvoyFilter_NETWORK_FILTER {
-				continue
-			}
-			if err := envoyfilter.ValidateFilterValue(p.GetPatch().GetValue()); err != nil {
-				t.Errorf("%s patch %d: %v", ef.Key(), i, err)
-			}
-			if name := p.GetMatch().GetListener().GetFilterChain().GetFilter().GetName(); !strings.HasPrefix(name, "envoy.filters.network.") {
-				t.Errorf("%s patch %d: filter chain match names no filter (%q): istiod would skip or misplace it", ef.Key(), i, name)
+			switch p.GetApplyTo() {
+			case networking.EnvoyFilter_NETWORK_FILTER:
+				if err := envoyfilter.ValidateFilterValue(p.GetPatch().GetValue()); err != nil {
+					t.Errorf("%s patch %d: %v", ef.Key(), i, err)
+				}
+				if name := p.GetMatch().GetListener().GetFilterChain().GetFilter().GetName(); !strings.HasPrefix(name, "envoy.filters.network.") {
+					t.Errorf("%s patch %d: filter chain match names no filter (%q): istiod would skip or misplace it", ef.Key(), i, name)
+				}
+			case networking.EnvoyFilter_CLUSTER:
+				if err := envoyfilter.ValidateClusterPatch(p); err != nil {
+					t.Errorf("%s patch %d: %v", ef.Key(), i, err)
+				}
+			default:
+				t.Errorf("%s patch %d: applyTo %v: Validate knows NETWORK_FILTER and CLUSTER only", ef.Key(), i, p.GetApplyTo())
 			}
 		}
 	}

@@ -1,19 +1,23 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 // GroupVersion is the API group and version of the Redis resources.
 var GroupVersion = schema.GroupVersion{Group: "redis.aeraki.io", Version: "v1alpha1"}
 
-// SchemeBuilder registers the types of this package.
-var SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+var (
+	// SchemeBuilder registers the types of this package.
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
+	// AddToScheme adds the types of this package to a scheme.
+	AddToScheme = SchemeBuilder.AddToScheme
+)
 
-// AddToScheme adds the types of this package to a scheme.
-var AddToScheme = SchemeBuilder.AddToScheme
-
-func init() { //nolint:gochecknoinits // the scheme registration every Kubernetes API package does
-	SchemeBuilder.Register(&RedisService{}, &RedisServiceList{}, &RedisDestination{}, &RedisDestinationList{})
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &RedisService{}, &RedisServiceList{}, &RedisDestination{}, &RedisDestinationList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
 }

@@ -1,0 +1,134 @@
+package redis
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/envoyfilter/generatortest"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// fuzzPassword is the Secret's password: no error or verdict may show it.
+const fuzzPassword = "Zq9-fuzz-password-Zq9"
+
+// FuzzGenerate feeds arbitrary routes (prefixes, hosts, ports, mirror percentages),
+// faults and settings through a RedisService, and connection settings, auth and mode
+// through a RedisDestination. The generator must not panic, must return either an
+// error or EnvoyFilters whose every patch Envoy accepts, never show the password, and
+// agree with Check: it succeeds exactly when both objects are Ready.
+func FuzzGenerate(f *testing.F) {
+	f.Add("user:", "USER:", "users", int32(0), 12.5, 50.0, int64(time.Second), int64(1024), int64(100), "REPLICA", false, false,
+		int64(1500*time.Millisecond), int32(10), "PROXY", "", "password", "")
+	f.Add("a", "b", "cache.redis.example", int32(6379), 0.0001, 100.0, int64(0), int64(-1), int64(1<<33), "ANY", false, true,
+		int64(-1), int32(0), "CLUSTER", "shard:6379", "", "username")
+	f.Add("", "x", "*.redis.svc.cluster.local", int32(70000), -1.0, 101.0, int64(-5), int64(0), int64(0), "master", false, false,
+		int64(0), int32(-1), "CLUSTER", "[::1]:0", "nokey", "nouser")
+	f.Add("a", "b", "multi", int32(7001), 100.0, 0.0, int64(time.Millisecond), int64(4294967295), int64(4294967295), "", true, false,
+		int64(time.Hour), int32(1), "CLUSTER", "10.0.0.1:7000", "password", "username")
+	f.Add("k", "K", "multi", int32(7001), 100.0, 0.0, int64(time.Millisecond), int64(0), int64(0), "", true, true,
+		int64(time.Hour), int32(1), "", "", "password", "username")
+	f.Fuzz(func(t *testing.T, prefix1, prefix2, host string, port int32, mirrorPct, faultPct float64, opTimeout, maxBuffer, unknownConns int64,
+		readPolicy string, caseInsensitive, catchAllTwice bool, keepaliveTime int64, maxConnections int32, mode, seed, passwordKey, usernameKey string,
+	) {
+		generatortest.SkipInvalidUTF8(t, prefix1, prefix2, host, readPolicy, mode, seed, passwordKey, usernameKey)
+		other := &model.Service{
+			Name: "multi", Namespace: "redis", Hosts: []string{"multi.redis.svc.cluster.local"}, Addresses: []string{"240.240.0.2"},
+			Ports: []*model.Port{{Number: 7000, Name: "tcp-redis", Protocol: model.Redis}, {Number: 7001, Name: "tcp-redis-b", Protocol: model.Redis}},
+		}
+		users := &model.Service{
+			Name: "users", Namespace: "redis", Hosts: []string{"users.redis.svc.cluster.local"}, Addresses: []string{"240.240.0.3"},
+			Ports: []*model.Port{{Number: 6390, Name: "tcp-redis", Protocol: model.Redis}},
+		}
+		rs := &v1alpha1.RedisService{
+			ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "redis"},
+			Spec: v1alpha1.RedisServiceSpec{
+				Host: []string{"cache.redis.example"},
+				Settings: &v1alpha1.RedisSettings{
+					OpTimeout:                     &metav1.Duration{Duration: time.Duration(opTimeout)},
+					CaseInsensitive:               caseInsensitive,
+					MaxBufferSizeBeforeFlush:      &maxBuffer,
+					BufferFlushTimeout:            &metav1.Duration{Duration: time.Duration(opTimeout / 2)},
+					MaxUpstreamUnknownConnections: &unknownConns,
+					ReadPolicy:                    v1alpha1.ReadPolicy(readPolicy),
+					Auth:                          &v1alpha1.Auth{Secret: &v1alpha1.SecretReference{Name: "auth", PasswordKey: passwordKey}},
+				},
+				Redis: []v1alpha1.RedisRoute{
+					{
+						Match: &v1alpha1.RouteMatch{Key: v1alpha1.KeyMatch{Prefix: prefix1, RemovePrefix: true}},
+						Route: v1alpha1.RouteDestination{Host: host, Port: port},
+						Mirror: []v1alpha1.Mirror{
+							{Route: v1alpha1.RouteDestination{Host: "users"}, Percentage: &mirrorPct, ExcludeReadCommands: true},
+							{Route: v1alpha1.RouteDestination{Host: host, Port: port}},
+						},
+					},
+					{Match: &v1alpha1.RouteMatch{Key: v1alpha1.KeyMatch{Prefix: prefix2}}, Route: v1alpha1.RouteDestination{Host: "cache.redis.example"}},
+					{Route: v1alpha1.RouteDestination{Host: "users"}},
+				},
+				Faults: []v1alpha1.Fault{
+					{Type: v1alpha1.FaultDelay, Percentage: &faultPct, Delay: &metav1.Duration{Duration: time.Duration(keepaliveTime)}, Commands: []string{prefix1}},
+					{Type: v1alpha1.FaultError},
+				},
+			},
+		}
+		if catchAllTwice {
+			rs.Spec.Redis = append(rs.Spec.Redis, v1alpha1.RedisRoute{Route: v1alpha1.RouteDestination{Host: host}})
+		}
+		var seeds []string
+		if seed != "" {
+			seeds = []string{seed}
+		}
+		rd := &v1alpha1.RedisDestination{
+			ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "redis"},
+			Spec: v1alpha1.RedisDestinationSpec{Host: "cache.redis.example", TrafficPolicy: &v1alpha1.TrafficPolicy{
+				ConnectionPool: &v1alpha1.ConnectionPoolSettings{
+					TCP: &v1alpha1.TCPSettings{
+						MaxConnections: &maxConnections,
+						ConnectTimeout: &metav1.Duration{Duration: time.Duration(opTimeout)},
+						TCPKeepalive: &v1alpha1.TCPKeepalive{
+							Probes: &maxConnections, Time: &metav1.Duration{Duration: time.Duration(keepaliveTime)},
+						},
+					},
+					Redis: &v1alpha1.RedisConnectionSettings{
+						Mode: v1alpha1.RedisMode(mode), DiscoveryEndpoints: seeds,
+						Auth: &v1alpha1.Auth{Secret: &v1alpha1.SecretReference{Name: "auth", UsernameKey: usernameKey}},
+					},
+				},
+			}},
+		}
+		svc := &model.Service{
+			Name: "cache", Namespace: "redis", Hosts: []string{"cache.redis.example"}, Addresses: []string{"240.240.0.1"},
+			WorkloadSelector:  map[string]string{"app": "cache"},
+			Ports:             []*model.Port{{Number: 6379, Name: "tcp-redis", Protocol: model.Redis, TargetPort: 6380}},
+			RedisServices:     []*model.Config[*v1alpha1.RedisService]{{Name: "cache", Namespace: "redis", Spec: rs}},
+			RedisDestinations: []*model.Config[*v1alpha1.RedisDestination]{{Name: "cache", Namespace: "redis", Spec: rd}},
+		}
+		services := []*model.Service{svc, other, users}
+		secret := &corev1.Secret{Data: map[string][]byte{"password": []byte(fuzzPassword), "username": []byte("app")}}
+		ctx := generatortest.Context.ForPush(&model.Snapshot{Secret: func(ns, name string) *corev1.Secret {
+			if ns == "redis" && name == "auth" {
+				return secret
+			}
+			return nil
+		}}, services)
+
+		efs, err := New().Generate(ctx, svc, svc.Ports[0])
+		ok := generatortest.CheckResult(t, efs, err)
+		if err != nil && strings.Contains(err.Error(), fuzzPassword) {
+			t.Errorf("error shows the password: %v", err)
+		}
+		vs, vd := Check(ctx, services, rs), Check(ctx, services, rd)
+		for _, v := range []Verdict{vs, vd} {
+			if strings.Contains(v.Message, fuzzPassword) {
+				t.Errorf("verdict shows the password: %s", v.Message)
+			}
+		}
+		if ok != (vs.Ready && vd.Ready) {
+			t.Errorf("generator succeeded: %v (%v); Check says RedisService %+v, RedisDestination %+v", ok, err, vs, vd)
+		}
+	})
+}

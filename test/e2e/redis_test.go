@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/kube"
+)
+
+const redisFilter = "envoy.filters.network.redis_proxy"
+
+// TestRedis runs the whole Redis path: a Service with a tcp-redis port, a RedisService
+// and a RedisDestination with a Secret, through the manager's caches and reconcilers to
+// the EnvoyFilter, the sidecar's listener and the objects' Ready conditions; then a
+// Secret deleted by mistake, which must cost the service nothing already applied.
+func TestRedis(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(e.cp.RestConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(obj client.Object) {
+		t.Helper()
+		if err := c.Create(ctx, obj); err != nil {
+			t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+		}
+	}
+	create(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "cache-servers", Namespace: appNS},
+		StringData: map[string]string{"password": "e2e-s3cret"},
+	})
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: appNS},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "cache"},
+			Ports:    []corev1.ServicePort{{Name: "tcp-redis", Port: 6379, TargetPort: intstr.FromInt32(6379)}},
+		},
+	}
+	create(svc)
+	opTimeout := metav1.Duration{Duration: 2 * time.Second}
+	create(&redisv1alpha1.RedisService{
+		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: appNS},
+		Spec: redisv1alpha1.RedisServiceSpec{
+			Host:     []string{"cache"},
+			Settings: &redisv1alpha1.RedisSettings{OpTimeout: &opTimeout, ReadPolicy: redisv1alpha1.ReadPolicyPreferReplica},
+		},
+	})
+	create(&redisv1alpha1.RedisDestination{
+		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: appNS},
+		Spec: redisv1alpha1.RedisDestinationSpec{
+			Host: "cache",
+			TrafficPolicy: &redisv1alpha1.TrafficPolicy{ConnectionPool: &redisv1alpha1.ConnectionPoolSettings{
+				Redis: &redisv1alpha1.RedisConnectionSettings{
+					Auth: &redisv1alpha1.Auth{Secret: &redisv1alpha1.SecretReference{Name: "cache-servers"}},
+				},
+			}},
+		},
+	})
+	create(&redisv1alpha1.RedisService{
+		ObjectMeta: metav1.ObjectMeta{Name: "nowhere", Namespace: appNS},
+		Spec:       redisv1alpha1.RedisServiceSpec{Host: []string{"no-such-cache"}},
+	})
+
+	host := "cache." + appNS + ".svc.cluster.local"
+	outbound := "aeraki-outbound-" + host + "-6379"
+	e.waitEnvoyFilter(t, rootNS, outbound, true)
+	spec := e.envoyFilterYAML(t, rootNS, outbound)
+	for _, want := range []string{redisFilter, "opTimeout: 2s", "readPolicy: PREFER_REPLICA", "applyTo: CLUSTER", "e2e-s3cret"} {
+		if !strings.Contains(spec, want) {
+			t.Errorf("outbound EnvoyFilter lacks %q:\n%s", want, spec)
+		}
+	}
+	var created corev1.Service
+	if err := c.Get(ctx, client.ObjectKeyFromObject(svc), &created); err != nil {
+		t.Fatal(err)
+	}
+	e.waitListenerFilter(t, created.Spec.ClusterIP+"_6379", redisFilter)
+
+	waitReady(t, c, &redisv1alpha1.RedisService{}, "cache", metav1.ConditionTrue, redisv1alpha1.ReasonAccepted)
+	waitReady(t, c, &redisv1alpha1.RedisDestination{}, "cache", metav1.ConditionTrue, redisv1alpha1.ReasonAccepted)
+	waitReady(t, c, &redisv1alpha1.RedisService{}, "nowhere", metav1.ConditionFalse, redisv1alpha1.ReasonNoMatchingService)
+
+	// The Secret goes: the RedisDestination says so, and the EnvoyFilters applied
+	// before stay exactly as they were.
+	if err := c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cache-servers", Namespace: appNS}}); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, c, &redisv1alpha1.RedisDestination{}, "cache", metav1.ConditionFalse, redisv1alpha1.ReasonSecretNotFound)
+	if got := e.envoyFilterYAML(t, rootNS, outbound); got != spec {
+		t.Errorf("the EnvoyFilter changed after its Secret went missing:\n%s", got)
+	}
+}
+
+// envoyFilterYAML returns an EnvoyFilter's spec as YAML.
+func (e *env) envoyFilterYAML(t *testing.T, namespace, name string) string {
+	t.Helper()
+	ef, err := e.istio.NetworkingV1alpha3().EnvoyFilters(namespace).Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(&ef.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// waitReady waits until the Redis object's Ready condition has the status and reason,
+// for its current generation.
+func waitReady(t *testing.T, c client.Client, obj client.Object, name string, status metav1.ConditionStatus, reason string) {
+	t.Helper()
+	var last *metav1.Condition
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: appNS, Name: name}, obj); err != nil {
+			return false, err
+		}
+		var conds []metav1.Condition
+		var observed int64
+		switch o := obj.(type) {
+		case *redisv1alpha1.RedisService:
+			conds, observed = o.Status.Conditions, o.Status.ObservedGeneration
+		case *redisv1alpha1.RedisDestination:
+			conds, observed = o.Status.Conditions, o.Status.ObservedGeneration
+		}
+		last = meta.FindStatusCondition(conds, redisv1alpha1.ConditionReady)
+		return last != nil && last.Status == status && last.Reason == reason &&
+			observed == obj.GetGeneration() && last.ObservedGeneration == obj.GetGeneration(), nil
+	})
+	if err != nil {
+		t.Fatalf("%T %s never got Ready=%s %s; last condition: %+v", obj, name, status, reason, last)
+	}
+}
