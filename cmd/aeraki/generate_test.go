@@ -99,3 +99,44 @@ func TestGenerateIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerateRedis reads RedisService, RedisDestination and Secret documents beside
+// the Services: the demo's routes, mirror and server auth come out, and a missing
+// Secret is an error that names it without printing any credential.
+func TestGenerateRedis(t *testing.T) {
+	sample := filepath.Join("..", "..", "demo", "redis", "redis-sample.yaml")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"generate", "-f", sample}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	for _, want := range []string{
+		"envoy.filters.network.redis_proxy",
+		"prefix: 'user:'",
+		// The mirror and the route to users-cache use its own port, 6380.
+		"cluster: outbound|6380||users-cache.redis.svc.cluster.local",
+		"applyTo: CLUSTER",
+		"type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProtocolOptions",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	data, err := os.ReadFile(sample) //nolint:gosec // the repository's own sample
+	if err != nil {
+		t.Fatal(err)
+	}
+	withoutSecret := strings.Replace(string(data), "kind: Secret", "kind: ConfigMap", 1)
+	in := write(t, t.TempDir(), "no-secret.yaml", withoutSecret)
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"generate", "-f", in}, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit %d without the Secret, want 1; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "cache-servers") || strings.Contains(stderr.String()+stdout.String(), "change-me") {
+		t.Errorf("stderr should name the Secret and no credential may be printed:\n%s", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "aeraki-outbound-users-cache.redis.svc.cluster.local-6380") {
+		t.Errorf("the other service's EnvoyFilters are missing:\n%s", stdout.String())
+	}
+}
