@@ -265,14 +265,14 @@ func startInstance(t *testing.T, name string, opts Options, tr *translation) *in
 	cfg := restConfig(t)
 	cfg.Wrap(writes.wrap)
 	opts.MetricsAddr = "0"
+	opts.SeveralManagersPerProcess = true
 	mgr, err := NewManager(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := &instance{name: name, mgr: mgr, tr: tr, writes: writes, done: make(chan error, 1)}
 	in.recorder = &countingRecorder{next: mgr.GetEventRecorder(EventRecorderName)}
-	skip := true // several managers in one process
-	in.recheck, err = setupRedis(mgr, RedisOptions{Trigger: tr.Trigger, Check: tr.Check}, in.recorder, &skip)
+	in.recheck, err = setupRedis(mgr, RedisOptions{Trigger: tr.Trigger, Check: tr.Check}, in.recorder)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,9 @@ type Options struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	MetricsAddr                               string
 	ProbeAddr                                 string
+	// SeveralManagersPerProcess lets tests run more than one manager in a process:
+	// controller-runtime otherwise refuses a second controller of the same name.
+	SeveralManagersPerProcess bool
 }
 
 // NewScheme registers the Kubernetes, Istio and Aeraki types we read and write.
@@ -91,6 +94,9 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 			&clientnetworking.EnvoyFilter{}: {Label: ours},
 			&corev1.Secret{}:                secretCache(),
 		}},
+	}
+	if opts.SeveralManagersPerProcess {
+		mo.Controller.SkipNameValidation = &opts.SeveralManagersPerProcess
 	}
 	if opts.LeaseDuration > 0 {
 		mo.LeaseDuration = &opts.LeaseDuration

@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -58,12 +57,12 @@ const maxEventNote = 1024
 // The reconcilers run on the leader only: a replica that is not leader neither
 // triggers pushes nor writes status.
 func SetupRedis(mgr manager.Manager, opts RedisOptions) (recheckAll func(), err error) {
-	return setupRedis(mgr, opts, mgr.GetEventRecorder(EventRecorderName), nil)
+	return setupRedis(mgr, opts, mgr.GetEventRecorder(EventRecorderName))
 }
 
-// setupRedis is SetupRedis with the recorder and the controller-name check chosen by
-// the caller, for tests that count Events or run several managers in one process.
-func setupRedis(mgr manager.Manager, opts RedisOptions, recorder events.EventRecorder, skipNameValidation *bool) (func(), error) {
+// setupRedis is SetupRedis with the recorder chosen by the caller, for tests that
+// count Events.
+func setupRedis(mgr manager.Manager, opts RedisOptions, recorder events.EventRecorder) (func(), error) {
 	if opts.Trigger == nil || opts.Check == nil {
 		return nil, errors.New("redis reconcilers: Trigger and Check are required")
 	}
@@ -73,7 +72,7 @@ func setupRedis(mgr manager.Manager, opts RedisOptions, recorder events.EventRec
 		// One pending recheck is enough: it lists every object when it is handled.
 		ch := make(chan event.TypedGenericEvent[struct{}], 1)
 		rechecks = append(rechecks, ch)
-		if err := k.setup(mgr, opts, recorder, ch, skipNameValidation); err != nil {
+		if err := k.setup(mgr, opts, recorder, ch); err != nil {
 			return nil, err
 		}
 	}
@@ -153,7 +152,7 @@ func authSecretName(a *v1alpha1.Auth) string {
 }
 
 func (k *redisKind) setup(mgr manager.Manager, opts RedisOptions, recorder events.EventRecorder,
-	recheck <-chan event.TypedGenericEvent[struct{}], skipNameValidation *bool,
+	recheck <-chan event.TypedGenericEvent[struct{}],
 ) error {
 	ctx := context.Background()
 	if err := mgr.GetFieldIndexer().IndexField(ctx, k.newObject(), authRefIndex, func(o client.Object) []string {
@@ -173,7 +172,6 @@ func (k *redisKind) setup(mgr manager.Manager, opts RedisOptions, recorder event
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing),
 			builder.WithPredicates(secretContentChanged())).
 		WatchesRawSource(source.Channel(recheck, handler.TypedEnqueueRequestsFromMapFunc(r.all))).
-		WithOptions(controller.Options{SkipNameValidation: skipNameValidation}).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("%s controller: %w", k.name, err)

@@ -69,7 +69,7 @@ func start(t *testing.T) *env {
 		XDSMaxBackoff:     time.Second,
 		Manager: kube.Options{
 			LeaderElection: true, LeaderElectionID: "aeraki-e2e", LeaderElectionNamespace: rootNS,
-			MetricsAddr: "0", ProbeAddr: "0",
+			MetricsAddr: "0", ProbeAddr: "0", SeveralManagersPerProcess: true,
 		},
 	}, testr.New(t))
 	if err != nil {
