@@ -4,6 +4,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// Durations are Go durations such as "1.5s" or "1m30s" (a positive number and a unit
+// per part: ns, us, ms, s, m, h), checked by a pattern on every duration field: a
+// value the controller cannot read must be refused by the API server, or it would
+// break reading every object of its kind.
+
 // Auth gives Redis credentials, either from a Secret (preferred) or written in the
 // object. Exactly one of the two is set.
 //

@@ -59,6 +59,8 @@ type TCPSettings struct {
 	MaxConnections *int32 `json:"maxConnections,omitempty"`
 	// ConnectTimeout for new connections.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	ConnectTimeout *metav1.Duration `json:"connectTimeout,omitempty"`
 	// TCPKeepalive turns on TCP keepalive probes on the connections.
 	// +optional
@@ -73,9 +75,13 @@ type TCPKeepalive struct {
 	Probes *int32 `json:"probes,omitempty"`
 	// Time idle before the first probe.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	Time *metav1.Duration `json:"time,omitempty"`
 	// Interval between probes.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	Interval *metav1.Duration `json:"interval,omitempty"`
 }
 

@@ -62,6 +62,8 @@ const (
 type RedisSettings struct {
 	// OpTimeout bounds each command; 5s when unset.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	OpTimeout *metav1.Duration `json:"opTimeout,omitempty"`
 	// CaseInsensitive makes key-prefix routes ignore case.
 	// +optional
@@ -77,6 +79,8 @@ type RedisSettings struct {
 	// BufferFlushTimeout flushes a batch this long after its first command; 3ms
 	// when unset.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	BufferFlushTimeout *metav1.Duration `json:"bufferFlushTimeout,omitempty"`
 	// MaxUpstreamUnknownConnections caps connections to servers learnt from
 	// redirections (cluster mode); 100 when unset.
@@ -178,6 +182,8 @@ type Fault struct {
 	Percentage *float64 `json:"percentage,omitempty"`
 	// Delay added to each affected command; DELAY faults only.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	Delay *metav1.Duration `json:"delay,omitempty"`
 	// Commands affected, such as GET; every command when empty.
 	// +optional
