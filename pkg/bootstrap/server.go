@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 
@@ -61,6 +63,16 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{mgr: mgr, log: log}
+	// Our metrics go with controller-runtime's on the manager's metrics endpoint. A
+	// process with several managers (tests) cannot register the same names twice there.
+	var reg prometheus.Registerer = ctrlmetrics.Registry
+	if opts.Manager.SeveralManagersPerProcess {
+		reg = prometheus.NewRegistry()
+	}
+	metrics, err := envoyfilter.NewMetrics(reg, func() bool { return s.watcher.HasSynced() })
+	if err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
 	s.watcher = config.NewWatcher(config.Options{
 		Address:      opts.IstiodAddr,
 		DomainSuffix: opts.DomainSuffix,
@@ -70,6 +82,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		InitialBackoff: opts.XDSInitialBackoff,
 		MaxBackoff:     opts.XDSMaxBackoff,
 		Logger:         log.WithName("xds"),
+		Observer:       metrics,
 	}, func(config.Event) {
 		s.controller.Trigger()
 		// A service appearing or changing can change what a Redis object says.
@@ -87,9 +100,11 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 			Client:     mgr.GetClient(),
 			Live:       mgr.GetAPIReader(),
 			MaxElapsed: 10 * time.Second,
+			Metrics:    metrics,
 			Log:        log.WithName("apply"),
 		},
 		Recorder: mgr.GetEventRecorder("aeraki"),
+		Metrics:  metrics,
 		Log:      log.WithName("envoyfilter"),
 	})
 	if err := mgr.Add(s.controller); err != nil {

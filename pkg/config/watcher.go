@@ -64,7 +64,23 @@ type Options struct {
 	InitialBackoff, MaxBackoff time.Duration
 	// Logger receives the watcher's logs (keys: kind, namespace, name, address).
 	Logger logr.Logger
+	// Observer, if set, is told when the stream to istiod comes up and goes down
+	// (for metrics).
+	Observer ConnectionObserver
 }
+
+// ConnectionObserver is told each time the xDS stream to istiod comes up (again:
+// after having been up before, a reconnect) or goes down. It is called from the
+// stream's goroutine and must return quickly.
+type ConnectionObserver interface {
+	ObserveConnection(up, again bool)
+}
+
+// ConnectionObserverFunc adapts a function to ConnectionObserver.
+type ConnectionObserverFunc func(up, again bool)
+
+// ObserveConnection calls f.
+func (f ConnectionObserverFunc) ObserveConnection(up, again bool) { f(up, again) }
 
 func (o Options) withDefaults() Options {
 	if o.DomainSuffix == "" {
@@ -104,6 +120,8 @@ type Watcher struct {
 
 	started   atomic.Bool
 	connected atomic.Bool
+	// wasUp is set the first time the stream comes up: every later up is a reconnect.
+	wasUp atomic.Bool
 
 	mu     sync.RWMutex
 	client *adsc.ADSC         // set by Run
@@ -123,6 +141,9 @@ func NewWatcher(opts Options, onChange func(Event)) *Watcher {
 	opts = opts.withDefaults()
 	if onChange == nil {
 		onChange = func(Event) {}
+	}
+	if opts.Observer == nil {
+		opts.Observer = ConnectionObserverFunc(func(bool, bool) {})
 	}
 	return &Watcher{
 		opts:     opts,
@@ -207,7 +228,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		client.Close()
 		close(stop)
 		<-storeDone
-		w.connected.Store(false)
+		w.setDown()
 	}()
 
 	w.log.Info("connecting to istiod", "address", w.opts.Address)
@@ -293,11 +314,12 @@ func (s *observedStream) RecvMsg(m any) error {
 func (w *Watcher) streamResult(err error) {
 	if err == nil {
 		if !w.connected.Swap(true) {
+			w.opts.Observer.ObserveConnection(true, w.wasUp.Swap(true))
 			w.log.Info("connected to istiod", "address", w.opts.Address)
 		}
 		return
 	}
-	wasUp := w.connected.Swap(false)
+	wasUp := w.setDown()
 	switch status.Code(err) {
 	case codes.Canceled:
 		// Our own shutdown.
@@ -311,6 +333,15 @@ func (w *Watcher) streamResult(err error) {
 			w.log.V(1).Info("xDS stream to istiod failed", "address", w.opts.Address, "error", err.Error())
 		}
 	}
+}
+
+// setDown marks the stream down and reports whether it was up.
+func (w *Watcher) setDown() bool {
+	wasUp := w.connected.Swap(false)
+	if wasUp {
+		w.opts.Observer.ObserveConnection(false, false)
+	}
+	return wasUp
 }
 
 // handler turns the store's events for one kind into filtered Events. The store calls

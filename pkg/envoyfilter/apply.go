@@ -32,7 +32,9 @@ type Applier struct {
 	// MaxElapsed bounds the retries of one write within a push; a write that still
 	// fails is left to the next push.
 	MaxElapsed time.Duration
-	Log        logr.Logger
+	// Metrics counts the writes and their failures; nil counts nothing.
+	Metrics *Metrics
+	Log     logr.Logger
 }
 
 // Current returns the EnvoyFilters that carry our label, by key.
@@ -70,6 +72,7 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 			}
 			return err
 		}, backoff.WithContext(a.backoff(), ctx))
+		a.Metrics.wrote(verb, err)
 		if err != nil {
 			res.Failed++
 			errs = append(errs, fmt.Errorf("%s EnvoyFilter %s: %w", verb, ef.Key(), err))
@@ -79,13 +82,13 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 		a.Log.V(1).Info("wrote EnvoyFilter", "verb", verb, "name", ef.Name, "namespace", ef.Namespace)
 	}
 	for _, ef := range c.Create {
-		do("create", ef, a.create, &res.Created)
+		do(OpCreate, ef, a.create, &res.Created)
 	}
 	for _, ef := range c.Update {
-		do("update", ef, a.update, &res.Updated)
+		do(OpUpdate, ef, a.update, &res.Updated)
 	}
 	for _, ef := range c.Delete {
-		do("delete", ef, a.delete, &res.Deleted)
+		do(OpDelete, ef, a.delete, &res.Deleted)
 	}
 	return res, errors.Join(errs...)
 }

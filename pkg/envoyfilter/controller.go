@@ -35,7 +35,10 @@ type ControllerOptions struct {
 	Applier *Applier
 	// Recorder gets a Warning Event on the user's object when its generation fails.
 	Recorder events.EventRecorder
-	Log      logr.Logger
+	// Metrics records pushes and generation results; nil records nothing. Give the
+	// Applier the same Metrics for the writes.
+	Metrics *Metrics
+	Log     logr.Logger
 }
 
 // Controller keeps the EnvoyFilters in step with the config: every trigger leads,
@@ -81,6 +84,7 @@ func (c *Controller) Start(ctx context.Context) error {
 		go wait.Until(c.Trigger, c.opts.Resync, ctx.Done())
 	}
 	Debounce(ctx, c.trigger, c.opts.Debounce, func(ctx context.Context, merged int) {
+		c.opts.Metrics.merged(merged)
 		if err := c.Push(ctx); err != nil {
 			log.Error(err, "push failed; the next push retries", "mergedTriggers", merged)
 			// Retry without waiting for a config change.
@@ -91,11 +95,20 @@ func (c *Controller) Start(ctx context.Context) error {
 }
 
 // Push translates the current config and writes the difference.
-func (c *Controller) Push(ctx context.Context) error {
+func (c *Controller) Push(ctx context.Context) (err error) {
 	start := time.Now()
+	result := PushUnchanged
+	defer func() {
+		if err != nil {
+			result = PushError
+		}
+		c.opts.Metrics.pushed(result, time.Since(start))
+	}()
 	snap := c.opts.Source.Snapshot()
+	translateStart := time.Now()
 	services := model.BuildServices(snap)
 	t := Translate(c.opts.Context.ForPush(snap, services), c.opts.Registry, services)
+	c.opts.Metrics.translated(t, time.Since(translateStart))
 	c.report(t)
 	current, err := c.opts.Applier.Current(ctx)
 	if err != nil {
@@ -106,6 +119,7 @@ func (c *Controller) Push(ctx context.Context) error {
 		c.opts.Log.V(1).Info("push: nothing to change", "services", len(services), "filters", len(t.Filters), "duration", time.Since(start))
 		return nil
 	}
+	result = PushChanged
 	res, err := c.opts.Applier.Apply(ctx, changes)
 	c.opts.Log.Info("push", "services", len(services), "filters", len(t.Filters), "created", res.Created,
 		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))
@@ -148,6 +162,7 @@ func (c *Controller) report(t *Translation) {
 			continue
 		}
 		c.failures[key] = msg
+		c.opts.Metrics.generationFailed(serr)
 		svc := serr.Service
 		c.opts.Log.Error(serr.Err, "cannot generate EnvoyFilters; keeping the ones applied before",
 			"kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "port", serr.Port.Number, "protocol", serr.Protocol)
