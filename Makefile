@@ -11,15 +11,18 @@ LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(LINT_VERSION)/golangci-lint
 CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen
-# The release binary: static, no paths or symbols; docker/Dockerfile uses the same.
+# The release binary: static, no paths or symbols. docker/Dockerfile runs `make build`
+# itself, so the image and bin/aeraki are built by this one rule (test/manifests checks it).
 BUILD_FLAGS := -trimpath -ldflags=-s\ -w
+# The install manifest; `make generate` copies k8s/crds/*.yaml between its CRD markers.
+INSTALL_MANIFEST := k8s/aeraki.yaml
 
 .PHONY: help
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/aeraki
+build: ## Build bin/aeraki (static; BIN=dir to build elsewhere)
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN)/aeraki ./cmd/aeraki
 
 .PHONY: testbin
@@ -40,14 +43,18 @@ run-local: testbin ## Run the controller on a local control plane with the Dubbo
 	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) run ./hack/runlocal
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate deepcopy code and the CRDs in k8s/crds from pkg/apis
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code, the CRDs in k8s/crds from pkg/apis, and their copy in k8s/aeraki.yaml
 	$(CONTROLLER_GEN) object paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true paths=./pkg/apis/... output:crd:artifacts:config=k8s/crds
+	@grep -q '^# BEGIN CRDs' $(INSTALL_MANIFEST) && grep -q '^# END CRDs' $(INSTALL_MANIFEST) || \
+		{ echo "$(INSTALL_MANIFEST): the '# BEGIN CRDs' and '# END CRDs' lines are missing"; exit 1; }
+	{ sed -n '1,/^# BEGIN CRDs/p' $(INSTALL_MANIFEST); cat $$(LC_ALL=C ls k8s/crds/*.yaml); sed -n '/^# END CRDs/,$$p' $(INSTALL_MANIFEST); } >$(INSTALL_MANIFEST).tmp
+	mv $(INSTALL_MANIFEST).tmp $(INSTALL_MANIFEST)
 
 .PHONY: check-generated
 check-generated: generate ## Fail when generated files differ from what is committed
-	@git diff --exit-code -- pkg/apis k8s/crds || { echo "generated files are stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- pkg/apis k8s/crds)" || { echo "generated files are not committed:"; git status --porcelain -- pkg/apis k8s/crds; exit 1; }
+	@git diff --exit-code -- pkg/apis k8s/crds $(INSTALL_MANIFEST) || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- pkg/apis k8s/crds $(INSTALL_MANIFEST))" || { echo "generated files are not committed:"; git status --porcelain -- pkg/apis k8s/crds $(INSTALL_MANIFEST); exit 1; }
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $@) GOFLAGS= $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
@@ -66,7 +73,7 @@ $(GOLANGCI_LINT):
 	GOBIN=$(dir $@) GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VERSION)
 
 .PHONY: docker-build
-docker-build: ## Build the image $(IMAGE) (needs a Docker engine)
+docker-build: ## Build the image $(IMAGE) (needs a Docker engine; the image runs `make build`)
 	docker build -f docker/Dockerfile -t $(IMAGE) .
 
 .PHONY: docker-push

@@ -1,0 +1,531 @@
+package manifests
+
+import (
+	"context"
+	"debug/buildinfo"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+)
+
+const dockerfile = "docker/Dockerfile"
+
+// instruction is one Dockerfile instruction, continuation lines joined.
+type instruction struct {
+	cmd, args string
+}
+
+type stage struct {
+	from, name string
+	instrs     []instruction
+}
+
+// parseDockerfile splits a Dockerfile into stages. It knows what this repository's
+// Dockerfile uses: comments, line continuations, FROM ... AS name.
+func parseDockerfile(text string) ([]stage, error) {
+	var stages []stage
+	var pending string
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(line)
+		if pending == "" && (line == "" || strings.HasPrefix(line, "#")) {
+			continue
+		}
+		if cont, ok := strings.CutSuffix(line, `\`); ok {
+			pending += cont + " "
+			continue
+		}
+		line, pending = pending+line, ""
+		cmd, args, _ := strings.Cut(line, " ")
+		in := instruction{cmd: strings.ToUpper(cmd), args: strings.TrimSpace(args)}
+		if in.cmd == "FROM" {
+			f := strings.Fields(in.args)
+			s := stage{from: f[0]}
+			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
+				s.name = f[2]
+			}
+			stages = append(stages, s)
+			continue
+		}
+		if len(stages) == 0 {
+			return nil, fmt.Errorf("%s before FROM", in.cmd)
+		}
+		stages[len(stages)-1].instrs = append(stages[len(stages)-1].instrs, in)
+	}
+	if pending != "" {
+		return nil, errors.New("a line continuation at the end of the file")
+	}
+	return stages, nil
+}
+
+func (s stage) all(cmd string) []string {
+	var out []string
+	for _, in := range s.instrs {
+		if in.cmd == cmd {
+			out = append(out, in.args)
+		}
+	}
+	return out
+}
+
+// env returns the stage's ENV settings (the KEY=value form).
+func (s stage) env() map[string]string {
+	out := map[string]string{}
+	for _, a := range s.all("ENV") {
+		for _, kv := range strings.Fields(a) {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// imageBuild is how docker/Dockerfile builds the binary.
+type imageBuild struct {
+	run    string            // the RUN command that builds
+	env    map[string]string // the build stage's ENV
+	binary string            // where the runtime stage copies the binary from
+}
+
+// readImageBuild checks the Dockerfile's shape and returns its build command: the
+// binary is built by `make build` (the only definition of the build flags), from
+// every directory of this module that cmd/aeraki needs, with the Go version of go.mod,
+// and runs as a non-root user in a distroless or empty image.
+func readImageBuild(t *testing.T) imageBuild {
+	t.Helper()
+	text := readFile(t, dockerfile)
+	stages, err := parseDockerfile(text)
+	if err != nil {
+		t.Fatalf("%s: %v", dockerfile, err)
+	}
+	if len(stages) != 2 || stages[0].name == "" {
+		t.Fatalf("%s: want two stages, a named build stage and the runtime image; got %+v", dockerfile, stages)
+	}
+	build, runtime := stages[0], stages[1]
+
+	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(readFile(t, "go.mod"))
+	if goVersion == nil || build.from != "golang:"+goVersion[1] {
+		t.Errorf("build stage FROM %s, want golang:%s (go.mod)", build.from, goVersion)
+	}
+	if strings.Contains(text, "go build") {
+		t.Errorf("%s runs `go build` itself: build with `make build` so the flags have one definition", dockerfile)
+	}
+	var ib imageBuild
+	for _, r := range build.all("RUN") {
+		if regexp.MustCompile(`(^|[;&|]\s*)make build(\s|$)`).MatchString(r) {
+			if ib.run != "" {
+				t.Errorf("two RUN instructions build: %q and %q", ib.run, r)
+			}
+			ib.run = r
+		}
+	}
+	if ib.run == "" {
+		t.Fatalf("%s: no RUN of `make build` in the build stage", dockerfile)
+	}
+	ib.env = build.env()
+	if ib.env["BIN"] == "" {
+		t.Fatalf("%s: the build stage sets no ENV BIN (where make build writes the binary)", dockerfile)
+	}
+
+	copied := map[string]bool{}
+	for _, c := range build.all("COPY") {
+		f := strings.Fields(c)
+		for _, src := range f[:len(f)-1] {
+			copied[path.Clean(src)] = true
+		}
+	}
+	for _, need := range append(moduleDirs(t, "./cmd/aeraki"), "go.mod", "go.sum", "Makefile") {
+		if !copied[need] {
+			t.Errorf("%s does not COPY %s, which the build needs", dockerfile, need)
+		}
+	}
+
+	if !strings.HasPrefix(runtime.from, "gcr.io/distroless/static") && runtime.from != "scratch" {
+		t.Errorf("runtime image %s, want distroless static or scratch", runtime.from)
+	}
+	want := "--from=" + build.name + " " + path.Join(ib.env["BIN"], "aeraki") + " "
+	for _, c := range runtime.all("COPY") {
+		if dst, ok := strings.CutPrefix(c, want); ok {
+			ib.binary = strings.TrimSpace(dst)
+		}
+	}
+	if ib.binary == "" {
+		t.Errorf("runtime stage: no COPY %s<dest>", want)
+	}
+	if users := runtime.all("USER"); len(users) != 1 || !regexp.MustCompile(`^[1-9]\d*(:[1-9]\d*)?$`).MatchString(users[0]) {
+		t.Errorf("runtime stage USER %q, want one numeric non-root uid[:gid] (runAsNonRoot needs a number)", users)
+	}
+	if eps := runtime.all("ENTRYPOINT"); len(eps) != 1 || eps[0] != fmt.Sprintf("[%q]", ib.binary) {
+		t.Errorf("runtime stage ENTRYPOINT %q, want [%q]", eps, ib.binary)
+	}
+	return ib
+}
+
+// moduleDirs returns the top-level directories of this module holding the packages
+// pkg depends on.
+func moduleDirs(t *testing.T, pkg string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{if .Module}}{{if .Module.Main}}{{.Dir}}{{end}}{{end}}", pkg)
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var dirs []string
+	for _, d := range strings.Fields(string(out)) {
+		rel, err := filepath.Rel(repoRoot, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		top, _, _ := strings.Cut(filepath.ToSlash(rel), "/")
+		if !slices.Contains(dirs, top) {
+			dirs = append(dirs, top)
+		}
+	}
+	return dirs
+}
+
+// TestImageBinary builds the binary with the Dockerfile's own build command (only the
+// output directory differs), checks it is static, stripped and path-free, then runs
+// it with the Deployment's arguments from k8s/aeraki.yaml as aeraki's ServiceAccount,
+// against envtest's apiserver and an istiod address where nothing listens. It must
+// serve /healthz and /metrics, report not ready on /readyz, become leader (Lease and
+// Event in its namespace), write a RedisService's status, log no "forbidden", and
+// stop on SIGTERM, releasing the Lease.
+func TestImageBinary(t *testing.T) {
+	ib := readImageBuild(t)
+	if t.Failed() {
+		t.FailNow()
+	}
+	bin := buildLikeTheImage(t, ib)
+	checkReleaseBinary(t, bin)
+
+	installAeraki(t)
+	deploy := readDeployment(t)
+	ctr := deploy.Spec.Template.Spec.Containers[0]
+	closedIstiod, metricsAddr, probeAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	args := containerArgs(t, ctr, map[string]string{"POD_NAMESPACE": installNamespace})
+	args = setFlag(args, "istiod-addr", closedIstiod)
+	args = setFlag(args, "metrics-addr", metricsAddr)
+	args = setFlag(args, "probe-addr", probeAddr)
+	args = setFlag(args, "kubeconfig", writeKubeconfig(t, serviceAccountConfig(t)))
+	leaseName := "aeraki-leader" // the --leader-election-id default
+	if v, ok := flagValue(args, "leader-election-id"); ok {
+		leaseName = v
+	}
+
+	admin, _ := newClient(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*timeout)
+	defer cancel()
+	if err := ensureNamespace(ctx, admin, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	rs := &redisv1alpha1.RedisService{
+		ObjectMeta: metav1.ObjectMeta{Name: "image-binary", Namespace: "shop"},
+		Spec:       redisv1alpha1.RedisServiceSpec{Host: []string{"cache"}},
+	}
+	if err := admin.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(withoutEnv(os.Environ(), "KUBECONFIG"), "POD_NAMESPACE="+installNamespace)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("aeraki %q log:\n%s", args, logs.String())
+		}
+	})
+	t.Logf("started aeraki, pid %d, istiod %s (closed), probes %s, metrics %s", pid, closedIstiod, probeAddr, metricsAddr)
+
+	waitFor(ctx, t, "/healthz to answer 200", func() (bool, error) {
+		code, _, err := httpGet(ctx, "http://"+probeAddr+"/healthz")
+		return err == nil && code == http.StatusOK, nil
+	})
+	if code, body, err := httpGet(ctx, "http://"+probeAddr+"/readyz"); err != nil || code == http.StatusOK || !strings.Contains(body, "xds") {
+		t.Errorf("/readyz with istiod unreachable: %d %q %v; want not ready, naming the xds check", code, body, err)
+	}
+	if code, body, err := httpGet(ctx, "http://"+metricsAddr+"/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "leader_election_master_status") {
+		t.Errorf("/metrics: %d %v; want 200 with controller-runtime's metrics", code, err)
+	}
+
+	lease := &coordinationv1.Lease{}
+	waitFor(ctx, t, "the leader Lease", func() (bool, error) {
+		err := admin.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: leaseName}, lease)
+		return err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", client.IgnoreNotFound(err)
+	})
+	waitFor(ctx, t, "the LeaderElection Event", func() (bool, error) {
+		var evs corev1.EventList
+		if err := admin.List(ctx, &evs, client.InNamespace(installNamespace)); err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool {
+			return e.Reason == "LeaderElection" && e.InvolvedObject.Name == leaseName
+		}), nil
+	})
+	waitFor(ctx, t, "the RedisService's Ready condition", func() (bool, error) {
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(rs), rs); err != nil {
+			return false, err
+		}
+		c := apimeta.FindStatusCondition(rs.Status.Conditions, redisv1alpha1.ConditionReady)
+		return c != nil && c.Reason == redisv1alpha1.ReasonPending && rs.Status.ObservedGeneration == rs.Generation, nil
+	})
+
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Errorf("aeraki exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("aeraki did not stop within 30s of SIGTERM")
+	}
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: leaseName}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
+		t.Errorf("Lease still held by %q after a clean stop: want it released", *lease.Spec.HolderIdentity)
+	}
+	if strings.Contains(strings.ToLower(logs.String()), "forbidden") {
+		t.Errorf("the log shows a request RBAC denied")
+	}
+}
+
+// buildLikeTheImage runs the Dockerfile's build command in the repository root with
+// the build stage's environment, except that BIN points to a temporary directory.
+func buildLikeTheImage(t *testing.T, ib imageBuild) string {
+	t.Helper()
+	out := t.TempDir()
+	env := withoutEnv(os.Environ(), "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+	for k, v := range ib.env {
+		if k == "BIN" {
+			v = out
+		}
+		env = append(env, k+"="+v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", ib.run)
+	cmd.Dir = repoRoot
+	cmd.Env = env
+	start := time.Now()
+	if log, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s (the Dockerfile's build): %v\n%s", ib.run, err, log)
+	}
+	t.Logf("%q built the binary in %s", ib.run, time.Since(start).Round(time.Second))
+	return filepath.Join(out, "aeraki")
+}
+
+// checkReleaseBinary checks what `make build`'s flags promise: no cgo, no build
+// paths, no symbol table, no dynamic loader (it runs on an image without libc).
+func checkReleaseBinary(t *testing.T, bin string) {
+	t.Helper()
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	// Go does not record -ldflags with -trimpath; the sections below show -s -w.
+	for k, v := range map[string]string{"CGO_ENABLED": "0", "-trimpath": "true"} {
+		if settings[k] != v {
+			t.Errorf("binary built with %s=%q, want %q", k, settings[k], v)
+		}
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("binary is dynamically linked (%s)", p.Type)
+		}
+	}
+	for _, sec := range f.Sections {
+		switch {
+		case sec.Name == ".symtab":
+			t.Error("binary has a symbol table: want it stripped (-ldflags=-s)")
+		case strings.HasPrefix(sec.Name, ".debug_"), strings.HasPrefix(sec.Name, ".zdebug_"):
+			t.Errorf("binary has DWARF (%s): want none (-ldflags=-w)", sec.Name)
+		}
+	}
+}
+
+// readDeployment returns the Deployment of k8s/aeraki.yaml.
+func readDeployment(t *testing.T) *appsv1.Deployment {
+	t.Helper()
+	docs, err := readDocuments(installFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		if d.obj.GetKind() == "Deployment" {
+			deploy := &appsv1.Deployment{}
+			fromUnstructured(t, d, deploy)
+			if len(deploy.Spec.Template.Spec.Containers) != 1 {
+				t.Fatalf("%s: want one container", d)
+			}
+			return deploy
+		}
+	}
+	t.Fatalf("%s has no Deployment", installFile)
+	return nil
+}
+
+// containerArgs expands $(VAR) in the container's args as the kubelet does, from the
+// container's literal env and the given values of its downward-API variables.
+func containerArgs(t *testing.T, ctr corev1.Container, downward map[string]string) []string {
+	t.Helper()
+	vars := map[string]string{}
+	for _, e := range ctr.Env {
+		switch {
+		case e.ValueFrom == nil:
+			vars[e.Name] = e.Value
+		case downward[e.Name] != "":
+			vars[e.Name] = downward[e.Name]
+		}
+	}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	out := make([]string, len(ctr.Args))
+	for i, a := range ctr.Args {
+		out[i] = ref.ReplaceAllStringFunc(a, func(m string) string {
+			v, ok := vars[m[2:len(m)-1]]
+			if !ok {
+				t.Errorf("arg %q names an unknown variable %s", a, m)
+			}
+			return v
+		})
+	}
+	return out
+}
+
+// setFlag replaces --name=... in args, or appends it.
+func setFlag(args []string, name, value string) []string {
+	out := slices.DeleteFunc(slices.Clone(args), func(a string) bool {
+		return a == "--"+name || strings.HasPrefix(a, "--"+name+"=")
+	})
+	return append(out, "--"+name+"="+value)
+}
+
+func withoutEnv(env []string, names ...string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(names, k)
+	})
+}
+
+// freeAddr returns a loopback address nothing listens on (for a moment).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// writeKubeconfig writes cfg (server, CA, bearer token) as a kubeconfig file.
+func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["aeraki"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts["aeraki"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "aeraki"}
+	kc.CurrentContext = "aeraki"
+	file := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, file); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+func httpGet(ctx context.Context, url string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		return cond()
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's stdout and stderr at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,262 @@
+// Package manifests checks what users install and run: every manifest in k8s/ and demo/
+// against a real kube-apiserver, the RBAC of k8s/aeraki.yaml against what the
+// controller does, the image's build command and the binary it builds, and the shell
+// scripts.
+package manifests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
+
+	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/test/controlplane"
+)
+
+const (
+	// installFile is the install manifest, relative to the repository root.
+	installFile = "k8s/aeraki.yaml"
+	// installNamespace is the namespace aeraki.yaml installs into.
+	installNamespace = "aeraki-system"
+	// fieldOwner is the field manager of what these tests apply.
+	fieldOwner = "aeraki-manifests-test"
+	timeout    = 60 * time.Second
+)
+
+var (
+	// restConfig is the envtest admin (system:masters).
+	restConfig *rest.Config
+	// repoRoot is the repository's top directory.
+	repoRoot string
+)
+
+// TestMain starts a real etcd and kube-apiserver (envtest) with Istio's CRDs and ours,
+// RBAC authorization, and the service IP range of a kubeadm cluster (the demos name
+// ClusterIPs in it).
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctrllog.SetLogger(logr.Discard())
+	var err error
+	repoRoot, err = filepath.Abs(filepath.Join("..", ".."))
+	if err == nil {
+		_, err = os.Stat(filepath.Join(repoRoot, "go.mod"))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "finding the repository root: %v\n", err)
+		return 1
+	}
+	dir := os.Getenv(controlplane.EnvBinDir)
+	if dir == "" {
+		fmt.Fprintf(os.Stderr, "%s is not set: run the tests with `make test` (or `make testbin` and export what it prints)\n", controlplane.EnvBinDir)
+		return 1
+	}
+	crds, err := controlplane.IstioCRDs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ours, err := controlplane.AerakiCRDs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: dir, CRDs: append(crds, ours...)}
+	apiserver := env.ControlPlane.GetAPIServer().Configure()
+	// envtest defaults to RBAC today; the RBAC test depends on it, so say it.
+	apiserver.Set("authorization-mode", "RBAC")
+	apiserver.Set("service-cluster-ip-range", "10.96.0.0/12")
+	restConfig, err = env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
+		}
+	}()
+	return m.Run()
+}
+
+// document is one YAML document of a manifest file.
+type document struct {
+	file  string // relative to the repository root
+	index int    // 0-based among the file's non-empty documents
+	obj   *unstructured.Unstructured
+}
+
+func (d document) String() string {
+	ns := d.obj.GetNamespace()
+	if ns != "" {
+		ns += "/"
+	}
+	return fmt.Sprintf("%s#%d %s %s%s", d.file, d.index, d.obj.GetKind(), ns, d.obj.GetName())
+}
+
+// readDocuments decodes every non-empty document of a multi-document YAML file,
+// strictly (a duplicated key is an error), and requires apiVersion, kind and name.
+func readDocuments(rel string) ([]document, error) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, rel))
+	if err != nil {
+		return nil, err
+	}
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var out []document
+	for {
+		raw, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", rel, err)
+		}
+		js, err := yaml.YAMLToJSONStrict(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s, document %d: %w", rel, len(out), err)
+		}
+		if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+			continue // only comments or an empty document
+		}
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(js); err != nil {
+			return nil, fmt.Errorf("%s, document %d: %w", rel, len(out), err)
+		}
+		if obj.GetName() == "" {
+			return nil, fmt.Errorf("%s, document %d: %s without metadata.name", rel, len(out), obj.GetKind())
+		}
+		out = append(out, document{file: rel, index: len(out), obj: obj})
+	}
+}
+
+// warnings collects the apiserver's warnings (deprecated APIs, Pod Security).
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeader(_ int, _, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+// take returns the warnings since the last call.
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.list
+	w.list = nil
+	return out
+}
+
+// newClient returns a client for cfg (the admin when nil) whose apiserver warnings
+// land in the returned collector.
+func newClient(t *testing.T, cfg *rest.Config) (client.Client, *warnings) {
+	t.Helper()
+	if cfg == nil {
+		cfg = restConfig
+	}
+	cfg = rest.CopyConfig(cfg)
+	w := &warnings{}
+	cfg.WarningHandler = w
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, w
+}
+
+// apply applies obj server-side (like `kubectl apply --server-side`), for real or as
+// a dry run. Apply requests are always validated strictly: an unknown field fails.
+func apply(ctx context.Context, c client.Client, obj *unstructured.Unstructured, dryRun bool) error {
+	opts := []client.ApplyOption{client.ForceOwnership, client.FieldOwner(fieldOwner)}
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
+	return c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj.DeepCopy()), opts...)
+}
+
+// ensureNamespace creates a namespace unless it exists.
+func ensureNamespace(ctx context.Context, c client.Client, name string) error {
+	err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+var (
+	installOnce sync.Once
+	installErr  error
+)
+
+// installAeraki applies k8s/aeraki.yaml for real, once per test binary, namespace first.
+// There is no kube-controller-manager: the Deployment gets no pods.
+func installAeraki(t *testing.T) {
+	t.Helper()
+	installOnce.Do(func() {
+		docs, err := readDocuments(installFile)
+		if err != nil {
+			installErr = err
+			return
+		}
+		c, _ := newClient(t, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		for _, pass := range []func(document) bool{isNamespace, func(d document) bool { return !isNamespace(d) }} {
+			for _, d := range docs {
+				if !pass(d) {
+					continue
+				}
+				if err := apply(ctx, c, d.obj, false); err != nil {
+					installErr = fmt.Errorf("applying %s: %w", d, err)
+					return
+				}
+			}
+		}
+	})
+	if installErr != nil {
+		t.Fatal(installErr)
+	}
+}
+
+func isNamespace(d document) bool {
+	return d.obj.GetAPIVersion() == "v1" && d.obj.GetKind() == "Namespace"
+}
+
+// readFile returns a repository file as a string.
+func readFile(t *testing.T, rel string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}

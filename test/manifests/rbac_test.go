@@ -1,0 +1,162 @@
+package manifests
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+)
+
+// access is what aeraki's ServiceAccount may do with one resource, and why the
+// controller needs it. Every other verb is denied.
+type access struct {
+	group, resource, subresource string
+	// everywhere: in every namespace and cluster-wide (the ClusterRole);
+	// own: additionally in aeraki's own namespace (the Role).
+	everywhere, own []string
+}
+
+// wantAccess is the controller's needs, read off the code:
+//   - the manager's informer cache (pkg/kube.NewManager, the Redis reconcilers, the
+//     translation's source) lists and watches EnvoyFilters (ours, by label), Services,
+//     Secrets, RedisServices and RedisDestinations; it never gets one by name;
+//   - envoyfilter.Applier creates, reads one live (Get) before an update or after a
+//     create conflict, updates (whole spec) and deletes EnvoyFilters;
+//   - the Redis reconcilers write status with Status().Update;
+//   - Events on users' objects go through events.k8s.io (create, patch for a series);
+//   - leader election (client-go's Lease lock) gets, creates and updates its Lease,
+//     releasing it with an update, and records a core/v1 Event on it, in aeraki's
+//     namespace.
+//
+// Istio's ServiceEntries, VirtualServices and DestinationRules come from istiod over
+// xDS, not from the apiserver.
+var wantAccess = []access{
+	{group: "networking.istio.io", resource: "envoyfilters", everywhere: []string{"get", "list", "watch", "create", "update", "delete"}},
+	{resource: "services", everywhere: []string{"list", "watch"}},
+	{resource: "secrets", everywhere: []string{"list", "watch"}},
+	{group: "redis.aeraki.io", resource: "redisservices", everywhere: []string{"list", "watch"}},
+	{group: "redis.aeraki.io", resource: "redisdestinations", everywhere: []string{"list", "watch"}},
+	{group: "redis.aeraki.io", resource: "redisservices", subresource: "status", everywhere: []string{"update"}},
+	{group: "redis.aeraki.io", resource: "redisdestinations", subresource: "status", everywhere: []string{"update"}},
+	{group: "events.k8s.io", resource: "events", everywhere: []string{"create", "patch"}},
+	{resource: "events", own: []string{"create", "patch"}},
+	{group: "coordination.k8s.io", resource: "leases", own: []string{"get", "create", "update"}},
+	// Nothing at all:
+	{resource: "configmaps"},
+	{resource: "pods"},
+	{resource: "namespaces"},
+	{resource: "serviceaccounts"},
+	{resource: "serviceaccounts", subresource: "token"},
+	{resource: "services", subresource: "status"},
+	{group: "networking.istio.io", resource: "serviceentries"},
+	{group: "networking.istio.io", resource: "virtualservices"},
+	{group: "networking.istio.io", resource: "destinationrules"},
+	{group: "networking.istio.io", resource: "envoyfilters", subresource: "status"},
+	{group: "apps", resource: "deployments"},
+	{group: "rbac.authorization.k8s.io", resource: "clusterroles"},
+	{group: "rbac.authorization.k8s.io", resource: "rolebindings"},
+	{group: "apiextensions.k8s.io", resource: "customresourcedefinitions"},
+}
+
+var allVerbs = []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+
+// TestRBACAllowsWhatTheControllerDoes installs k8s/aeraki.yaml, takes a token of
+// aeraki's ServiceAccount (TokenRequest, as the kubelet would mount it) and asks the
+// apiserver, with SelfSubjectAccessReviews as that account, every verb on every
+// resource in wantAccess: in a user namespace, in aeraki's namespace and
+// cluster-wide. Allowed must be exactly what wantAccess says.
+func TestRBACAllowsWhatTheControllerDoes(t *testing.T) {
+	installAeraki(t)
+	cfg := serviceAccountConfig(t)
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	// The token really is the ServiceAccount's.
+	review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := review.Status.UserInfo.Username, "system:serviceaccount:"+installNamespace+":aeraki"; got != want {
+		t.Fatalf("authenticated as %q, want %q", got, want)
+	}
+
+	for _, a := range wantAccess {
+		for _, ns := range []string{"shop", installNamespace, ""} {
+			allowed := slices.Clone(a.everywhere)
+			if ns == installNamespace {
+				allowed = append(allowed, a.own...)
+			}
+			for _, verb := range allVerbs {
+				got, err := can(ctx, cs, ns, verb, a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := slices.Contains(allowed, verb); got != want {
+					t.Errorf("%s %s in %s: allowed %t, want %t", verb, a, where(ns), got, want)
+				}
+			}
+		}
+	}
+}
+
+func (a access) String() string {
+	r := a.resource
+	if a.subresource != "" {
+		r += "/" + a.subresource
+	}
+	if a.group != "" {
+		r += "." + a.group
+	}
+	return r
+}
+
+func where(ns string) string {
+	if ns == "" {
+		return "all namespaces"
+	}
+	return "namespace " + ns
+}
+
+func can(ctx context.Context, cs kubernetes.Interface, ns, verb string, a access) (bool, error) {
+	r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: ns, Verb: verb, Group: a.group, Resource: a.resource, Subresource: a.subresource,
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("access review %s %s: %w", verb, a, err)
+	}
+	return r.Status.Allowed, nil
+}
+
+// serviceAccountConfig returns a client config that authenticates as aeraki's
+// ServiceAccount with a token the apiserver issued for it (installAeraki first).
+func serviceAccountConfig(t *testing.T) *rest.Config {
+	t.Helper()
+	admin, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tok, err := admin.CoreV1().ServiceAccounts(installNamespace).CreateToken(ctx, "aeraki", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for the ServiceAccount %s/aeraki: %v", installNamespace, err)
+	}
+	cfg := rest.AnonymousClientConfig(restConfig)
+	cfg.BearerToken = tok.Status.Token
+	return cfg
+}
