@@ -182,7 +182,7 @@ func (m *Metrics) setGauges(t *Translation) {
 	if t != nil {
 		services = t.Services
 		for _, serr := range t.Failed {
-			failures[failureProtocol(serr)]++
+			failures[serr.Protocol]++
 		}
 		for _, skipped := range t.Skipped {
 			for _, s := range skipped {
@@ -205,7 +205,7 @@ func (m *Metrics) generationFailed(serr *ServiceError) {
 	if m == nil {
 		return
 	}
-	m.generationErrors.WithLabelValues(string(failureProtocol(serr)), failureReason(serr)).Inc()
+	m.generationErrors.WithLabelValues(string(serr.Protocol), failureReason(serr)).Inc()
 }
 
 // wrote records one EnvoyFilter write after its retries.
@@ -236,28 +236,9 @@ func (m *Metrics) ObserveConnection(up, again bool) {
 	}
 }
 
-// failureProtocol is the protocol of the failing port. A name conflict is found after
-// the service generated, so it carries no protocol: it is the protocol of the port it
-// names, or else of the service's first port that generates.
-func failureProtocol(serr *ServiceError) model.Protocol {
-	if serr.Protocol != "" {
-		return serr.Protocol
-	}
-	if serr.Port != nil && serr.Port.Protocol.Supported() {
-		return serr.Port.Protocol
-	}
-	for _, port := range serr.Service.Ports {
-		if port.Protocol.Supported() {
-			return port.Protocol
-		}
-	}
-	return model.TCP
-}
-
-// failureReason classifies a failure for the reason label. Only the conflict check of
-// Translate reports a failure without a protocol (see conflict).
+// failureReason classifies a failure for the reason label.
 func failureReason(serr *ServiceError) string {
-	if serr.Protocol == "" {
+	if errors.Is(serr, ErrConflict) {
 		return ReasonConflict
 	}
 	return ReasonInvalid

@@ -30,6 +30,9 @@ type SkipError struct{ Reason string }
 
 func (e *SkipError) Error() string { return e.Reason }
 
+// ErrConflict marks a service that wants an EnvoyFilter another service already has.
+var ErrConflict = errors.New("conflict")
+
 // ServiceError is a generation failure of one service port.
 type ServiceError struct {
 	Service  *model.Service
@@ -136,8 +139,8 @@ func conflict(have map[string]*model.EnvoyFilter, filters []*model.EnvoyFilter, 
 		if taken {
 			owner = other.Annotations[model.ServiceAnnotation]
 		}
-		return &ServiceError{Service: svc, Port: svc.Ports[0], Err: fmt.Errorf(
-			"EnvoyFilter %s is also generated for %s: the services share a host and port", ef.Key(), owner)}
+		return &ServiceError{Service: svc, Port: svc.Ports[0], Protocol: svc.Ports[0].Protocol, Err: fmt.Errorf(
+			"%w: EnvoyFilter %s is also generated for %s: the services share a host and port", ErrConflict, ef.Key(), owner)}
 	}
 	return nil
 }
