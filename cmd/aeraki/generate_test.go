@@ -112,8 +112,8 @@ func TestGenerateRedis(t *testing.T) {
 	for _, want := range []string{
 		"envoy.filters.network.redis_proxy",
 		"prefix: 'user:'",
-		// The mirror and the route to users-cache use its own port, 6380.
-		"cluster: outbound|6380||users-cache.redis.svc.cluster.local",
+		// The mirror and the route to redis-users use its own port, 6380.
+		"cluster: outbound|6380||redis-users.redis.svc.cluster.local",
 		"applyTo: CLUSTER",
 		"type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProtocolOptions",
 	} {
@@ -133,10 +133,10 @@ func TestGenerateRedis(t *testing.T) {
 	if code := run([]string{"generate", "-f", in}, &stdout, &stderr); code != 1 {
 		t.Fatalf("exit %d without the Secret, want 1; stderr:\n%s", code, stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "cache-servers") || strings.Contains(stderr.String()+stdout.String(), "change-me") {
+	if !strings.Contains(stderr.String(), "redis-servers") || strings.Contains(stderr.String()+stdout.String(), "change-me") {
 		t.Errorf("stderr should name the Secret and no credential may be printed:\n%s", stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "aeraki-outbound-users-cache.redis.svc.cluster.local-6380") {
+	if !strings.Contains(stdout.String(), "aeraki-outbound-redis-users.redis.svc.cluster.local-6380") {
 		t.Errorf("the other service's EnvoyFilters are missing:\n%s", stdout.String())
 	}
 }
