@@ -32,6 +32,7 @@ testbin: ## Build etcd, kube-apiserver and pilot-discovery into the cache (once)
 .PHONY: test
 test: testbin ## Run every test: unit, golden, fuzz seeds, real kube-apiserver and istiod, end to end
 	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) test -count=1 -timeout 30m ./...
+	cd demo/apps && $(GO) test -count=1 ./...
 
 .PHONY: e2e
 e2e: testbin ## Run only the end-to-end tests (real etcd, kube-apiserver, istiod, controller)

@@ -1,0 +1,87 @@
+package dubbodemo
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"aeraki.io/aeraki/demo/apps/internal/app"
+)
+
+// consumerAddrEnv makes TestConsumerProcess the consumer of the provider at
+// that address. dubbo-go 3.3.1 keeps process-wide config: a consumer in the
+// provider's process inherits its protocol config with an empty TLS config,
+// dials TLS without a key pair and panics. So the consumer runs in a child
+// process, as it does in the demo.
+const consumerAddrEnv = "DUBBODEMO_CONSUMER_ADDR"
+
+func TestConsumerProcess(t *testing.T) {
+	addr := os.Getenv(consumerAddrEnv)
+	if addr == "" {
+		t.Skip("run by TestClientCallsServer")
+	}
+	c, err := NewClient(addr, "tester", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := c.Call(t.Context())
+	if err != nil {
+		t.Fatalf("Call: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := app.Loop(t.Context(), log, app.LoopConfig{Interval: time.Millisecond, Count: 3, MaxFailures: 1}, c.Round); err != nil {
+		t.Fatalf("Loop: %v", err)
+	}
+	fmt.Printf("REPLY=%s\n", reply)
+}
+
+func TestClientCallsServer(t *testing.T) {
+	if os.Getenv(consumerAddrEnv) != "" {
+		t.Skip("consumer process")
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	served := make(chan error, 1)
+	go func() { served <- Serve(log, port, "v2", "server-0") }()
+
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = conn.Close()
+			break
+		}
+		select {
+		case err := <-served:
+			t.Fatalf("Serve: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not listen on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestConsumerProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), consumerAddrEnv+"="+addr)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("consumer: %v\n%s", err, out)
+	}
+	if want := "REPLY=hello tester, from server-0 v2\n"; !strings.Contains(string(out), want) {
+		t.Errorf("consumer output lacks %q:\n%s", want, out)
+	}
+}
