@@ -4,6 +4,7 @@ SHELL := /usr/bin/env bash
 
 BIN        ?= bin
 IMAGE      ?= aeraki:latest
+DEMO_IMAGE ?= aeraki-demo:latest
 GO         ?= go
 # Heavy tools and test binaries are built once into a cache outside the repository.
 CACHE      ?= $(or $(AERAKI_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/aeraki)
@@ -80,3 +81,8 @@ docker-build: ## Build the image $(IMAGE) (needs a Docker engine; the image runs
 .PHONY: docker-push
 docker-push: ## Push the image $(IMAGE)
 	docker push $(IMAGE)
+
+.PHONY: demo-image
+demo-image: ## Build and push the demo's sample apps image $(DEMO_IMAGE) (needs a Docker engine)
+	docker build -t $(DEMO_IMAGE) demo/apps
+	docker push $(DEMO_IMAGE)
