@@ -22,7 +22,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"aeraki.io/aeraki/pkg/envoyfilter"
@@ -43,17 +42,11 @@ func TestMain(m *testing.M) {
 
 func runWithAPIServer(m *testing.M) int {
 	ctrllog.SetLogger(logr.Discard()) // the tests log through testr
-	dir := os.Getenv(controlplane.EnvBinDir)
-	if dir == "" {
-		fmt.Fprintf(os.Stderr, "%s is not set: run the tests with `make test` (or `make testbin` and export what it prints)\n", controlplane.EnvBinDir)
-		return 1
-	}
-	crds, err := controlplane.IstioCRDs()
+	env, err := controlplane.NewEnvtest()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: dir, CRDs: crds}
 	restConfig, err = env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)

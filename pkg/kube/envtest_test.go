@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,21 +61,9 @@ func TestMain(m *testing.M) {
 func restConfig(t *testing.T) *rest.Config {
 	t.Helper()
 	apiserver.once.Do(func() {
-		dir := os.Getenv(controlplane.EnvBinDir)
-		if dir == "" {
-			apiserver.err = fmt.Errorf("%s is not set: run the tests with `make test` (or `make testbin` and export what it prints)", controlplane.EnvBinDir)
+		apiserver.env, apiserver.err = controlplane.NewEnvtest()
+		if apiserver.err != nil {
 			return
-		}
-		crds, err := controlplane.IstioCRDs()
-		if err != nil {
-			apiserver.err = err
-			return
-		}
-		apiserver.env = &envtest.Environment{
-			BinaryAssetsDirectory: dir,
-			CRDs:                  crds,
-			CRDDirectoryPaths:     []string{filepath.Join("..", "..", "k8s", "crds")},
-			ErrorIfCRDPathMissing: true,
 		}
 		apiserver.cfg, apiserver.err = apiserver.env.Start()
 	})

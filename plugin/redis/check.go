@@ -79,7 +79,7 @@ func check(ctx *envoyfilter.Context, services []*model.Service, kind string, obj
 		}
 		name := svc.Kind() + " " + svc.Namespace + "/" + svc.ObjectName()
 		// The service's objects are sorted by namespace/name: the first is in effect.
-		if keys := bound(svc); len(keys) > 0 && keys[0] != key && keys[0] < key {
+		if keys := bound(svc); len(keys) > 0 && keys[0] < key {
 			return Verdict{Reason: v1alpha1.ReasonConflict, Message: fmt.Sprintf(
 				"%s %s, earlier by namespace/name, already configures %s: this one is not in effect there", kind, keys[0], name)}
 		}

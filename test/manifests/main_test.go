@@ -25,7 +25,6 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
@@ -68,22 +67,11 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "finding the repository root: %v\n", err)
 		return 1
 	}
-	dir := os.Getenv(controlplane.EnvBinDir)
-	if dir == "" {
-		fmt.Fprintf(os.Stderr, "%s is not set: run the tests with `make test` (or `make testbin` and export what it prints)\n", controlplane.EnvBinDir)
-		return 1
-	}
-	crds, err := controlplane.IstioCRDs()
+	env, err := controlplane.NewEnvtest()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ours, err := controlplane.AerakiCRDs()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: dir, CRDs: append(crds, ours...)}
 	apiserver := env.ControlPlane.GetAPIServer().Configure()
 	// envtest defaults to RBAC today; the RBAC test depends on it, so say it.
 	apiserver.Set("authorization-mode", "RBAC")

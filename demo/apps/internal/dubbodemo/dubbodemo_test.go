@@ -1,6 +1,7 @@
 package dubbodemo
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,37 +16,44 @@ import (
 	"aeraki.io/aeraki/demo/apps/internal/app"
 )
 
-// consumerAddrEnv makes TestConsumerProcess the consumer of the provider at
-// that address. dubbo-go 3.3.1 keeps process-wide config: a consumer in the
-// provider's process inherits its protocol config with an empty TLS config,
-// dials TLS without a key pair and panics. So the consumer runs in a child
+// consumerAddrEnv makes the test binary the consumer of the provider at that
+// address instead of running tests. dubbo-go 3.3.1 keeps process-wide config: a
+// consumer in the provider's process inherits its protocol config with an empty TLS
+// config, dials TLS without a key pair and panics. So the consumer runs in a child
 // process, as it does in the demo.
 const consumerAddrEnv = "DUBBODEMO_CONSUMER_ADDR"
 
-func TestConsumerProcess(t *testing.T) {
-	addr := os.Getenv(consumerAddrEnv)
-	if addr == "" {
-		t.Skip("run by TestClientCallsServer")
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(consumerAddrEnv); addr != "" {
+		os.Exit(consume(addr))
 	}
+	os.Exit(m.Run())
+}
+
+// consume calls the provider once, prints the reply, then loops as the demo client
+// does; it returns the process's exit code.
+func consume(addr string) int {
+	ctx := context.Background()
 	c, err := NewClient(addr, "tester", 3*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	reply, err := c.Call(t.Context())
+	reply, err := c.Call(ctx)
 	if err != nil {
-		t.Fatalf("Call: %v", err)
+		fmt.Fprintf(os.Stderr, "Call: %v\n", err)
+		return 1
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := app.Loop(t.Context(), log, app.LoopConfig{Interval: time.Millisecond, Count: 3, MaxFailures: 1}, c.Round); err != nil {
-		t.Fatalf("Loop: %v", err)
+	if err := app.Loop(ctx, log, app.LoopConfig{Interval: time.Millisecond, Count: 3, MaxFailures: 1}, c.Round); err != nil {
+		fmt.Fprintf(os.Stderr, "Loop: %v\n", err)
+		return 1
 	}
 	fmt.Printf("REPLY=%s\n", reply)
+	return 0
 }
 
 func TestClientCallsServer(t *testing.T) {
-	if os.Getenv(consumerAddrEnv) != "" {
-		t.Skip("consumer process")
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -75,7 +83,7 @@ func TestClientCallsServer(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestConsumerProcess$", "-test.count=1")
+	cmd := exec.CommandContext(t.Context(), os.Args[0])
 	cmd.Env = append(os.Environ(), consumerAddrEnv+"="+addr)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
