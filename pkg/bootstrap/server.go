@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -53,7 +54,10 @@ type Server struct {
 	controller *envoyfilter.Controller
 	// recheckRedis asks for the Ready condition of every Redis object to be computed again.
 	recheckRedis func()
-	log          logr.Logger
+	// cacheSynced is set once the manager's informers (EnvoyFilters, Services, Redis
+	// objects, Secrets) have listed everything.
+	cacheSynced atomic.Bool
+	log         logr.Logger
 }
 
 // New wires the parts; Run starts them.
@@ -128,6 +132,14 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if err := mgr.AddReadyzCheck("cache", func(*http.Request) error {
+		if !s.cacheSynced.Load() {
+			return errors.New("Kubernetes caches not synced yet")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -138,6 +150,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.watcher.Run(ctx) }()
+	go func() {
+		// Waits for the manager to start the cache, then for every informer's list.
+		if s.mgr.GetCache().WaitForCacheSync(ctx) {
+			s.cacheSynced.Store(true)
+		}
+	}()
 	go func() {
 		// Redis objects checked before the mesh config arrived say Pending; check them
 		// again once it has, even if it holds nothing that causes an event.

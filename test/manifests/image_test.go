@@ -281,9 +281,21 @@ func TestImageBinary(t *testing.T) {
 		code, _, err := httpGet(ctx, "http://"+probeAddr+"/healthz")
 		return err == nil && code == http.StatusOK, nil
 	})
-	if code, body, err := httpGet(ctx, "http://"+probeAddr+"/readyz"); err != nil || code == http.StatusOK || !strings.Contains(body, "xds") {
-		t.Errorf("/readyz with istiod unreachable: %d %q %v; want not ready, naming the xds check", code, body, err)
-	}
+	// Ready needs both the caches' sync (which happens: the apiserver is up) and the
+	// first xDS sync (which cannot: istiod is unreachable).
+	var readyz string
+	waitFor(ctx, t, "/readyz to pass the cache check and fail the xds check", func() (bool, error) {
+		code, body, err := httpGet(ctx, "http://"+probeAddr+"/readyz?verbose")
+		if err != nil {
+			return false, nil //nolint:nilerr // not listening yet
+		}
+		readyz = fmt.Sprintf("%d %q", code, body)
+		if code == http.StatusOK {
+			return false, fmt.Errorf("/readyz is ready with istiod unreachable: %s", readyz)
+		}
+		return strings.Contains(body, "[+]cache ok") && strings.Contains(body, "[-]xds failed"), nil
+	})
+	t.Logf("/readyz: %s", readyz)
 	if code, body, err := httpGet(ctx, "http://"+metricsAddr+"/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "leader_election_master_status") {
 		t.Errorf("/metrics: %d %v; want 200 with controller-runtime's metrics", code, err)
 	}
