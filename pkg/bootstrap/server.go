@@ -134,7 +134,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	}
 	if err := mgr.AddReadyzCheck("cache", func(*http.Request) error {
 		if !s.cacheSynced.Load() {
-			return errors.New("Kubernetes caches not synced yet")
+			return errors.New("the caches of Kubernetes objects are not synced yet")
 		}
 		return nil
 	}); err != nil {
