@@ -37,10 +37,13 @@ type Applier struct {
 	Log     logr.Logger
 }
 
-// Current returns the EnvoyFilters that carry our label, by key.
+// Current returns the EnvoyFilters that carry our label, by key. They are the
+// cache's own objects, not copies (a copy of every EnvoyFilter on every push would
+// cost more than the rest of a push of one change): read them, never change them.
 func (a *Applier) Current(ctx context.Context) (map[string]*model.EnvoyFilter, error) {
 	list := &clientnetworking.EnvoyFilterList{}
-	if err := a.Cache.List(ctx, list, client.MatchingLabels{model.ManagedByLabel: model.ManagedByValue}); err != nil {
+	if err := a.Cache.List(ctx, list, client.MatchingLabels{model.ManagedByLabel: model.ManagedByValue},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing EnvoyFilters from the cache: %w", err)
 	}
 	out := make(map[string]*model.EnvoyFilter, len(list.Items))

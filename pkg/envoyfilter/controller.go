@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -44,8 +45,12 @@ type ControllerOptions struct {
 // Controller keeps the EnvoyFilters in step with the config: every trigger leads,
 // debounced, to a push (translate, plan, apply). Run it on the leader only.
 type Controller struct {
-	opts    ControllerOptions
-	trigger chan struct{}
+	opts       ControllerOptions
+	trigger    chan struct{}
+	translator *Translator
+	planner    Planner
+	// full asks the next push to generate every service, not only the changed ones.
+	full atomic.Bool
 	// failures and skips remember what was last reported per service, so that each
 	// problem is reported once, not on every push.
 	failures map[string]string
@@ -54,7 +59,10 @@ type Controller struct {
 
 // NewController returns a controller; Start runs it.
 func NewController(opts ControllerOptions) *Controller {
-	return &Controller{opts: opts, trigger: make(chan struct{}, 1), failures: map[string]string{}, skips: map[string]string{}}
+	return &Controller{
+		opts: opts, trigger: make(chan struct{}, 1), translator: NewTranslator(opts.Context, opts.Registry),
+		failures: map[string]string{}, skips: map[string]string{},
+	}
 }
 
 // Trigger asks for a push. It never blocks; triggers close together are merged.
@@ -63,6 +71,13 @@ func (c *Controller) Trigger() {
 	case c.trigger <- struct{}{}:
 	default:
 	}
+}
+
+// Resync asks for a push that generates every service afresh, whatever the cache
+// holds, and repairs any drift in the cluster.
+func (c *Controller) Resync() {
+	c.full.Store(true)
+	c.Trigger()
 }
 
 // NeedLeaderElection makes the manager run the controller on the leader only.
@@ -81,7 +96,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	log.Info("config synced, pushing")
 	c.Trigger()
 	if c.opts.Resync > 0 {
-		go wait.Until(c.Trigger, c.opts.Resync, ctx.Done())
+		go wait.Until(c.Resync, c.opts.Resync, ctx.Done())
 	}
 	Debounce(ctx, c.trigger, c.opts.Debounce, func(ctx context.Context, merged int) {
 		c.opts.Metrics.merged(merged)
@@ -106,22 +121,26 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	}()
 	snap := c.opts.Source.Snapshot()
 	translateStart := time.Now()
+	if c.full.Swap(false) {
+		c.translator.Reset()
+		c.planner.Reset()
+	}
 	services := model.BuildServices(snap)
-	t := Translate(c.opts.Context.ForPush(snap, services), c.opts.Registry, services)
-	c.opts.Metrics.translated(t, time.Since(translateStart))
+	t, generated := c.translator.Translate(snap, services)
+	c.opts.Metrics.translated(t, generated, len(services)-generated, time.Since(translateStart))
 	c.report(t)
 	current, err := c.opts.Applier.Current(ctx)
 	if err != nil {
 		return err
 	}
-	changes := Plan(t.Filters, current, t.Failed)
+	changes := c.planner.Plan(t.Filters, current, t.Failed)
 	if changes.Empty() {
-		c.opts.Log.V(1).Info("push: nothing to change", "services", len(services), "filters", len(t.Filters), "duration", time.Since(start))
+		c.opts.Log.V(1).Info("push: nothing to change", "services", len(services), "generated", generated, "filters", len(t.Filters), "duration", time.Since(start))
 		return nil
 	}
 	result = PushChanged
 	res, err := c.opts.Applier.Apply(ctx, changes)
-	c.opts.Log.Info("push", "services", len(services), "filters", len(t.Filters), "created", res.Created,
+	c.opts.Log.Info("push", "services", len(services), "generated", generated, "filters", len(t.Filters), "created", res.Created,
 		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))
 	return err
 }

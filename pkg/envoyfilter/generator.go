@@ -8,30 +8,59 @@ import (
 	"aeraki.io/aeraki/pkg/model"
 )
 
-// Context carries the settings every generator sees. It is the same for all services
-// of a push.
+// Context carries the settings every generator sees, and the push's lookups into
+// other objects. It is the same for all services of a push.
 type Context struct {
 	// RootNamespace is Istio's root namespace: outbound EnvoyFilters go there so that
 	// they apply to every sidecar.
 	RootNamespace string
 	// DomainSuffix completes short hosts in VirtualService destinations.
 	DomainSuffix string
-	// Services finds the other services of the push by host, for routes that send
-	// traffic to another service. Set per push (see ForPush).
-	Services model.HostIndex
-	// Secret returns a Secret of the push's snapshot, or nil. Set per push.
-	Secret func(namespace, name string) *corev1.Secret
+
+	// Set per push by ForPush.
+	services model.HostIndex
+	secret   func(namespace, name string) *corev1.Secret
+	// deps, when set, records every lookup, so that a cached result can tell whether
+	// the objects it looked at are still the same.
+	deps *[]dependency
 }
 
 // ForPush returns the context of one push: c completed with the lookups into the
 // push's snapshot and services.
 func (c *Context) ForPush(snap *model.Snapshot, services []*model.Service) *Context {
 	out := *c
-	out.Services = model.NewHostIndex(services)
-	out.Secret = snap.Secret
-	if out.Secret == nil {
-		out.Secret = func(string, string) *corev1.Secret { return nil }
+	out.services = model.NewHostIndex(services)
+	out.secret = snap.Secret
+	out.deps = nil
+	return &out
+}
+
+// Service returns the service of the push that owns a fully qualified host, or nil.
+// Generators use it for routes that send traffic to another service.
+func (c *Context) Service(host string) *model.Service {
+	svc := c.services[host]
+	if c.deps != nil {
+		*c.deps = append(*c.deps, dependency{kind: hostDependency, name: host, version: serviceIdentity(svc)})
 	}
+	return svc
+}
+
+// Secret returns a Secret of the push, or nil.
+func (c *Context) Secret(namespace, name string) *corev1.Secret {
+	var s *corev1.Secret
+	if c.secret != nil {
+		s = c.secret(namespace, name)
+	}
+	if c.deps != nil {
+		*c.deps = append(*c.deps, dependency{kind: secretDependency, namespace: namespace, name: name, version: model.SecretVersion(s)})
+	}
+	return s
+}
+
+// recording returns a copy of c that records its lookups into deps.
+func (c *Context) recording(deps *[]dependency) *Context {
+	out := *c
+	out.deps = deps
 	return &out
 }
 

@@ -19,6 +19,11 @@ const (
 	OpUpdate = "update"
 	OpDelete = "delete"
 
+	// TranslateGenerated and TranslateReused are the results of
+	// aeraki_translated_services_total.
+	TranslateGenerated = "generated"
+	TranslateReused    = "reused"
+
 	// ReasonConflict is a generation failure because two services want the same
 	// EnvoyFilter name; ReasonInvalid is every other one (input the generator rejects).
 	ReasonConflict = "conflict"
@@ -29,10 +34,11 @@ const (
 // generation results and the xDS connection to istiod. A nil *Metrics records
 // nothing, so every part works without it.
 type Metrics struct {
-	pushes            *prometheus.CounterVec
-	triggersMerged    prometheus.Counter
-	translateDuration prometheus.Histogram
-	pushDuration      prometheus.Histogram
+	pushes             *prometheus.CounterVec
+	triggersMerged     prometheus.Counter
+	translateDuration  prometheus.Histogram
+	translatedServices *prometheus.CounterVec
+	pushDuration       prometheus.Histogram
 
 	writes      *prometheus.CounterVec
 	writeErrors *prometheus.CounterVec
@@ -68,6 +74,11 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 			Help:    "Time to generate the desired EnvoyFilters from the config, per push.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8), // 1ms .. 16s
 		}),
+		translatedServices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aeraki_translated_services_total",
+			Help: "Services translated by pushes, by result: generated (new, changed, or a full resync) or " +
+				"reused (nothing they are built from changed since the last push).",
+		}, []string{"result"}),
 		pushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "aeraki_push_duration_seconds",
 			Help:    "Time of a whole push: translate, read the current EnvoyFilters, write the difference.",
@@ -136,7 +147,7 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 	m.setGauges(nil)
 	var errs []error
 	for _, c := range []prometheus.Collector{
-		m.pushes, m.triggersMerged, m.translateDuration, m.pushDuration, m.writes, m.writeErrors,
+		m.pushes, m.triggersMerged, m.translateDuration, m.translatedServices, m.pushDuration, m.writes, m.writeErrors,
 		m.services, m.failures, m.portsLeftTCP, m.generationErrors, m.xdsConnected, m.xdsReconnects, synced,
 	} {
 		errs = append(errs, reg.Register(c))
@@ -164,12 +175,15 @@ func (m *Metrics) merged(n int) {
 	m.triggersMerged.Add(float64(n))
 }
 
-// translated records a translation: its duration and the gauges of what it generated.
-func (m *Metrics) translated(t *Translation, d time.Duration) {
+// translated records a translation: its duration, the services generated and
+// reused, and the gauges of what it generated.
+func (m *Metrics) translated(t *Translation, generated, reused int, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.translateDuration.Observe(d.Seconds())
+	m.translatedServices.WithLabelValues(TranslateGenerated).Add(float64(generated))
+	m.translatedServices.WithLabelValues(TranslateReused).Add(float64(reused))
 	m.setGauges(t)
 }
 

@@ -193,10 +193,11 @@ func NetworkFilter(name string, config proto.Message) (*listener.Filter, error) 
 // FilterValue turns a network filter into an EnvoyFilter patch value, after checking
 // it the way Envoy will (see ValidateFilterValue).
 func FilterValue(f *listener.Filter) (*structpb.Struct, error) {
-	if err := validate(f); err != nil {
+	inner, err := validate(f)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidFilter, err)
 	}
-	s, err := toStruct(f)
+	s, err := jsonWriter{unpacked: map[*anypb.Any]proto.Message{f.GetTypedConfig(): inner}}.toStruct(f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidFilter, err)
 	}
@@ -216,7 +217,8 @@ func ValidateFilterValue(value *structpb.Struct) error {
 	if err := fromStruct(value, f, "an Envoy network filter"); err != nil {
 		return err
 	}
-	return validate(f)
+	_, err := validate(f)
+	return err
 }
 
 // fromStruct decodes a patch value strictly into an Envoy message: unknown fields
@@ -235,37 +237,26 @@ func fromStruct(value *structpb.Struct, into proto.Message, what string) error {
 // validator is what protoc-gen-validate generates on every Envoy message.
 type validator interface{ ValidateAll() error }
 
-func validate(f *listener.Filter) error {
+// validate checks f and its typed config, and returns the typed config decoded.
+func validate(f *listener.Filter) (proto.Message, error) {
 	if err := f.ValidateAll(); err != nil {
-		return fmt.Errorf("invalid filter %s: %w", f.GetName(), err)
+		return nil, fmt.Errorf("invalid filter %s: %w", f.GetName(), err)
 	}
 	typed := f.GetTypedConfig()
 	if typed == nil {
-		return fmt.Errorf("filter %s has no typed_config", f.GetName())
+		return nil, fmt.Errorf("filter %s has no typed_config", f.GetName())
 	}
 	// ValidateAll does not look inside an Any.
 	inner, err := typed.UnmarshalNew()
 	if err != nil {
-		return fmt.Errorf("filter %s: %w", f.GetName(), err)
+		return nil, fmt.Errorf("filter %s: %w", f.GetName(), err)
 	}
 	if v, ok := inner.(validator); ok {
 		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("invalid %s config: %w", f.GetName(), err)
+			return nil, fmt.Errorf("invalid %s config: %w", f.GetName(), err)
 		}
 	}
-	return nil
-}
-
-func toStruct(m proto.Message) (*structpb.Struct, error) {
-	raw, err := protojson.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encoding %T: %w", m, err)
-	}
-	s := &structpb.Struct{}
-	if err := protojson.Unmarshal(raw, s); err != nil {
-		return nil, fmt.Errorf("decoding %T as a struct: %w", m, err)
-	}
-	return s, nil
+	return inner, nil
 }
 
 // maxNameLength is the longest Kubernetes object name.

@@ -2,6 +2,7 @@ package envoyfilter
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -91,5 +92,51 @@ func TestPlan(t *testing.T) {
 				t.Errorf("Empty() = %v", got.Empty())
 			}
 		})
+	}
+}
+
+// The Planner compares a desired filter with the cluster's object once per version
+// of either, and plans like Plan otherwise.
+func TestPlannerRemembersComparisons(t *testing.T) {
+	want := ef("a", "ns/a", 1)
+	inCluster := func(priority int32, version string) map[string]*model.EnvoyFilter {
+		have := ef("a", "ns/a", priority)
+		have.ResourceVersion = version
+		return byKey(have)
+	}
+	var p Planner
+	if c := p.Plan(byKey(want), inCluster(1, "7"), nil); !c.Empty() {
+		t.Fatalf("first plan of an equal filter: %+v", c)
+	}
+	// The same desired object and the same version: not compared again. (A spec that
+	// differs under an unchanged version cannot happen in a cluster; here it shows
+	// the comparison was skipped.)
+	if c := p.Plan(byKey(want), inCluster(99, "7"), nil); !c.Empty() {
+		t.Errorf("remembered comparison not used: %+v", c)
+	}
+	if c := Plan(byKey(want), inCluster(99, "7"), nil); len(c.Update) != 1 {
+		t.Errorf("Plan without memory: %+v, want one update", c)
+	}
+	// Edited in the cluster: a new version is compared.
+	if c := p.Plan(byKey(want), inCluster(99, "8"), nil); !slices.Equal(names(c.Update), []string{"a"}) {
+		t.Errorf("hand edit (new version): %+v, want an update of a", c)
+	}
+	// A new desired object (its service was generated again) is compared.
+	if c := p.Plan(byKey(ef("a", "ns/a", 2)), inCluster(1, "7"), nil); !slices.Equal(names(c.Update), []string{"a"}) {
+		t.Errorf("new desired filter: %+v, want an update of a", c)
+	}
+	// No version (not read from a cluster): always compared.
+	if c := p.Plan(byKey(want), inCluster(99, ""), nil); len(c.Update) != 1 {
+		t.Errorf("object without a version: %+v, want an update", c)
+	}
+	// Forgotten when no longer desired, and by Reset.
+	p.Plan(nil, nil, nil)
+	if len(p.compared) != 0 {
+		t.Errorf("comparisons of filters no longer desired kept: %v", p.compared)
+	}
+	p.Plan(byKey(want), inCluster(1, "7"), nil)
+	p.Reset()
+	if c := p.Plan(byKey(want), inCluster(99, "7"), nil); len(c.Update) != 1 {
+		t.Errorf("after Reset: %+v, want a fresh comparison and an update", c)
 	}
 }

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -52,41 +55,86 @@ func (e *ServiceError) Unwrap() error { return e.Err }
 // is listed in Failed. Two services that want the same EnvoyFilter name conflict; the
 // first by key keeps it.
 func Translate(ctx *Context, reg Registry, services []*model.Service) *Translation {
+	results := make([]*serviceResult, len(services))
+	generateAll(ctx, reg, services, results, func(int) bool { return true })
+	return assemble(services, results)
+}
+
+// serviceResult is what the generators made of one service.
+type serviceResult struct {
+	filters []*model.EnvoyFilter
+	// keys are the filters' keys, made once: every push looks them up.
+	keys      []string
+	protocols []model.Protocol
+	skipped   []*ServiceError
+	err       *ServiceError
+	// deps are the lookups the generators made (see Context.Service and Secret).
+	deps []dependency
+}
+
+// generateAll generates the services for which todo is true into results, in
+// parallel: generators are pure, and a full push of a large mesh is all generation.
+func generateAll(ctx *Context, reg Registry, services []*model.Service, results []*serviceResult, todo func(int) bool) int {
+	var next atomic.Int64
+	var generated atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(services)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(services) {
+					return
+				}
+				if !todo(i) {
+					continue
+				}
+				results[i] = generateService(ctx, reg, services[i])
+				generated.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(generated.Load())
+}
+
+// assemble builds the translation from the services' results, in service order, so
+// that conflicts are decided the same way every time.
+func assemble(services []*model.Service, results []*serviceResult) *Translation {
 	t := &Translation{
 		Filters:  map[string]*model.EnvoyFilter{},
 		Failed:   map[string]*ServiceError{},
 		Skipped:  map[string][]*ServiceError{},
 		Services: map[model.Protocol]int{},
 	}
-	for _, svc := range services {
-		filters, protocols, skipped, serr := generateService(ctx, reg, svc)
-		if len(skipped) > 0 {
-			t.Skipped[svc.Key()] = skipped
+	for i, svc := range services {
+		r := results[i]
+		if len(r.skipped) > 0 {
+			t.Skipped[svc.Key()] = slices.Clone(r.skipped)
 		}
+		serr := r.err
 		if serr == nil {
-			serr = conflict(t.Filters, filters, svc)
+			serr = conflict(t.Filters, r.keys, svc)
 		}
 		if serr != nil {
 			t.Failed[svc.Key()] = serr
 			continue
 		}
-		for _, ef := range filters {
-			t.Filters[ef.Key()] = ef
+		for i, ef := range r.filters {
+			t.Filters[r.keys[i]] = ef
 		}
-		if len(svc.Addresses) == 0 && len(filters) > 0 {
-			t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], noAddress(svc, protocols)...)
+		if len(svc.Addresses) == 0 && len(r.filters) > 0 {
+			t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], noAddress(svc, r.protocols)...)
 		}
-		for _, p := range protocols {
+		for _, p := range r.protocols {
 			t.Services[p]++
 		}
 	}
 	return t
 }
 
-func generateService(ctx *Context, reg Registry, svc *model.Service) ([]*model.EnvoyFilter, []model.Protocol, []*ServiceError, *ServiceError) {
-	var out []*model.EnvoyFilter
-	var protocols []model.Protocol
-	var skipped []*ServiceError
+func generateService(ctx *Context, reg Registry, svc *model.Service) *serviceResult {
+	r := &serviceResult{}
+	ctx = ctx.recording(&r.deps)
 	for _, port := range svc.Ports {
 		gen, ok := reg[port.Protocol]
 		if !ok {
@@ -95,18 +143,21 @@ func generateService(ctx *Context, reg Registry, svc *model.Service) ([]*model.E
 		efs, err := gen.Generate(ctx, svc, port)
 		var skip *SkipError
 		if errors.As(err, &skip) {
-			skipped = append(skipped, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err})
+			r.skipped = append(r.skipped, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err})
 			continue
 		}
 		if err != nil {
-			return nil, nil, nil, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
+			return &serviceResult{err: &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}, deps: r.deps}
 		}
-		out = append(out, efs...)
-		if !slices.Contains(protocols, port.Protocol) {
-			protocols = append(protocols, port.Protocol)
+		for _, ef := range efs {
+			r.filters = append(r.filters, ef)
+			r.keys = append(r.keys, ef.Key())
+		}
+		if !slices.Contains(r.protocols, port.Protocol) {
+			r.protocols = append(r.protocols, port.Protocol)
 		}
 	}
-	return out, protocols, skipped, nil
+	return r
 }
 
 // NoAddressReason is the note on every port of a service without an address.
@@ -127,12 +178,10 @@ func noAddress(svc *model.Service, protocols []model.Protocol) []*ServiceError {
 	return out
 }
 
-func conflict(have map[string]*model.EnvoyFilter, filters []*model.EnvoyFilter, svc *model.Service) *ServiceError {
-	seen := map[string]bool{}
-	for _, ef := range filters {
-		other, taken := have[ef.Key()]
-		if !taken && !seen[ef.Key()] {
-			seen[ef.Key()] = true
+func conflict(have map[string]*model.EnvoyFilter, keys []string, svc *model.Service) *ServiceError {
+	for i, key := range keys {
+		other, taken := have[key]
+		if !taken && !slices.Contains(keys[:i], key) {
 			continue
 		}
 		owner := svc.Key()
@@ -140,7 +189,7 @@ func conflict(have map[string]*model.EnvoyFilter, filters []*model.EnvoyFilter, 
 			owner = other.Annotations[model.ServiceAnnotation]
 		}
 		return &ServiceError{Service: svc, Port: svc.Ports[0], Protocol: svc.Ports[0].Protocol, Err: fmt.Errorf(
-			"%w: EnvoyFilter %s is also generated for %s: the services share a host and port", ErrConflict, ef.Key(), owner)}
+			"%w: EnvoyFilter %s is also generated for %s: the services share a host and port", ErrConflict, key, owner)}
 	}
 	return nil
 }

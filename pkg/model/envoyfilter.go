@@ -33,6 +33,9 @@ type EnvoyFilter struct {
 	Labels      map[string]string
 	Annotations map[string]string
 	Spec        *networking.EnvoyFilter
+	// ResourceVersion is the object's version in the cluster; empty for a desired
+	// (generated) EnvoyFilter.
+	ResourceVersion string
 }
 
 // Key is namespace/name.
@@ -89,14 +92,17 @@ func (e *EnvoyFilter) Object() *clientnetworking.EnvoyFilter {
 	return obj
 }
 
-// EnvoyFilterFromObject reads a Kubernetes EnvoyFilter. The result shares nothing with obj.
+// EnvoyFilterFromObject reads a Kubernetes EnvoyFilter without copying: the result
+// shares obj's maps and spec, so neither may be changed while both are in use (the
+// controller reads the informer cache's own objects this way, and only compares them).
 func EnvoyFilterFromObject(obj *clientnetworking.EnvoyFilter) *EnvoyFilter {
 	return &EnvoyFilter{
-		Name:        obj.Name,
-		Namespace:   obj.Namespace,
-		Labels:      maps.Clone(obj.Labels),
-		Annotations: maps.Clone(obj.Annotations),
-		Spec:        proto.Clone(&obj.Spec).(*networking.EnvoyFilter),
+		Name:            obj.Name,
+		Namespace:       obj.Namespace,
+		Labels:          obj.Labels,
+		Annotations:     obj.Annotations,
+		Spec:            &obj.Spec,
+		ResourceVersion: obj.ResourceVersion,
 	}
 }
 

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 
@@ -40,6 +41,10 @@ type Service struct {
 	// and name. Spec is the whole object.
 	RedisServices     []*Config[*redisv1alpha1.RedisService]
 	RedisDestinations []*Config[*redisv1alpha1.RedisDestination]
+	// Version fingerprints everything above: the ServiceEntry's content, the
+	// Kubernetes Service's resource version, and the identity and version of each
+	// related object. Equal versions build equal filters (see envoyfilter.Translator).
+	Version string
 }
 
 // Port is a service port with a supported protocol.
@@ -57,6 +62,9 @@ type Config[T any] struct {
 	Name      string
 	Namespace string
 	Spec      T
+	// Version changes whenever the object does: its resource version, or a hash of
+	// its content when it has none.
+	Version string
 }
 
 // Key is namespace/name: the identity of the service across pushes.
@@ -137,9 +145,13 @@ func BuildServices(snap *Snapshot) []*Service {
 		svc.DestinationRules = drIndex.lookup(svc.Hosts)
 		svc.RedisServices = rsIndex.lookup(svc.Hosts)
 		svc.RedisDestinations = rdIndex.lookup(svc.Hosts)
+		svc.Version = serviceVersion(c, kube, svc)
 		out = append(out, svc)
 	}
-	slices.SortFunc(out, func(a, b *Service) int { return strings.Compare(a.Key(), b.Key()) })
+	// By key, without building the keys: a push sorts every service.
+	slices.SortFunc(out, func(a, b *Service) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	return out
 }
 
@@ -231,7 +243,7 @@ func newHostIndex[T any](cfgs []config.Config, domainSuffix string) *hostIndex[T
 		if !ok {
 			continue
 		}
-		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec}
+		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec, Version: ConfigVersion(c)}
 		for _, h := range HostsOf(c, domainSuffix) {
 			fqdn := host.Name(h)
 			if fqdn.IsWildCarded() {

@@ -274,7 +274,7 @@ func (d *destinations) cluster(dest v1alpha1.RouteDestination, where string) (st
 	if host.Name(h).IsWildCarded() {
 		return "", invalid("%s.host %s is a wildcard: name one service", where, h)
 	}
-	target := d.ctx.Services[h]
+	target := d.ctx.Service(h)
 	self := slices.Contains(d.svc.Hosts, h)
 	if self {
 		target = d.svc
@@ -441,9 +441,6 @@ func resolveAuth(ctx *envoyfilter.Context, a *v1alpha1.Auth, namespace, where st
 // secretData is the data of a Secret of the push, stringData merged in as the API
 // server does; nil when there is no such Secret.
 func secretData(ctx *envoyfilter.Context, namespace, name string) map[string][]byte {
-	if ctx.Secret == nil {
-		return nil
-	}
 	s := ctx.Secret(namespace, name)
 	if s == nil {
 		return nil

@@ -13,7 +13,13 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/envoyfilter"
@@ -96,6 +102,9 @@ func Validate(t *testing.T, efs []*model.EnvoyFilter) {
 				if err := envoyfilter.ValidateFilterValue(p.GetPatch().GetValue()); err != nil {
 					t.Errorf("%s patch %d: %v", ef.Key(), i, err)
 				}
+				if err := sameAsProtoJSON(p.GetPatch().GetValue(), &listener.Filter{}); err != nil {
+					t.Errorf("%s patch %d: %v", ef.Key(), i, err)
+				}
 				if name := p.GetMatch().GetListener().GetFilterChain().GetFilter().GetName(); !strings.HasPrefix(name, "envoy.filters.network.") {
 					t.Errorf("%s patch %d: filter chain match names no filter (%q): istiod would skip or misplace it", ef.Key(), i, name)
 				}
@@ -103,11 +112,40 @@ func Validate(t *testing.T, efs []*model.EnvoyFilter) {
 				if err := envoyfilter.ValidateClusterPatch(p); err != nil {
 					t.Errorf("%s patch %d: %v", ef.Key(), i, err)
 				}
+				if value := p.GetPatch().GetValue(); value != nil { // a REMOVE has none
+					if err := sameAsProtoJSON(value, &cluster.Cluster{}); err != nil {
+						t.Errorf("%s patch %d: %v", ef.Key(), i, err)
+					}
+				}
 			default:
 				t.Errorf("%s patch %d: applyTo %v: Validate knows NETWORK_FILTER and CLUSTER only", ef.Key(), i, p.GetApplyTo())
 			}
 		}
 	}
+}
+
+// sameAsProtoJSON checks that a patch value is exactly what protojson writes for the
+// Envoy message it decodes to. Generators build values by walking the message (see
+// envoyfilter's toStruct); protojson is the reference.
+func sameAsProtoJSON(value *structpb.Struct, into proto.Message) error {
+	raw, err := protojson.Marshal(value)
+	if err != nil {
+		return err
+	}
+	if err := protojson.Unmarshal(raw, into); err != nil {
+		return err
+	}
+	if raw, err = protojson.Marshal(into); err != nil {
+		return err
+	}
+	want := &structpb.Struct{}
+	if err := protojson.Unmarshal(raw, want); err != nil {
+		return err
+	}
+	if diff := cmp.Diff(want, value, protocmp.Transform()); diff != "" {
+		return fmt.Errorf("patch value differs from protojson's form of the same %T (-protojson +value):\n%s", into, diff)
+	}
+	return nil
 }
 
 // CheckResult holds one Generate result to the rules every generator keeps: an error
