@@ -4,6 +4,7 @@
 package bootstrap
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,9 +44,15 @@ type Options struct {
 	Resync        time.Duration
 	Manager       kube.Options
 	Plugins       plugin.Options
+	// Writers is how many EnvoyFilter writes run at once; 0 means DefaultWriters.
+	Writers int
 	// XDSBackoff bounds reconnects to istiod.
 	XDSInitialBackoff, XDSMaxBackoff time.Duration
 }
+
+// DefaultWriters is how many EnvoyFilter writes run at once unless told otherwise:
+// about where the apiserver stops getting faster on a small control plane.
+const DefaultWriters = 8
 
 // Server is the running controller.
 type Server struct {
@@ -104,6 +111,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 			Client:     mgr.GetClient(),
 			Live:       mgr.GetAPIReader(),
 			MaxElapsed: 10 * time.Second,
+			Workers:    cmp.Or(opts.Writers, DefaultWriters),
 			Metrics:    metrics,
 			Log:        log.WithName("apply"),
 		},

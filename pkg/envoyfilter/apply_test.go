@@ -158,7 +158,7 @@ func newHarness(t *testing.T) *harness {
 		}
 	}
 	h := &harness{t: t, ctx: ctx, counter: counter, source: &staticSource{}, admin: admin, events: events.NewFakeRecorder(10)}
-	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Log: testr.New(t)}
+	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Workers: 4, Log: testr.New(t)}
 	h.ctrl = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: "istio-system"},
 		Registry: plugin.Registry(plugin.Options{}),
