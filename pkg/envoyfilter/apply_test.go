@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +29,7 @@ import (
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/fixture"
 	"aeraki.io/aeraki/plugin"
 	"aeraki.io/aeraki/test/controlplane"
 )
@@ -119,6 +121,7 @@ type harness struct {
 	source  *staticSource
 	admin   client.Client
 	events  *events.FakeRecorder
+	metrics *prometheus.Registry
 }
 
 func newHarness(t *testing.T) *harness {
@@ -151,20 +154,26 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ns := range []string{"istio-system", "dubbo"} {
+	for _, ns := range []string{"istio-system", "dubbo", fixture.Namespace} {
 		err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		if err != nil && !strings.Contains(err.Error(), "already exists") {
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, ctx: ctx, counter: counter, source: &staticSource{}, admin: admin, events: events.NewFakeRecorder(10)}
-	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Workers: 4, Log: testr.New(t)}
+	h := &harness{t: t, ctx: ctx, counter: counter, source: &staticSource{}, admin: admin, events: events.NewFakeRecorder(10),
+		metrics: prometheus.NewRegistry()}
+	m, err := envoyfilter.NewMetrics(h.metrics, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Workers: 4, Metrics: m, Log: testr.New(t)}
 	h.ctrl = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: "istio-system"},
 		Registry: plugin.Registry(plugin.Options{}),
 		Source:   h.source,
 		Applier:  h.applier,
 		Recorder: h.events,
+		Metrics:  m,
 		Log:      testr.New(t),
 	})
 	return h
