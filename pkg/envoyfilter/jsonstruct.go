@@ -23,17 +23,7 @@ import (
 // family go through protojson (they are rare in Envoy filter configs). ValidateFilterValue and ValidateClusterValue check the result
 // against protojson's reading of it.
 func toStruct(m proto.Message) (*structpb.Struct, error) {
-	return jsonWriter{}.toStruct(m)
-}
-
-// jsonWriter writes Structs. unpacked holds the inner messages of Anys that the
-// caller already decoded (for validation), so that they are not decoded again.
-type jsonWriter struct {
-	unpacked map[*anypb.Any]proto.Message
-}
-
-func (w jsonWriter) toStruct(m proto.Message) (*structpb.Struct, error) {
-	v, err := w.messageValue(m.ProtoReflect())
+	v, err := messageValue(m.ProtoReflect())
 	if err != nil {
 		return nil, fmt.Errorf("encoding %T: %w", m, err)
 	}
@@ -44,10 +34,10 @@ func (w jsonWriter) toStruct(m proto.Message) (*structpb.Struct, error) {
 	return s, nil
 }
 
-func (w jsonWriter) messageValue(m protoreflect.Message) (*structpb.Value, error) {
+func messageValue(m protoreflect.Message) (*structpb.Value, error) {
 	switch m.Descriptor().FullName() {
 	case "google.protobuf.Any":
-		return w.anyValue(m)
+		return anyValue(m)
 	case "google.protobuf.Duration":
 		return durationValue(m)
 	case "google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue",
@@ -59,7 +49,7 @@ func (w jsonWriter) messageValue(m protoreflect.Message) (*structpb.Value, error
 		"google.protobuf.Timestamp", "google.protobuf.FieldMask":
 		return wellKnownValue(m)
 	}
-	fields, err := w.messageFields(m)
+	fields, err := messageFields(m)
 	if err != nil {
 		return nil, err
 	}
@@ -82,12 +72,12 @@ func customJSON(name protoreflect.FullName) bool {
 
 // messageFields are the populated fields of m by JSON name, as protojson writes them
 // without EmitUnpopulated: Range visits exactly the fields protojson emits.
-func (w jsonWriter) messageFields(m protoreflect.Message) (map[string]*structpb.Value, error) {
+func messageFields(m protoreflect.Message) (map[string]*structpb.Value, error) {
 	fields := map[string]*structpb.Value{}
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		var out *structpb.Value
-		out, err = w.fieldValue(fd, v)
+		out, err = fieldValue(fd, v)
 		if err != nil {
 			err = fmt.Errorf("%s: %w", fd.Name(), err)
 			return false
@@ -98,13 +88,13 @@ func (w jsonWriter) messageFields(m protoreflect.Message) (map[string]*structpb.
 	return fields, err
 }
 
-func (w jsonWriter) fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (*structpb.Value, error) {
+func fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (*structpb.Value, error) {
 	switch {
 	case fd.IsList():
 		list := v.List()
 		values := make([]*structpb.Value, list.Len())
 		for i := range list.Len() {
-			item, err := w.singularValue(fd, list.Get(i))
+			item, err := singularValue(fd, list.Get(i))
 			if err != nil {
 				return nil, err
 			}
@@ -116,7 +106,7 @@ func (w jsonWriter) fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.V
 		var err error
 		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
 			var item *structpb.Value
-			if item, err = w.singularValue(fd.MapValue(), mv); err != nil {
+			if item, err = singularValue(fd.MapValue(), mv); err != nil {
 				return false
 			}
 			fields[k.String()] = item
@@ -127,13 +117,13 @@ func (w jsonWriter) fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.V
 		}
 		return structpb.NewStructValue(&structpb.Struct{Fields: fields}), nil
 	default:
-		return w.singularValue(fd, v)
+		return singularValue(fd, v)
 	}
 }
 
-func (w jsonWriter) singularValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (*structpb.Value, error) {
+func singularValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) (*structpb.Value, error) {
 	if fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind {
-		return w.messageValue(v.Message())
+		return messageValue(v.Message())
 	}
 	return scalarValue(fd, v)
 }
@@ -191,34 +181,40 @@ func floatValue(f float64, bits int) *structpb.Value {
 
 // anyValue is the inner message's JSON with "@type" added; a well-known inner type
 // with a special JSON form goes under "value".
-func (w jsonWriter) anyValue(m protoreflect.Message) (*structpb.Value, error) {
+func anyValue(m protoreflect.Message) (*structpb.Value, error) {
 	a, ok := m.Interface().(*anypb.Any)
 	if !ok {
 		return wellKnownValue(m)
 	}
-	var inner protoreflect.Message
-	if m, ok := w.unpacked[a]; ok {
-		inner = m.ProtoReflect()
-	} else {
-		mt, err := protoregistry.GlobalTypes.FindMessageByURL(a.GetTypeUrl())
-		if err != nil {
-			return nil, fmt.Errorf("typed config %q: %w", a.GetTypeUrl(), err)
-		}
-		inner = mt.New()
-		if err := (proto.UnmarshalOptions{}).Unmarshal(a.GetValue(), inner.Interface()); err != nil {
-			return nil, fmt.Errorf("typed config %q: %w", a.GetTypeUrl(), err)
-		}
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(a.GetTypeUrl())
+	if err != nil {
+		return nil, fmt.Errorf("typed config %q: %w", a.GetTypeUrl(), err)
 	}
-	v, err := w.messageValue(inner)
+	inner := mt.New()
+	if err := (proto.UnmarshalOptions{}).Unmarshal(a.GetValue(), inner.Interface()); err != nil {
+		return nil, fmt.Errorf("typed config %q: %w", a.GetTypeUrl(), err)
+	}
+	return typedValue(inner, a.GetTypeUrl())
+}
+
+// typedValue is the JSON of a message inside an Any of the type URL: its own JSON with "@type"
+// added, or under "value" for a well-known type with a special JSON form.
+func typedValue(m protoreflect.Message, url string) (*structpb.Value, error) {
+	v, err := messageValue(m)
 	if err != nil {
 		return nil, err
 	}
 	fields := v.GetStructValue().GetFields()
-	if customJSON(inner.Descriptor().FullName()) {
+	if customJSON(m.Descriptor().FullName()) {
 		fields = map[string]*structpb.Value{"value": v}
 	}
-	fields["@type"] = structpb.NewStringValue(a.GetTypeUrl())
+	fields["@type"] = structpb.NewStringValue(url)
 	return structpb.NewStructValue(&structpb.Struct{Fields: fields}), nil
+}
+
+// typeURL is what an Any of m names it by.
+func typeURL(m protoreflect.Message) string {
+	return "type.googleapis.com/" + string(m.Descriptor().FullName())
 }
 
 // durationValue writes seconds with 0, 3, 6 or 9 fractional digits, as protojson does.

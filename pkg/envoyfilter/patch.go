@@ -65,7 +65,15 @@ type Listener struct {
 }
 
 // FilterFunc builds the protocol's network filter for one listener.
-type FilterFunc func(l *Listener) (*listener.Filter, error)
+type FilterFunc func(l *Listener) (*Filter, error)
+
+// Filter is a network filter: Envoy's name for it and its typed config. The config
+// stays a message (not packed into an Any) until it is written as a patch value,
+// so that it is encoded once.
+type Filter struct {
+	Name   string
+	Config proto.Message
+}
 
 // ListenerFilters returns the EnvoyFilters that put a protocol filter on every listener
 // of one service port:
@@ -181,27 +189,25 @@ func networkFilterPatch(l *Listener, op Operation, build FilterFunc) (*networkin
 	}, nil
 }
 
-// NetworkFilter wraps a filter's typed config into a named network filter.
-func NetworkFilter(name string, config proto.Message) (*listener.Filter, error) {
-	typed, err := anypb.New(config)
-	if err != nil {
-		return nil, fmt.Errorf("filter %s: %w", name, err)
-	}
-	return &listener.Filter{Name: name, ConfigType: &listener.Filter_TypedConfig{TypedConfig: typed}}, nil
+// NetworkFilter names a filter's typed config.
+func NetworkFilter(name string, config proto.Message) *Filter {
+	return &Filter{Name: name, Config: config}
 }
 
 // FilterValue turns a network filter into an EnvoyFilter patch value, after checking
 // it the way Envoy will (see ValidateFilterValue).
-func FilterValue(f *listener.Filter) (*structpb.Struct, error) {
-	inner, err := validate(f)
-	if err != nil {
+func FilterValue(f *Filter) (*structpb.Struct, error) {
+	if err := validate(f); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidFilter, err)
 	}
-	s, err := jsonWriter{unpacked: map[*anypb.Any]proto.Message{f.GetTypedConfig(): inner}}.toStruct(f)
+	typed, err := typedValue(f.Config.ProtoReflect(), typeURL(f.Config.ProtoReflect()))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidFilter, err)
+		return nil, fmt.Errorf("%w: filter %s: %w", ErrInvalidFilter, f.Name, err)
 	}
-	return s, nil
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		"name":        structpb.NewStringValue(f.Name),
+		"typedConfig": typed,
+	}}, nil
 }
 
 // ErrInvalidFilter marks a generated filter that Envoy would reject. Input checks
@@ -217,8 +223,14 @@ func ValidateFilterValue(value *structpb.Struct) error {
 	if err := fromStruct(value, f, "an Envoy network filter"); err != nil {
 		return err
 	}
-	_, err := validate(f)
-	return err
+	if f.GetTypedConfig() == nil {
+		return fmt.Errorf("filter %s has no typed_config", f.GetName())
+	}
+	config, err := f.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return fmt.Errorf("filter %s: %w", f.GetName(), err)
+	}
+	return validate(&Filter{Name: f.GetName(), Config: config})
 }
 
 // fromStruct decodes a patch value strictly into an Envoy message: unknown fields
@@ -237,26 +249,26 @@ func fromStruct(value *structpb.Struct, into proto.Message, what string) error {
 // validator is what protoc-gen-validate generates on every Envoy message.
 type validator interface{ ValidateAll() error }
 
-// validate checks f and its typed config, and returns the typed config decoded.
-func validate(f *listener.Filter) (proto.Message, error) {
-	if err := f.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("invalid filter %s: %w", f.GetName(), err)
+// validate checks a filter by the rules of Envoy's Filter and of its typed config
+// (ValidateAll of a Filter does not look inside the Any, so the config is checked
+// itself).
+func validate(f *Filter) error {
+	if f.Config == nil {
+		return fmt.Errorf("filter %s has no typed_config", f.Name)
 	}
-	typed := f.GetTypedConfig()
-	if typed == nil {
-		return nil, fmt.Errorf("filter %s has no typed_config", f.GetName())
+	// The Filter's own rules, on a stand-in whose Any names the config's type.
+	outer := &listener.Filter{Name: f.Name, ConfigType: &listener.Filter_TypedConfig{TypedConfig: &anypb.Any{
+		TypeUrl: typeURL(f.Config.ProtoReflect()),
+	}}}
+	if err := outer.ValidateAll(); err != nil {
+		return fmt.Errorf("invalid filter %s: %w", f.Name, err)
 	}
-	// ValidateAll does not look inside an Any.
-	inner, err := typed.UnmarshalNew()
-	if err != nil {
-		return nil, fmt.Errorf("filter %s: %w", f.GetName(), err)
-	}
-	if v, ok := inner.(validator); ok {
+	if v, ok := f.Config.(validator); ok {
 		if err := v.ValidateAll(); err != nil {
-			return nil, fmt.Errorf("invalid %s config: %w", f.GetName(), err)
+			return fmt.Errorf("invalid %s config: %w", f.Name, err)
 		}
 	}
-	return inner, nil
+	return nil
 }
 
 // maxNameLength is the longest Kubernetes object name.

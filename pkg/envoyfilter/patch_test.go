@@ -1,10 +1,10 @@
 package envoyfilter
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -13,11 +13,11 @@ import (
 )
 
 // tcpFilter stands in for a protocol filter: a tcp_proxy to the listener's cluster.
-func tcpFilter(l *Listener) (*listener.Filter, error) {
+func tcpFilter(l *Listener) (*Filter, error) {
 	return NetworkFilter(TCPProxyFilter, &tcp.TcpProxy{
 		StatPrefix:       l.StatPrefix,
 		ClusterSpecifier: &tcp.TcpProxy_Cluster{Cluster: l.Cluster},
-	})
+	}), nil
 }
 
 func TestListenerFilters(t *testing.T) {
@@ -113,6 +113,16 @@ func TestValidateFilterValue(t *testing.T) {
 	} {
 		if err := ValidateFilterValue(value); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+	// FilterValue checks the same before it writes a value.
+	for name, f := range map[string]*Filter{
+		"no name":              NetworkFilter("", good.Config),
+		"no config":            NetworkFilter(TCPProxyFilter, nil),
+		"required field empty": NetworkFilter(TCPProxyFilter, &tcp.TcpProxy{ClusterSpecifier: &tcp.TcpProxy_Cluster{Cluster: "c"}}),
+	} {
+		if _, err := FilterValue(f); !errors.Is(err, ErrInvalidFilter) {
+			t.Errorf("%s: FilterValue error %v, want ErrInvalidFilter", name, err)
 		}
 	}
 }

@@ -4,7 +4,6 @@ package dubbo
 import (
 	"errors"
 
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -36,14 +35,14 @@ func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([
 	if err != nil {
 		return nil, err
 	}
-	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
+	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
 		var routes []*dubbo.Route
 		// Clients route; the server side takes everything to its workload.
 		if l.Direction == envoyfilter.Outbound {
 			routes = fromRules(rules)
 		}
 		routes = append(routes, catchAll(l.Cluster))
-		return envoyfilter.NetworkFilter(FilterName, proxyConfig(iface, l, routes))
+		return envoyfilter.NetworkFilter(FilterName, proxyConfig(iface, l, routes)), nil
 	})
 }
 

@@ -49,7 +49,6 @@ import (
 	"fmt"
 
 	kafka "github.com/envoyproxy/go-control-plane/contrib/envoy/extensions/filters/network/kafka_broker/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/model"
@@ -74,11 +73,11 @@ func New(contribByDefault bool) envoyfilter.Generator {
 		if err := enabled(contribByDefault, svc.Annotations); err != nil {
 			return nil, err
 		}
-		return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.InsertBeforeTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
+		return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.InsertBeforeTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
 			// stat_prefix is the only required field (ValidateAll: at least one
 			// character). Response rewriting and API key lists stay off: the filter
 			// only observes.
-			return envoyfilter.NetworkFilter(FilterName, &kafka.KafkaBroker{StatPrefix: l.StatName})
+			return envoyfilter.NetworkFilter(FilterName, &kafka.KafkaBroker{StatPrefix: l.StatName}), nil
 		})
 	})
 }

@@ -54,7 +54,6 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	redis "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
@@ -100,7 +99,7 @@ func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([
 	// A service with neither addresses nor workloads has no listener to patch; with
 	// cluster patches to make it still gets those.
 	if len(target.Addresses) > 0 || target.WorkloadSelector != nil || len(outboundPatches) == 0 {
-		efs, err = envoyfilter.ListenerFilters(ctx, target, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
+		efs, err = envoyfilter.ListenerFilters(ctx, target, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
 			return proxyFilter(l, proxy, dest)
 		})
 		if err != nil {
@@ -141,7 +140,7 @@ func objectError(kind, namespace, name string, err error) error {
 
 // proxyFilter is the redis_proxy of one listener: outbound with everything the
 // RedisService says, inbound with the workload as the only destination.
-func proxyFilter(l *envoyfilter.Listener, cfg *proxyConfig, dest *destinationConfig) (*listener.Filter, error) {
+func proxyFilter(l *envoyfilter.Listener, cfg *proxyConfig, dest *destinationConfig) (*envoyfilter.Filter, error) {
 	p := &redis.RedisProxy{StatPrefix: l.StatPrefix}
 	catchAll := &redis.RedisProxy_PrefixRoutes_Route{Cluster: l.Cluster}
 	var auth *credentials
@@ -165,5 +164,5 @@ func proxyFilter(l *envoyfilter.Listener, cfg *proxyConfig, dest *destinationCon
 		p.DownstreamAuthPasswords = []*core.DataSource{auth.password}
 		p.DownstreamAuthUsername = auth.username
 	}
-	return envoyfilter.NetworkFilter(FilterName, p)
+	return envoyfilter.NetworkFilter(FilterName, p), nil
 }

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/thrift_proxy/router/v3"
 	thrift "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/thrift_proxy/v3"
@@ -80,7 +79,7 @@ func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([
 	if err != nil {
 		return nil, fmt.Errorf("thrift router config: %w", err)
 	}
-	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
+	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
 		var routes []*thrift.Route
 		// Clients route; the server side takes everything to its workload.
 		if l.Direction == envoyfilter.Outbound {
@@ -99,7 +98,7 @@ func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([
 				Name:       routerFilter,
 				ConfigType: &thrift.ThriftFilter_TypedConfig{TypedConfig: router},
 			}},
-		})
+		}), nil
 	})
 }
 

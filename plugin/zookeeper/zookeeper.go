@@ -32,7 +32,6 @@
 package zookeeper
 
 import (
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	zookeeper "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/zookeeper_proxy/v3"
 
 	"aeraki.io/aeraki/pkg/envoyfilter"
@@ -48,12 +47,12 @@ func New() envoyfilter.Generator {
 }
 
 func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
-	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.InsertBeforeTCPProxy, func(l *envoyfilter.Listener) (*listener.Filter, error) {
+	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.InsertBeforeTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
 		// Only stat_prefix is required (ValidateAll: at least one character). The
 		// optional latency-threshold and per-opcode byte metrics multiply the number
 		// of statistics per service; they stay off, as Envoy defaults them.
 		return envoyfilter.NetworkFilter(FilterName, &zookeeper.ZooKeeperProxy{
 			StatPrefix: "zookeeper_" + l.StatName,
-		})
+		}), nil
 	})
 }
