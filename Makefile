@@ -39,6 +39,13 @@ test: testbin ## Run every test: unit, golden, fuzz seeds, real kube-apiserver a
 e2e: testbin ## Run only the end-to-end tests (real etcd, kube-apiserver, istiod, controller)
 	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) test -count=1 -timeout 20m -v ./test/...
 
+# Services the scale harness creates; `make test` runs it with 200.
+AERAKI_SCALE_SERVICES ?= 1000
+
+.PHONY: scale
+scale: testbin ## Run the scale harness (test/scale): 1,000 services on a real kube-apiserver and istiod; AERAKI_SCALE_SERVICES=n for another size
+	AERAKI_TESTBIN=$$(hack/testbin.sh) AERAKI_SCALE_SERVICES=$(AERAKI_SCALE_SERVICES) $(GO) test -count=1 -timeout 120m -v -run 'TestScale$$' ./test/scale
+
 .PHONY: run-local
 run-local: testbin ## Run the controller on a local control plane with the Dubbo sample (Ctrl-C stops it)
 	@hack/testbin.sh kubectl >/dev/null

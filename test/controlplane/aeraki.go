@@ -1,0 +1,180 @@
+package controlplane
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	aerakiTimeout = 90 * time.Second
+	// metricsLimit bounds a /metrics body; the controller's is far smaller.
+	metricsLimit = 16 << 20
+)
+
+// Aeraki is the controller built from cmd/aeraki, running as a child process of the
+// test against this control plane: what a Deployment runs, with its own client
+// settings and its own memory.
+type Aeraki struct {
+	// MetricsAddr is host:port of its Prometheus /metrics.
+	MetricsAddr string
+	// ProbeAddr is host:port of its /healthz and /readyz.
+	ProbeAddr string
+	// LogPath is the file that collects its stdout and stderr.
+	LogPath string
+
+	p *process
+}
+
+// BuildAeraki builds cmd/aeraki into dir and returns the binary's path. It runs the go
+// command found in PATH in the current directory, which must lie inside this module
+// (a test's does).
+func BuildAeraki(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "aeraki")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "aeraki.io/aeraki/cmd/aeraki")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build cmd/aeraki: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// StartAeraki starts the controller binary bin against this control plane with the
+// admin kubeconfig, istiod's plaintext xDS address, the root namespace istio-system,
+// the leader election Lease in it, and metrics and probes on free loopback ports; args
+// come after those flags, so a flag given there wins. It waits until /readyz passes
+// (Kubernetes caches and istiod's config synced). The process runs until Stop or the
+// end of ctx; its log is aeraki/aeraki.log in WorkDir.
+func (c *ControlPlane) StartAeraki(ctx context.Context, bin string, args ...string) (*Aeraki, error) {
+	if c.IstiodAddr == "" || c.Kubeconfig == "" {
+		return nil, errors.New("controlplane: aeraki needs the apiserver and istiod: start with Options.Istiod")
+	}
+	dir := filepath.Join(c.WorkDir, "aeraki")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create work dir: %w", err)
+	}
+	free, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	a := &Aeraki{
+		MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(free[0])),
+		ProbeAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(free[1])),
+	}
+	flags := []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--istiod-addr=" + c.IstiodAddr,
+		"--root-namespace=" + IstioNamespace,
+		"--leader-election-namespace=" + IstioNamespace,
+		"--metrics-addr=" + a.MetricsAddr,
+		"--probe-addr=" + a.ProbeAddr,
+	}
+	begin := time.Now()
+	p, err := startProcess(ctx, spec{name: "aeraki", bin: bin, dir: dir, args: append(flags, args...)})
+	if err != nil {
+		return nil, err
+	}
+	a.p, a.LogPath = p, p.logPath
+	client := &http.Client{Timeout: 2 * time.Second}
+	err = p.waitReady(ctx, aerakiTimeout, func(ctx context.Context) error {
+		_, err := get(ctx, client, "http://"+a.ProbeAddr+"/readyz", "")
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start aeraki: %w", stopAfter(err, p))
+	}
+	c.opts.Logf("controlplane: aeraki (pid %d) ready in %s", p.pid(), time.Since(begin).Round(time.Millisecond))
+	return a, nil
+}
+
+// PID is the controller's process id.
+func (a *Aeraki) PID() int { return a.p.pid() }
+
+// Running returns nil while the controller runs, and once it has exited an error
+// with the end of its log.
+func (a *Aeraki) Running() error {
+	if !a.p.exited() {
+		return nil
+	}
+	if a.p.waitErr == nil {
+		return fmt.Errorf("aeraki exited with status 0\n%s", a.p.logTail())
+	}
+	return fmt.Errorf("aeraki exited: %w\n%s", a.p.waitErr, a.p.logTail())
+}
+
+// PeakRSS returns the controller's peak resident set size in bytes (VmHWM of
+// /proc/<pid>/status, Linux only). The process must still be running.
+func (a *Aeraki) PeakRSS() (int64, error) {
+	if a.p.exited() {
+		return 0, errors.New("aeraki has exited: its peak memory is gone with it")
+	}
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(a.PID()), "status"))
+	if err != nil {
+		return 0, fmt.Errorf("read the peak memory of aeraki: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		rest, ok := strings.CutPrefix(s.Text(), "VmHWM:")
+		if !ok {
+			continue
+		}
+		kb, ok := strings.CutSuffix(strings.TrimSpace(rest), " kB")
+		if !ok {
+			return 0, fmt.Errorf("VmHWM %q: want a size in kB", rest)
+		}
+		n, err := strconv.ParseInt(kb, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("VmHWM %q: %w", rest, err)
+		}
+		return n << 10, nil
+	}
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no VmHWM in /proc/<pid>/status")
+}
+
+// Metrics returns the controller's /metrics in Prometheus text format.
+func (a *Aeraki) Metrics(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.MetricsAddr+"/metrics", http.NoBody)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("aeraki metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, metricsLimit))
+	if err != nil {
+		return "", fmt.Errorf("aeraki metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("aeraki metrics: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return string(body), nil
+}
+
+// Log returns what the controller has logged so far.
+func (a *Aeraki) Log() (string, error) {
+	data, err := os.ReadFile(filepath.Clean(a.LogPath))
+	return string(data), err
+}
+
+// Stop sends SIGTERM to the controller (SIGKILL after a grace period) and waits for
+// it to exit. It returns an error if the controller had died on its own. Calling it
+// again returns the same result.
+func (a *Aeraki) Stop() error {
+	return a.p.stop()
+}
