@@ -7,6 +7,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/go-logr/logr"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -37,6 +38,9 @@ type Options struct {
 	// SeveralManagersPerProcess lets tests run more than one manager in a process:
 	// controller-runtime otherwise refuses a second controller of the same name.
 	SeveralManagersPerProcess bool
+	// Logger receives the manager's and its controllers' logs; the zero value means
+	// controller-runtime's global logger (ctrl.SetLogger).
+	Logger logr.Logger
 }
 
 // NewScheme registers the Kubernetes, Istio and Aeraki types we read and write.
@@ -94,6 +98,9 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 			&clientnetworking.EnvoyFilter{}: {Label: ours},
 			&corev1.Secret{}:                secretCache(),
 		}},
+	}
+	if opts.Logger.GetSink() != nil {
+		mo.Logger = opts.Logger
 	}
 	if opts.SeveralManagersPerProcess {
 		mo.Controller.SkipNameValidation = &opts.SeveralManagersPerProcess

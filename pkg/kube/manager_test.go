@@ -1,11 +1,28 @@
 package kube
 
 import (
+	"strings"
 	"testing"
 
+	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// TestNewManagerLogger: the manager logs through the logger it is given, not the global
+// one, so that several managers in a process (tests) keep their logs apart.
+func TestNewManagerLogger(t *testing.T) {
+	var lines []string
+	log := funcr.New(func(prefix, args string) { lines = append(lines, prefix+" "+args) }, funcr.Options{})
+	mgr, err := NewManager(restConfig(t), Options{Logger: log, MetricsAddr: "0", ProbeAddr: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr.GetLogger().Info("through the given logger")
+	if len(lines) != 1 || !strings.Contains(lines[0], "through the given logger") {
+		t.Fatalf("the manager logged %q, want one line through the given logger", lines)
+	}
+}
 
 func svc(portName string, annotations map[string]string) *corev1.Service {
 	return &corev1.Service{

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
 	networking "istio.io/api/networking/v1alpha3"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
@@ -17,9 +18,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"aeraki.io/aeraki/pkg/bootstrap"
@@ -42,10 +45,18 @@ type env struct {
 	istio istioclient.Interface
 }
 
-// start brings up the control plane and the controller, stopped at the end of the test.
+// start brings up the control plane and one controller, stopped at the end of the test.
 func start(t *testing.T) *env {
 	t.Helper()
-	ctrl.SetLogger(testr.New(t))
+	e := startControlPlane(t)
+	e.runController(t, "controller", e.cp.RestConfig, e.options())
+	return e
+}
+
+// startControlPlane brings up etcd, kube-apiserver and istiod with the application
+// namespace, stopped at the end of the test; no controller yet.
+func startControlPlane(t *testing.T) *env {
+	t.Helper()
 	ctx := t.Context()
 	cp, err := controlplane.Start(ctx, controlplane.Options{Istiod: true, Logf: t.Logf})
 	if err != nil {
@@ -60,8 +71,14 @@ func start(t *testing.T) *env {
 	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := bootstrap.New(cp.RestConfig, bootstrap.Options{
-		IstiodAddr:        cp.IstiodAddr,
+	return e
+}
+
+// options are the controller's options for this control plane: short debounce and
+// reconnect backoff, leader election on, no resync.
+func (e *env) options() bootstrap.Options {
+	return bootstrap.Options{
+		IstiodAddr:        e.cp.IstiodAddr,
 		RootNamespace:     rootNS,
 		DomainSuffix:      "cluster.local",
 		Debounce:          envoyfilter.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second},
@@ -71,20 +88,56 @@ func start(t *testing.T) *env {
 			LeaderElection: true, LeaderElectionID: "aeraki-e2e", LeaderElectionNamespace: rootNS,
 			MetricsAddr: "0", ProbeAddr: "0", SeveralManagersPerProcess: true,
 		},
-	}, testr.New(t))
+	}
+}
+
+// replica is a controller running in the test process.
+type replica struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // what Run returned; valid once done is closed
+}
+
+// runController runs a controller on cfg until the test ends (or stop). Its Run must
+// return nil then.
+func (e *env) runController(t *testing.T, name string, cfg *rest.Config, opts bootstrap.Options) *replica {
+	t.Helper()
+	log := testr.New(t).WithName(name)
+	opts.Manager.Logger = log
+	srv, err := bootstrap.New(cfg, opts, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(runCtx) }()
+	ctx, cancel := context.WithCancel(t.Context())
+	r := &replica{name: name, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = srv.Run(ctx)
+	}()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
+		if err := r.stop(); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	})
-	return e
+	return r
+}
+
+// stop cancels the controller, waits for its Run to return and returns its error.
+func (r *replica) stop() error {
+	r.cancel()
+	<-r.done
+	return r.err
+}
+
+// running reports whether the controller's Run has not returned.
+func (r *replica) running() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
 }
 
 func TestMain(m *testing.M) {
@@ -92,37 +145,21 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "%s is not set: run `make e2e` or `make test`\n", controlplane.EnvBinDir)
 		os.Exit(1)
 	}
+	// Each manager logs through its test's logger (kube.Options.Logger); what
+	// controller-runtime logs globally cannot name a test, which may have ended.
+	ctrl.SetLogger(funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{}))
 	os.Exit(m.Run())
 }
 
 func TestDubboServiceEntry(t *testing.T) {
 	e := start(t)
-	ctx := t.Context()
-	const host, vip = "org.apache.dubbo.samples.basic.api.demoservice", "240.240.0.10"
-	se := &clientnetworking.ServiceEntry{
-		ObjectMeta: metav1.ObjectMeta{Name: "dubbo-demo", Namespace: appNS,
-			Annotations: map[string]string{"interface": "org.apache.dubbo.samples.basic.api.DemoService"}},
-	}
-	se.Spec.Hosts = []string{host}
-	se.Spec.Addresses = []string{vip}
-	se.Spec.Ports = []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}}
-	se.Spec.Resolution = networking.ServiceEntry_STATIC
-	se.Spec.Location = networking.ServiceEntry_MESH_INTERNAL
-	se.Spec.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{"app": "dubbo-provider"}}
-	if _, err := e.istio.NetworkingV1().ServiceEntries(appNS).Create(ctx, se, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	d := dubboService{name: "dubbo-demo", host: "org.apache.dubbo.samples.basic.api.demoservice", vip: "240.240.0.10"}
+	e.createDubbo(t, d)
+	e.waitDubboFilters(t, d, true)
+	e.waitListenerFilter(t, d.vip+"_20880", dubboFilter)
 
-	outbound := "aeraki-outbound-" + host + "-20880"
-	e.waitEnvoyFilter(t, rootNS, outbound, true)
-	e.waitEnvoyFilter(t, appNS, "aeraki-inbound-"+host+"-20880", true)
-	e.waitListenerFilter(t, vip+"_20880", dubboFilter)
-
-	if err := e.istio.NetworkingV1().ServiceEntries(appNS).Delete(ctx, se.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitEnvoyFilter(t, rootNS, outbound, false)
-	e.waitEnvoyFilter(t, appNS, "aeraki-inbound-"+host+"-20880", false)
+	e.deleteDubbo(t, d)
+	e.waitDubboFilters(t, d, false)
 }
 
 func TestDubboKubernetesService(t *testing.T) {
@@ -150,6 +187,59 @@ func TestDubboKubernetesService(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitEnvoyFilter(t, rootNS, outbound, false)
+}
+
+// dubboService is a ServiceEntry in the application namespace with one tcp-dubbo port
+// on a VIP, selecting the Dubbo provider's workloads: it gets an outbound EnvoyFilter in
+// the root namespace and an inbound one in its own.
+type dubboService struct {
+	name, host, vip string
+}
+
+func (d dubboService) object() *clientnetworking.ServiceEntry {
+	se := &clientnetworking.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: d.name, Namespace: appNS,
+			Annotations: map[string]string{"interface": "org.apache.dubbo.samples.basic.api.DemoService"}},
+	}
+	se.Spec.Hosts = []string{d.host}
+	se.Spec.Addresses = []string{d.vip}
+	se.Spec.Ports = []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}}
+	se.Spec.Resolution = networking.ServiceEntry_STATIC
+	se.Spec.Location = networking.ServiceEntry_MESH_INTERNAL
+	se.Spec.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{"app": "dubbo-provider"}}
+	return se
+}
+
+// filters returns the keys of the EnvoyFilters the service gets: outbound, then inbound.
+func (d dubboService) filters() []types.NamespacedName {
+	return []types.NamespacedName{
+		{Namespace: rootNS, Name: "aeraki-outbound-" + d.host + "-20880"},
+		{Namespace: appNS, Name: "aeraki-inbound-" + d.host + "-20880"},
+	}
+}
+
+func (d dubboService) outbound() types.NamespacedName { return d.filters()[0] }
+
+func (e *env) createDubbo(t *testing.T, d dubboService) {
+	t.Helper()
+	if _, err := e.istio.NetworkingV1().ServiceEntries(appNS).Create(t.Context(), d.object(), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating ServiceEntry %s: %v", d.name, err)
+	}
+}
+
+func (e *env) deleteDubbo(t *testing.T, d dubboService) {
+	t.Helper()
+	if err := e.istio.NetworkingV1().ServiceEntries(appNS).Delete(t.Context(), d.name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("deleting ServiceEntry %s: %v", d.name, err)
+	}
+}
+
+// waitDubboFilters waits until both EnvoyFilters of the service exist (or are gone).
+func (e *env) waitDubboFilters(t *testing.T, d dubboService, exist bool) {
+	t.Helper()
+	for _, key := range d.filters() {
+		e.waitEnvoyFilter(t, key.Namespace, key.Name, exist)
+	}
 }
 
 // waitEnvoyFilter waits until the EnvoyFilter exists (or is gone).
