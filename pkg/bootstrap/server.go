@@ -69,6 +69,9 @@ type Server struct {
 
 // New wires the parts; Run starts them.
 func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
+	if opts.Manager.Logger.GetSink() == nil {
+		opts.Manager.Logger = log
+	}
 	mgr, err := kube.NewManager(cfg, opts.Manager)
 	if err != nil {
 		return nil, err

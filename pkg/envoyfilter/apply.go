@@ -115,10 +115,12 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 	}
 	wg.Wait()
 	var res ApplyResult
+	retry := false
 	for i, j := range jobs {
 		switch {
 		case errs[i] != nil:
 			res.Failed++
+			retry = retry || (retriable(errs[i]) && !errors.Is(errs[i], errNotOurs))
 		case j.verb == OpCreate:
 			res.Created++
 		case j.verb == OpUpdate:
@@ -127,8 +129,16 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 			res.Deleted++
 		}
 	}
+	if err := errors.Join(errs...); err != nil && !retry {
+		return res, fmt.Errorf("%w: %w", ErrNotRetriable, err)
+	}
 	return res, errors.Join(errs...)
 }
+
+// ErrNotRetriable marks an Apply whose failed writes cannot succeed by trying again
+// (a name taken by an EnvoyFilter that is not ours, an object the apiserver
+// rejects): the controller waits for the next change or resync instead of retrying.
+var ErrNotRetriable = errors.New("writes failed that a retry cannot fix")
 
 func (a *Applier) backoff() backoff.BackOff {
 	b := backoff.NewExponentialBackOff()

@@ -2,6 +2,7 @@ package envoyfilter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -338,8 +339,8 @@ func TestApplyLifecycle(t *testing.T) {
 	squatterRV := h.get(squatter.Name).ResourceVersion
 	h.source.set(t, dubboEntry("c", "org.example.C", "240.0.0.3"))
 	_, err := h.push()
-	if err == nil || !strings.Contains(err.Error(), "without our label") {
-		t.Fatalf("push onto a foreign name: err %v; want it reported", err)
+	if err == nil || !strings.Contains(err.Error(), "without our label") || !errors.Is(err, envoyfilter.ErrNotRetriable) {
+		t.Fatalf("push onto a foreign name: err %v; want it reported, as not retriable", err)
 	}
 	if rv := h.get(squatter.Name).ResourceVersion; rv != squatterRV {
 		t.Fatal("the foreign EnvoyFilter was modified")

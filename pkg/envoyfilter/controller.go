@@ -2,6 +2,7 @@ package envoyfilter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -100,8 +101,12 @@ func (c *Controller) Start(ctx context.Context) error {
 	}
 	Debounce(ctx, c.trigger, c.opts.Debounce, func(ctx context.Context, merged int) {
 		c.opts.Metrics.merged(merged)
-		if err := c.Push(ctx); err != nil {
-			log.Error(err, "push failed; the next push retries", "mergedTriggers", merged)
+		err := c.Push(ctx)
+		switch {
+		case errors.Is(err, ErrNotRetriable):
+			log.Error(err, "push failed; waiting for a change", "mergedTriggers", merged)
+		case err != nil:
+			log.Error(err, "push failed; retrying", "mergedTriggers", merged)
 			// Retry without waiting for a config change.
 			time.AfterFunc(c.opts.Debounce.Max, c.Trigger)
 		}
