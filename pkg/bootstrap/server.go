@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
@@ -213,6 +215,23 @@ func (s *Server) watchKube(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	// istiod pushes no change of a ServiceEntry's annotations alone (they are not part
+	// of its service model); the apiserver's copy, kept as metadata only, has them.
+	ses, err := s.mgr.GetCache().GetInformer(ctx, serviceEntryMetadata())
+	if err != nil {
+		return fmt.Errorf("informer for ServiceEntries: %w", err)
+	}
+	if _, err := ses.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(o, n any) {
+			old, _ := o.(*metav1.PartialObjectMetadata)
+			cur, _ := n.(*metav1.PartialObjectMetadata)
+			if old != nil && cur != nil && !maps.Equal(old.Annotations, cur.Annotations) {
+				s.controller.Trigger()
+			}
+		},
+	}); err != nil {
+		return err
+	}
 	svcs, err := s.mgr.GetCache().GetInformer(ctx, &corev1.Service{})
 	if err != nil {
 		return fmt.Errorf("informer for Services: %w", err)
@@ -258,12 +277,13 @@ func (s *source) HasSynced() bool { return s.watcher.HasSynced() }
 func (s *source) Snapshot() *model.Snapshot {
 	ses, vss, drs := s.watcher.Snapshot()
 	snap := &model.Snapshot{
-		ServiceEntries:   ses,
-		VirtualServices:  vss,
-		DestinationRules: drs,
-		DomainSuffix:     s.domainSuffix,
-		KubeService:      s.kubeService,
-		Secret:           s.secret,
+		ServiceEntries:          ses,
+		VirtualServices:         vss,
+		DestinationRules:        drs,
+		DomainSuffix:            s.domainSuffix,
+		KubeService:             s.kubeService,
+		ServiceEntryAnnotations: s.serviceEntryAnnotations,
+		Secret:                  s.secret,
 	}
 	ctx := context.Background()
 	var rss redisv1alpha1.RedisServiceList
@@ -289,6 +309,20 @@ func (s *source) secret(namespace, name string) *corev1.Secret {
 		return nil
 	}
 	return secret
+}
+
+// serviceEntryMetadata is an empty ServiceEntry as metadata only: the cache keeps
+// names, labels and annotations, not specs (those come from istiod).
+func serviceEntryMetadata() *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "networking.istio.io/v1", Kind: "ServiceEntry"}}
+}
+
+func (s *source) serviceEntryAnnotations(namespace, name string) (map[string]string, bool) {
+	obj := serviceEntryMetadata()
+	if err := s.cache.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, obj); err != nil {
+		return nil, false
+	}
+	return obj.Annotations, true
 }
 
 func (s *source) kubeService(namespace, name string) *corev1.Service {

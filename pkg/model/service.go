@@ -99,6 +99,10 @@ type Snapshot struct {
 	// KubeService returns the Kubernetes Service behind a synthetic ServiceEntry, or
 	// nil. istiod's synthetic entries carry neither annotations nor target ports.
 	KubeService func(namespace, name string) *corev1.Service
+	// ServiceEntryAnnotations returns a ServiceEntry's annotations as the apiserver
+	// has them, and whether it has the object. istiod pushes no change of a
+	// ServiceEntry's annotations alone, so its copy can be stale.
+	ServiceEntryAnnotations func(namespace, name string) (map[string]string, bool)
 	// DomainSuffix completes short hosts: name -> name.<namespace>.svc.<suffix>.
 	DomainSuffix string
 }
@@ -135,8 +139,13 @@ func BuildServices(snap *Snapshot) []*Service {
 			Addresses:   addresses(se.GetAddresses()),
 			Ports:       ports,
 		}
-		if kube != nil {
+		switch {
+		case kube != nil:
 			svc.Annotations = kube.Annotations
+		case snap.ServiceEntryAnnotations != nil:
+			if a, ok := snap.ServiceEntryAnnotations(c.Namespace, c.Name); ok {
+				svc.Annotations = a
+			}
 		}
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 			svc.WorkloadSelector = sel

@@ -8,6 +8,7 @@ import (
 
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/fixture"
 )
 
 const bindings = `apiVersion: networking.istio.io/v1
@@ -70,5 +71,31 @@ func TestBuildServicesBindsByHost(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"10.0.0.1", "10.0.0.2"}, svc.Addresses); diff != "" {
 		t.Errorf("addresses: a /32 is an IP, 0.0.0.0 no listener (-want +got):\n%s", diff)
+	}
+}
+
+// A ServiceEntry's annotations come from the apiserver when it has the object:
+// istiod does not push a change of annotations alone. The service's version follows
+// the annotations it got.
+func TestBuildServicesTakesServiceEntryAnnotationsFromTheAPIServer(t *testing.T) {
+	snap := fixture.Snapshot(fixture.Dubbo, 2)
+	before := model.BuildServices(snap)
+	fresh := map[string]string{"interface": "org.example.Renamed"}
+	snap.ServiceEntryAnnotations = func(ns, name string) (map[string]string, bool) {
+		if ns == fixture.Namespace && name == "dubbo-1" {
+			return fresh, true
+		}
+		return nil, false
+	}
+	after := model.BuildServices(snap)
+	if got := after[0].Annotations["interface"]; got != "org.example.Service0" {
+		t.Errorf("dubbo-0 (not in the apiserver's cache): interface %q, want istiod's", got)
+	}
+	if got := after[1].Annotations["interface"]; got != "org.example.Renamed" {
+		t.Errorf("dubbo-1: interface %q, want the apiserver's", got)
+	}
+	if before[0].Version != after[0].Version || before[1].Version == after[1].Version {
+		t.Errorf("versions: dubbo-0 %s -> %s (want same), dubbo-1 %s -> %s (want changed)",
+			before[0].Version, after[0].Version, before[1].Version, after[1].Version)
 	}
 }

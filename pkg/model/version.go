@@ -53,7 +53,7 @@ func serviceVersion(c *config.Config, kube *corev1.Service, svc *Service) string
 	}
 	write(c.Namespace, c.Name)
 	writeSpec(h, c.Spec)
-	writeMap(h, c.Annotations)
+	writeMap(h, svc.Annotations)
 	if kube != nil {
 		write("kube", kube.ResourceVersion)
 	}

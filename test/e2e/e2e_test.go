@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	networking "istio.io/api/networking/v1alpha3"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
+	clientnetworkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -275,5 +277,32 @@ func (e *env) waitListenerFilter(t *testing.T, name, filter string) {
 	})
 	if err != nil {
 		t.Fatalf("listener %s never carried %s instead of tcp_proxy; last filters: %v", name, filter, last)
+	}
+}
+
+// istiod pushes no change of a ServiceEntry's annotations alone; the controller takes
+// them from the apiserver, so renaming the Dubbo interface takes effect at once.
+func TestServiceEntryAnnotationChange(t *testing.T) {
+	e := start(t)
+	d := dubboService{name: "renamed", host: "renamed.dubbo.example", vip: "240.240.0.90"}
+	e.createDubbo(t, d)
+	e.waitDubboFilters(t, d, true)
+	// istiod has pushed the EnvoyFilters to sidecars: its pushes caused by our own
+	// writes are over, and none would carry the annotation below by chance.
+	e.waitListenerFilter(t, d.vip+"_20880", dubboFilter)
+
+	ses := e.istio.NetworkingV1().ServiceEntries(appNS)
+	se, err := ses.Get(t.Context(), d.name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	se.Annotations["interface"] = "org.example.Renamed"
+	if _, err := ses.Update(t.Context(), se, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range d.filters() {
+		e.waitSpec(t, key, "", func(ef *clientnetworkingv1alpha3.EnvoyFilter) bool {
+			return strings.Contains(specYAML(t, ef), "org.example.Renamed")
+		})
 	}
 }

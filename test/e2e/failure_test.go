@@ -429,8 +429,7 @@ func userEnvoyFilter(name string, labels map[string]string) *clientnetworkingv1a
 }
 
 // addAddress gives the service's ServiceEntry one more VIP, which changes its outbound
-// EnvoyFilter. (A change of its annotations alone would not do: istiod does not push
-// it to the controller.)
+// EnvoyFilter.
 func (e *env) addAddress(t *testing.T, d dubboService, vip string) {
 	t.Helper()
 	ses := e.istio.NetworkingV1().ServiceEntries(appNS)

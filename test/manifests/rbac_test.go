@@ -36,10 +36,12 @@ type access struct {
 //     namespace.
 //
 // Istio's ServiceEntries, VirtualServices and DestinationRules come from istiod over
-// xDS, not from the apiserver.
+// xDS, not from the apiserver; only ServiceEntries' metadata is watched there too,
+// because istiod pushes no change of their annotations alone.
 var wantAccess = []access{
 	{group: "networking.istio.io", resource: "envoyfilters", everywhere: []string{"get", "list", "watch", "create", "update", "delete"}},
 	{resource: "services", everywhere: []string{"list", "watch"}},
+	{group: "networking.istio.io", resource: "serviceentries", everywhere: []string{"list", "watch"}},
 	{resource: "secrets", everywhere: []string{"list", "watch"}},
 	{group: "redis.aeraki.io", resource: "redisservices", everywhere: []string{"list", "watch"}},
 	{group: "redis.aeraki.io", resource: "redisdestinations", everywhere: []string{"list", "watch"}},
@@ -55,7 +57,6 @@ var wantAccess = []access{
 	{resource: "serviceaccounts"},
 	{resource: "serviceaccounts", subresource: "token"},
 	{resource: "services", subresource: "status"},
-	{group: "networking.istio.io", resource: "serviceentries"},
 	{group: "networking.istio.io", resource: "virtualservices"},
 	{group: "networking.istio.io", resource: "destinationrules"},
 	{group: "networking.istio.io", resource: "envoyfilters", subresource: "status"},
