@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -260,4 +261,13 @@ func (c *ControlPlane) pids() map[string]int {
 		}
 	}
 	return out
+}
+
+// FreeAddr returns host:port of a free port on 127.0.0.1.
+func FreeAddr() (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
 }
