@@ -117,6 +117,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 			Live:       mgr.GetAPIReader(),
 			MaxElapsed: 10 * time.Second,
 			Workers:    cmp.Or(opts.Writers, DefaultWriters),
+			CacheWait:  10 * time.Second,
 			Metrics:    metrics,
 			Log:        log.WithName("apply"),
 		},

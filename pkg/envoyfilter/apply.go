@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"aeraki.io/aeraki/pkg/model"
@@ -34,6 +36,9 @@ type Applier struct {
 	// MaxElapsed bounds the retries of one write within a push; a write that still
 	// fails is left to the next push.
 	MaxElapsed time.Duration
+	// CacheWait bounds how long Apply waits for the cache to show its writes before it
+	// returns (zero: it does not wait). See awaitCache.
+	CacheWait time.Duration
 	// Workers is how many writes run at once (at least one). The apiserver takes
 	// parallel writes much faster than one after another: a first push of a large
 	// mesh writes thousands of EnvoyFilters.
@@ -74,7 +79,7 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 	type job struct {
 		verb  string
 		ef    *model.EnvoyFilter
-		write func(context.Context, *model.EnvoyFilter) error
+		write func(context.Context, *model.EnvoyFilter) (string, error)
 	}
 	var jobs []job
 	for _, ef := range c.Create {
@@ -87,6 +92,8 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 		jobs = append(jobs, job{OpDelete, ef, a.delete})
 	}
 	errs := make([]error, len(jobs))
+	// written are the resource versions the writes left ("" for a delete).
+	written := make([]string, len(jobs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(max(a.Workers, 1), len(jobs)) {
@@ -98,10 +105,11 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 				}
 				j := jobs[i]
 				err := backoff.Retry(func() error {
-					err := j.write(ctx, j.ef)
+					rv, err := j.write(ctx, j.ef)
 					if err != nil && !retriable(err) {
 						return backoff.Permanent(err)
 					}
+					written[i] = rv
 					return err
 				}, backoff.WithContext(a.backoff(), ctx))
 				a.Metrics.wrote(j.verb, err)
@@ -114,6 +122,13 @@ func (a *Applier) Apply(ctx context.Context, c Changes) (ApplyResult, error) {
 		})
 	}
 	wg.Wait()
+	var done []cacheExpectation
+	for i, j := range jobs {
+		if errs[i] == nil {
+			done = append(done, cacheExpectation{key: client.ObjectKey{Namespace: j.ef.Namespace, Name: j.ef.Name}, resourceVersion: written[i]})
+		}
+	}
+	a.awaitCache(ctx, done)
 	var res ApplyResult
 	retry := false
 	for i, j := range jobs {
@@ -150,37 +165,37 @@ func (a *Applier) backoff() backoff.BackOff {
 // errNotOurs is a name taken by an EnvoyFilter without our label.
 var errNotOurs = errors.New("an EnvoyFilter of that name exists without our label: rename or delete it")
 
-func (a *Applier) create(ctx context.Context, ef *model.EnvoyFilter) error {
-	err := a.Client.Create(ctx, ef.Object(), client.FieldOwner(FieldOwner))
+func (a *Applier) create(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
+	obj := ef.Object()
+	err := a.Client.Create(ctx, obj, client.FieldOwner(FieldOwner))
 	if !apierrors.IsAlreadyExists(err) {
-		return err
+		return obj.ResourceVersion, err
 	}
-	existing := &clientnetworking.EnvoyFilter{}
-	if err := a.Live.Get(ctx, client.ObjectKey{Namespace: ef.Namespace, Name: ef.Name}, existing); err != nil {
-		return err
-	}
-	if existing.Labels[model.ManagedByLabel] != model.ManagedByValue {
-		return backoff.Permanent(errNotOurs)
-	}
-	// Ours, created by an earlier push the cache has not seen yet.
+	// Ours, created by an earlier push the cache has not seen yet, or not ours (update
+	// tells).
 	return a.update(ctx, ef)
 }
 
 // update reads the object live, so the resourceVersion is current and a conflict
-// means a real concurrent write (retried).
-func (a *Applier) update(ctx context.Context, ef *model.EnvoyFilter) error {
+// means a real concurrent write (retried). An object that is already as desired (the
+// cache was behind) is not written again.
+func (a *Applier) update(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
 	obj := &clientnetworking.EnvoyFilter{}
 	if err := a.Live.Get(ctx, client.ObjectKey{Namespace: ef.Namespace, Name: ef.Name}, obj); err != nil {
-		return err
+		return "", err
 	}
 	if obj.Labels[model.ManagedByLabel] != model.ManagedByValue {
-		return backoff.Permanent(errNotOurs)
+		return "", backoff.Permanent(errNotOurs)
+	}
+	if ef.UpToDate(model.EnvoyFilterFromObject(obj)) {
+		return obj.ResourceVersion, nil
 	}
 	obj.Labels = merge(obj.Labels, ef.Labels)
 	obj.Annotations = merge(obj.Annotations, ef.Annotations)
 	proto.Reset(&obj.Spec)
 	proto.Merge(&obj.Spec, ef.Spec)
-	return a.Client.Update(ctx, obj, client.FieldOwner(FieldOwner))
+	err := a.Client.Update(ctx, obj, client.FieldOwner(FieldOwner))
+	return obj.ResourceVersion, err
 }
 
 func merge(into, from map[string]string) map[string]string {
@@ -191,12 +206,43 @@ func merge(into, from map[string]string) map[string]string {
 	return into
 }
 
-func (a *Applier) delete(ctx context.Context, ef *model.EnvoyFilter) error {
+func (a *Applier) delete(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
 	err := a.Client.Delete(ctx, ef.Object())
 	if apierrors.IsNotFound(err) {
-		return nil
+		return "", nil
 	}
-	return err
+	return "", err
+}
+
+// cacheExpectation is a write the cache should show: the object at that resource
+// version, or gone ("").
+type cacheExpectation struct {
+	key             client.ObjectKey
+	resourceVersion string
+}
+
+// awaitCache waits, at most CacheWait, until the cache shows the writes. The next
+// push plans from the cache: one that starts before the cache has seen a create
+// would create the object again (a refused POST and an update), and one that has not
+// seen a delete would delete again.
+func (a *Applier) awaitCache(ctx context.Context, pending []cacheExpectation) {
+	if a.CacheWait <= 0 || len(pending) == 0 {
+		return
+	}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, a.CacheWait, true, func(ctx context.Context) (bool, error) {
+		pending = slices.DeleteFunc(pending, func(e cacheExpectation) bool {
+			obj := &clientnetworking.EnvoyFilter{}
+			err := a.Cache.Get(ctx, e.key, obj)
+			if e.resourceVersion == "" {
+				return apierrors.IsNotFound(err)
+			}
+			return err == nil && obj.ResourceVersion == e.resourceVersion
+		})
+		return len(pending) == 0, nil
+	})
+	if err != nil {
+		a.Log.V(1).Info("the cache has not seen every write yet", "pending", len(pending), "waited", a.CacheWait)
+	}
 }
 
 // retriable tells passing failures from ones that a retry cannot fix (an object the

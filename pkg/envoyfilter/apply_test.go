@@ -167,7 +167,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Workers: 4, Metrics: m, Log: testr.New(t)}
+	h.applier = &envoyfilter.Applier{Cache: c, Client: writer, Live: writer, MaxElapsed: 5 * time.Second, Workers: 4, CacheWait: 10 * time.Second, Metrics: m, Log: testr.New(t)}
 	h.ctrl = envoyfilter.NewController(envoyfilter.ControllerOptions{
 		Context:  envoyfilter.Context{RootNamespace: "istio-system"},
 		Registry: plugin.Registry(plugin.Options{}),

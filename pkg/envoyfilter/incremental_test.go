@@ -68,3 +68,47 @@ func TestPushAfterOneChange(t *testing.T) {
 		t.Errorf("resync push generated %v services, want all %d", g-g0, n)
 	}
 }
+
+// A push returns once the cache shows its writes, so the next push plans from them:
+// no create is repeated, no delete.
+func TestPushReturnsOnceTheCacheHasItsWrites(t *testing.T) {
+	const n = 100
+	h := newHarness(t)
+	bench := func() int {
+		cur, err := h.applier.Current(h.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := 0
+		for k := range cur {
+			if strings.Contains(k, "."+fixture.Namespace+".example-") {
+				count++
+			}
+		}
+		return count
+	}
+	h.source.mu.Lock()
+	h.source.snap = fixture.Snapshot(fixture.Dubbo, n)
+	h.source.mu.Unlock()
+	if _, err := h.push(); err != nil {
+		t.Fatal(err)
+	}
+	if got := bench(); got != 2*n {
+		t.Fatalf("right after the push the cache has %d of its %d EnvoyFilters", got, 2*n)
+	}
+	if writes, err := h.push(); err != nil || writes != 0 {
+		t.Fatalf("the push right after: %d writes, err %v; want none", writes, err)
+	}
+	h.source.mu.Lock()
+	h.source.snap = fixture.Snapshot(fixture.Dubbo, 0)
+	h.source.mu.Unlock()
+	if _, err := h.push(); err != nil {
+		t.Fatal(err)
+	}
+	if got := bench(); got != 0 {
+		t.Fatalf("right after the deleting push the cache still has %d", got)
+	}
+	if writes, err := h.push(); err != nil || writes != 0 {
+		t.Fatalf("the push right after the deletes: %d writes, err %v; want none", writes, err)
+	}
+}
