@@ -159,6 +159,8 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 
 // Run runs everything until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if err := s.watchKube(ctx); err != nil {
 		return err
 	}
@@ -179,11 +181,16 @@ func (s *Server) Run(ctx context.Context) error {
 			s.recheckRedis()
 		}
 	}()
-	if err := s.mgr.Start(ctx); err != nil {
-		return fmt.Errorf("manager: %w", err)
+	mgrErr := s.mgr.Start(ctx)
+	// The manager has stopped, on ctx or on its own failure (a lost lease): the watcher
+	// stops with it, and Run returns only once it has.
+	cancel()
+	watchErr := <-errc
+	if mgrErr != nil {
+		return fmt.Errorf("manager: %w", mgrErr)
 	}
-	if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("xds watcher: %w", err)
+	if watchErr != nil && !errors.Is(watchErr, context.Canceled) {
+		return fmt.Errorf("xds watcher: %w", watchErr)
 	}
 	return nil
 }
