@@ -139,6 +139,9 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 		m.writes.WithLabelValues(op)
 		m.writeErrors.WithLabelValues(op)
 	}
+	for _, r := range []string{TranslateGenerated, TranslateReused} {
+		m.translatedServices.WithLabelValues(r)
+	}
 	for _, p := range model.Protocols {
 		for _, r := range []string{ReasonConflict, ReasonInvalid} {
 			m.generationErrors.WithLabelValues(string(p), r)
