@@ -39,22 +39,30 @@ func (c *Context) ForPush(snap *model.Snapshot, services []*model.Service) *Cont
 // Generators use it for routes that send traffic to another service.
 func (c *Context) Service(host string) *model.Service {
 	svc := c.services[host]
-	if c.deps != nil {
-		*c.deps = append(*c.deps, dependency{kind: hostDependency, name: host, version: serviceIdentity(svc)})
-	}
+	c.record(dependency{kind: hostDependency, name: host}, serviceIdentity(svc))
 	return svc
 }
 
 // Secret returns a Secret of the push, or nil.
 func (c *Context) Secret(namespace, name string) *corev1.Secret {
-	var s *corev1.Secret
-	if c.secret != nil {
-		s = c.secret(namespace, name)
-	}
-	if c.deps != nil {
-		*c.deps = append(*c.deps, dependency{kind: secretDependency, namespace: namespace, name: name, version: model.SecretVersion(s)})
-	}
+	s := c.secretOrNil(namespace, name)
+	c.record(dependency{kind: secretDependency, namespace: namespace, name: name}, model.SecretVersion(s))
 	return s
+}
+
+func (c *Context) secretOrNil(namespace, name string) *corev1.Secret {
+	if c.secret == nil {
+		return nil
+	}
+	return c.secret(namespace, name)
+}
+
+// record notes a lookup and the version of what it found, when c is recording.
+func (c *Context) record(d dependency, version string) {
+	if c.deps != nil {
+		d.version = version
+		*c.deps = append(*c.deps, d)
+	}
 }
 
 // recording returns a copy of c that records its lookups into deps.

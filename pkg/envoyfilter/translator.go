@@ -82,9 +82,7 @@ func (c *Context) unchanged(deps []dependency) bool {
 		case hostDependency:
 			now = serviceIdentity(c.services[d.name])
 		case secretDependency:
-			if c.secret != nil {
-				now = model.SecretVersion(c.secret(d.namespace, d.name))
-			}
+			now = model.SecretVersion(c.secretOrNil(d.namespace, d.name))
 		}
 		if now != d.version {
 			return false

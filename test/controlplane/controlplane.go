@@ -263,11 +263,15 @@ func (c *ControlPlane) pids() map[string]int {
 	return out
 }
 
-// FreeAddr returns host:port of a free port on 127.0.0.1.
-func FreeAddr() (string, error) {
-	ports, err := freePorts(1)
+// FreeAddrs returns n distinct host:port addresses of free ports on 127.0.0.1.
+func FreeAddrs(n int) ([]string, error) {
+	ports, err := freePorts(n)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
+	out := make([]string, n)
+	for i, p := range ports {
+		out[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	}
+	return out, nil
 }

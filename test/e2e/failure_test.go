@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -129,10 +130,32 @@ func TestAPIServerOutage(t *testing.T) {
 }
 
 // TestLeaderFailover runs two replicas with leader election: only the leader writes
-// EnvoyFilters (every request of each replica is recorded); when the leader stops, the
-// other takes the lease and converges on changes made after the stop, without
-// rewriting what the old leader wrote.
+// EnvoyFilters (every request of each replica is recorded); when the leader goes, the
+// other takes the lease and converges on changes made after, without rewriting what
+// the old leader wrote. The leader goes in two ways: stopped (it releases the lease),
+// and cut off from the apiserver as a killed process would be (it releases nothing:
+// the other waits for the lease to expire, and the cut-off one exits on its own).
 func TestLeaderFailover(t *testing.T) {
+	t.Run("stopped", func(t *testing.T) {
+		leaderFailover(t, func(t *testing.T, r *replica, _ *recorder) {
+			if err := r.stop(); err != nil {
+				t.Fatalf("the leader's Run: %v", err)
+			}
+		})
+	})
+	t.Run("cut off", func(t *testing.T) {
+		leaderFailover(t, func(t *testing.T, r *replica, rec *recorder) {
+			rec.cutOff.Store(true)
+			waitUntil(t, "the cut-off leader to exit", func() bool { return !r.running() })
+			if err := r.stop(); err == nil || !strings.Contains(err.Error(), "leader election lost") {
+				t.Fatalf("the cut-off leader's Run returned %v, want leader election lost", err)
+			}
+			r.err = nil // checked here; the test's cleanup expects a clean stop
+		})
+	})
+}
+
+func leaderFailover(t *testing.T, leave func(*testing.T, *replica, *recorder)) {
 	e := startControlPlane(t)
 	opts := e.options()
 	opts.Manager.LeaderElectionID = "aeraki-e2e-failover"
@@ -178,9 +201,7 @@ func TestLeaderFailover(t *testing.T) {
 	}
 
 	untouched := e.versions(t, second.filters()...)
-	if err := replicas[leader].stop(); err != nil {
-		t.Fatalf("the leader's Run: %v", err)
-	}
+	leave(t, replicas[leader], recs[leader])
 	// Its "stopped leading" Event may still be posted after Run returned.
 	notEvent := func(w apiRequest) bool { return w.resource != "events" }
 	stoppedWrites := recs[leader].count(notEvent)
@@ -516,6 +537,9 @@ type recorder struct {
 	// beforeWrite, if set, runs before each write is sent; it may block, and must
 	// be safe for concurrent use.
 	beforeWrite func(*http.Request, apiRequest)
+	// cutOff, once set, fails every new request before it is sent, as if the process
+	// had died or lost the network: nothing more is recorded.
+	cutOff atomic.Bool
 
 	mu     sync.Mutex
 	writes []apiRequest
@@ -538,6 +562,8 @@ func (w apiRequest) String() string {
 	return fmt.Sprintf("%s %s %s/%s: %d", w.method, w.resource, w.namespace, w.name, w.status)
 }
 
+var errCutOff = errors.New("cut off by the test")
+
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
@@ -547,6 +573,9 @@ func (r *recorder) config(cfg *rest.Config) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(next http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			if r.cutOff.Load() {
+				return nil, errCutOff
+			}
 			if req.Method == http.MethodGet || req.Method == http.MethodHead {
 				return next.RoundTrip(req)
 			}

@@ -33,10 +33,11 @@ func TestReadyzWaitsForTheCaches(t *testing.T) {
 			return next.RoundTrip(req)
 		})
 	})
-	probe, err := controlplane.FreeAddr()
+	addrs, err := controlplane.FreeAddrs(1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	probe := addrs[0]
 	opts := e.options()
 	opts.Manager.ProbeAddr = probe
 	e.runController(t, "controller", cfg, opts)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/test/controlplane"
 )
 
 const dockerfile = "docker/Dockerfile"
@@ -230,7 +230,11 @@ func TestImageBinary(t *testing.T) {
 	installAeraki(t)
 	deploy := readDeployment(t)
 	ctr := deploy.Spec.Template.Spec.Containers[0]
-	closedIstiod, metricsAddr, probeAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	addrs, err := controlplane.FreeAddrs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedIstiod, metricsAddr, probeAddr := addrs[0], addrs[1], addrs[2]
 	args := containerArgs(t, ctr, map[string]string{"POD_NAMESPACE": installNamespace})
 	args = setFlag(args, "istiod-addr", closedIstiod)
 	args = setFlag(args, "metrics-addr", metricsAddr)
@@ -469,20 +473,6 @@ func withoutEnv(env []string, names ...string) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		return slices.Contains(names, k)
 	})
-}
-
-// freeAddr returns a loopback address nothing listens on (for a moment).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 // writeKubeconfig writes cfg (server, CA, bearer token) as a kubeconfig file.
