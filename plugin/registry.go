@@ -2,7 +2,7 @@
 package plugin
 
 import (
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/plugin/dubbo"
 	"aeraki.io/aeraki/plugin/kafka"
@@ -20,8 +20,8 @@ type Options struct {
 
 // Registry returns the generators by protocol. Ports of a protocol without one are
 // left to Istio as plain TCP.
-func Registry(opts Options) envoyfilter.Registry {
-	return envoyfilter.Registry{
+func Registry(opts Options) generator.Registry {
+	return generator.Registry{
 		model.Dubbo:     dubbo.New(),
 		model.Thrift:    thrift.New(),
 		model.ZooKeeper: zookeeper.New(),

@@ -9,9 +9,10 @@ import (
 	"slices"
 	"strings"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
 	"aeraki.io/aeraki/plugin/kafka"
 )
@@ -55,11 +56,12 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 	}
-	snap := objs.Snapshot(*domain)
-	services := model.BuildServices(snap)
-	base := &envoyfilter.Context{RootNamespace: *root, DomainSuffix: *domain}
-	t := envoyfilter.Translate(base.ForPush(snap, services), plugin.Registry(plugins), services)
-	for _, serr := range envoyfilter.SortedErrors(t.Failed) {
+	t, err := translate.Translate(generator.Context{RootNamespace: *root, DomainSuffix: *domain}, plugin.Registry(plugins), objs.Snapshot(*domain))
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 1
+	}
+	for _, serr := range translate.SortedErrors(t.Failed) {
 		fmt.Fprintf(stderr, "error: %s %s/%s: port %d (%s): %v\n", serr.Service.Kind(), serr.Service.Namespace,
 			serr.Service.ObjectName(), serr.Port.Number, serr.Protocol, serr.Err)
 	}
@@ -73,14 +75,14 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, key := range slices.Sorted(maps.Keys(t.Skipped)) {
 		for _, s := range t.Skipped[key] {
-			if noClusterIP[key] && s.Err.Error() == envoyfilter.NoAddressReason {
+			if noClusterIP[key] && s.Err.Error() == translate.NoAddressReason {
 				continue // said above, more precisely
 			}
 			fmt.Fprintf(stderr, "note: %s %s/%s: port %d (%s) left as plain TCP: %v\n", s.Service.Kind(), s.Service.Namespace,
 				s.Service.ObjectName(), s.Port.Number, s.Protocol, s.Err)
 		}
 	}
-	if err := manifest.WriteEnvoyFilters(stdout, envoyfilter.SortedFilters(t.Filters)); err != nil {
+	if err := manifest.WriteEnvoyFilters(stdout, translate.SortedFilters(t.Filters)); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
 	}

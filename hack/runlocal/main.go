@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"aeraki.io/aeraki/pkg/bootstrap"
-	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/pkg/push"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
@@ -64,7 +64,7 @@ func run() error {
 		IstiodAddr:        cp.IstiodAddr,
 		RootNamespace:     controlplane.IstioNamespace,
 		DomainSuffix:      "cluster.local",
-		Debounce:          envoyfilter.DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second},
+		Debounce:          push.DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second},
 		XDSInitialBackoff: 500 * time.Millisecond,
 		XDSMaxBackoff:     30 * time.Second,
 		Manager: kube.Options{LeaderElection: true, LeaderElectionID: "aeraki-leader",

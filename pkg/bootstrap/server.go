@@ -17,24 +17,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 
-	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
-	"aeraki.io/aeraki/pkg/config"
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/apply"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/kube"
-	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/push"
+	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/plugin"
-	"aeraki.io/aeraki/plugin/redis"
 )
 
 // Options configure a Server.
@@ -42,7 +39,7 @@ type Options struct {
 	IstiodAddr    string
 	RootNamespace string
 	DomainSuffix  string
-	Debounce      envoyfilter.DebounceOptions
+	Debounce      push.DebounceOptions
 	Resync        time.Duration
 	Manager       kube.Options
 	Plugins       plugin.Options
@@ -59,10 +56,8 @@ const DefaultWriters = 8
 // Server is the running controller.
 type Server struct {
 	mgr        manager.Manager
-	watcher    *config.Watcher
-	controller *envoyfilter.Controller
-	// recheckRedis asks for the Ready condition of every Redis object to be computed again.
-	recheckRedis func()
+	watcher    *xds.Watcher
+	controller *push.Controller
 	// cacheSynced is set once the manager's informers (EnvoyFilters, Services, Redis
 	// objects, Secrets) have listed everything.
 	cacheSynced atomic.Bool
@@ -85,11 +80,11 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	if opts.Manager.SeveralManagersPerProcess {
 		reg = prometheus.NewRegistry()
 	}
-	metrics, err := envoyfilter.NewMetrics(reg, func() bool { return s.watcher.HasSynced() })
+	metrics, err := metrics.NewMetrics(reg, func() bool { return s.watcher.HasSynced() })
 	if err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
-	s.watcher = config.NewWatcher(config.Options{
+	s.watcher = xds.NewWatcher(xds.Options{
 		Address:      opts.IstiodAddr,
 		DomainSuffix: opts.DomainSuffix,
 		// istiod scopes what it sends like a sidecar's view from this namespace; the
@@ -99,19 +94,16 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		MaxBackoff:     opts.XDSMaxBackoff,
 		Logger:         log.WithName("xds"),
 		Observer:       metrics,
-	}, func(config.Event) {
-		s.controller.Trigger()
-		// A service appearing or changing can change what a Redis object says.
-		s.recheckRedis()
-	})
-	src := &source{watcher: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix, log: log.WithName("source")}
-	s.controller = envoyfilter.NewController(envoyfilter.ControllerOptions{
-		Context:  envoyfilter.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix},
+	}, func(xds.Event) { s.controller.Trigger() })
+	status := &redisStatus{synced: s.watcher.HasSynced}
+	src := &source{config: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix}
+	s.controller = push.NewController(push.ControllerOptions{
+		Context:  generator.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix},
 		Registry: plugin.Registry(opts.Plugins),
 		Debounce: opts.Debounce,
 		Resync:   opts.Resync,
 		Source:   src,
-		Applier: &envoyfilter.Applier{
+		Applier: &apply.Applier{
 			Cache:      mgr.GetCache(),
 			Client:     mgr.GetClient(),
 			Live:       mgr.GetAPIReader(),
@@ -123,15 +115,13 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		},
 		Recorder: mgr.GetEventRecorder("aeraki"),
 		Metrics:  metrics,
+		Status:   status,
 		Log:      log.WithName("envoyfilter"),
 	})
 	if err := mgr.Add(s.controller); err != nil {
 		return nil, fmt.Errorf("adding the EnvoyFilter controller: %w", err)
 	}
-	s.recheckRedis, err = kube.SetupRedis(mgr, kube.RedisOptions{
-		Trigger: s.controller.Trigger,
-		Check:   redisCheck(src, &envoyfilter.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix}),
-	})
+	status.recheck, err = kube.SetupRedis(mgr, kube.RedisOptions{Trigger: s.controller.Trigger, Verdict: status.verdict})
 	if err != nil {
 		return nil, fmt.Errorf("adding the Redis reconcilers: %w", err)
 	}
@@ -172,15 +162,6 @@ func (s *Server) Run(ctx context.Context) error {
 			s.cacheSynced.Store(true)
 		}
 	}()
-	go func() {
-		// Redis objects checked before the mesh config arrived say Pending; check them
-		// again once it has, even if it holds nothing that causes an event.
-		if wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
-			return s.watcher.HasSynced(), nil
-		}) == nil {
-			s.recheckRedis()
-		}
-	}()
 	mgrErr := s.mgr.Start(ctx)
 	// The manager has stopped, on ctx or on its own failure (a lost lease): the watcher
 	// stops with it, and Run returns only once it has.
@@ -193,19 +174,6 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("xds watcher: %w", watchErr)
 	}
 	return nil
-}
-
-// redisCheck computes the Ready condition of a Redis object from the current config
-// with the generator's own resolution.
-func redisCheck(src *source, base *envoyfilter.Context) func(client.Object) kube.Verdict {
-	return func(obj client.Object) kube.Verdict {
-		if !src.HasSynced() {
-			return kube.Verdict{Reason: redisv1alpha1.ReasonPending, Message: "waiting for the mesh config from istiod"}
-		}
-		snap := src.Snapshot()
-		services := model.BuildServices(snap)
-		return kube.Verdict(redis.Check(base.ForPush(snap, services), services, obj))
-	}
 }
 
 // watchKube triggers a push when one of our EnvoyFilters changes (someone edited or
@@ -269,74 +237,4 @@ func (s *Server) watchKube(ctx context.Context) error {
 		},
 	})
 	return err
-}
-
-// source is the translation input: Istio config from istiod, completed by the
-// Kubernetes Services in the manager's cache.
-type source struct {
-	watcher      *config.Watcher
-	cache        client.Reader
-	domainSuffix string
-	log          logr.Logger
-}
-
-func (s *source) HasSynced() bool { return s.watcher.HasSynced() }
-
-func (s *source) Snapshot() *model.Snapshot {
-	ses, vss, drs := s.watcher.Snapshot()
-	snap := &model.Snapshot{
-		ServiceEntries:          ses,
-		VirtualServices:         vss,
-		DestinationRules:        drs,
-		DomainSuffix:            s.domainSuffix,
-		KubeService:             s.kubeService,
-		ServiceEntryAnnotations: s.serviceEntryAnnotations,
-		Secret:                  s.secret,
-	}
-	ctx := context.Background()
-	var rss redisv1alpha1.RedisServiceList
-	if err := s.cache.List(ctx, &rss); err != nil {
-		s.log.Error(err, "listing RedisServices from the cache")
-	}
-	for i := range rss.Items {
-		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(&rss.Items[i]))
-	}
-	var rds redisv1alpha1.RedisDestinationList
-	if err := s.cache.List(ctx, &rds); err != nil {
-		s.log.Error(err, "listing RedisDestinations from the cache")
-	}
-	for i := range rds.Items {
-		snap.RedisDestinations = append(snap.RedisDestinations, model.RedisConfig(&rds.Items[i]))
-	}
-	return snap
-}
-
-func (s *source) secret(namespace, name string) *corev1.Secret {
-	secret := &corev1.Secret{}
-	if err := s.cache.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
-		return nil
-	}
-	return secret
-}
-
-// serviceEntryMetadata is an empty ServiceEntry as metadata only: the cache keeps
-// names, labels and annotations, not specs (those come from istiod).
-func serviceEntryMetadata() *metav1.PartialObjectMetadata {
-	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "networking.istio.io/v1", Kind: "ServiceEntry"}}
-}
-
-func (s *source) serviceEntryAnnotations(namespace, name string) (map[string]string, bool) {
-	obj := serviceEntryMetadata()
-	if err := s.cache.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, obj); err != nil {
-		return nil, false
-	}
-	return obj.Annotations, true
-}
-
-func (s *source) kubeService(namespace, name string) *corev1.Service {
-	svc := &corev1.Service{}
-	if err := s.cache.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, svc); err != nil {
-		return nil
-	}
-	return svc
 }

@@ -25,20 +25,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/model"
 )
-
-// Verdict is what the translation concludes about one Redis object.
-type Verdict struct {
-	Ready           bool
-	Reason, Message string
-}
 
 // RedisOptions connect the Redis reconcilers to the EnvoyFilter controller.
 type RedisOptions struct {
 	// Trigger asks the EnvoyFilter controller for a push; never blocks.
 	Trigger func()
-	// Check says whether obj (*v1alpha1.RedisService or *v1alpha1.RedisDestination) is in effect.
-	Check func(obj client.Object) Verdict
+	// Verdict says whether obj (*v1alpha1.RedisService or *v1alpha1.RedisDestination)
+	// is in effect, as the last push found; Pending while it has no answer.
+	Verdict func(obj client.Object) model.Verdict
 }
 
 // EventRecorderName is the reporting controller of the Events on Redis objects.
@@ -51,8 +47,8 @@ const authRefIndex = "aeraki.io/auth-ref"
 const maxEventNote = 1024
 
 // SetupRedis registers the reconcilers with mgr. The returned function asks for every
-// Redis object to be checked again (bootstrap calls it after the Istio config changed,
-// because a Service appearing can make a RedisService Ready); it never blocks.
+// Redis object to be checked again (bootstrap calls it when a push's verdicts
+// changed); it never blocks.
 //
 // The reconcilers run on the leader only: a replica that is not leader neither
 // triggers pushes nor writes status.
@@ -63,8 +59,8 @@ func SetupRedis(mgr manager.Manager, opts RedisOptions) (recheckAll func(), err 
 // setupRedis is SetupRedis with the recorder chosen by the caller, for tests that
 // count Events.
 func setupRedis(mgr manager.Manager, opts RedisOptions, recorder events.EventRecorder) (func(), error) {
-	if opts.Trigger == nil || opts.Check == nil {
-		return nil, errors.New("redis reconcilers: Trigger and Check are required")
+	if opts.Trigger == nil || opts.Verdict == nil {
+		return nil, errors.New("redis reconcilers: Trigger and Verdict are required")
 	}
 	kinds := []*redisKind{redisServiceKind(), redisDestinationKind()}
 	rechecks := make([]chan event.TypedGenericEvent[struct{}], 0, len(kinds))
@@ -240,7 +236,7 @@ func (r *redisReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	if !obj.GetDeletionTimestamp().IsZero() {
 		return reconcile.Result{}, nil
 	}
-	v := normalize(r.opts.Check(obj))
+	v := normalize(r.opts.Verdict(obj))
 	st := r.kind.status(obj)
 	var prev *metav1.Condition
 	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady); c != nil {
@@ -285,7 +281,7 @@ func (r *redisReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 }
 
 // normalize makes a verdict a valid condition: a Reason is required.
-func normalize(v Verdict) Verdict {
+func normalize(v model.Verdict) model.Verdict {
 	if v.Reason == "" {
 		v.Reason = v1alpha1.ReasonInvalid
 		if v.Ready {

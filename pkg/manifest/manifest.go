@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/kube"
 	"istio.io/istio/pkg/config/schema/gvk"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,7 +51,7 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 	ses := slices.Clone(o.ServiceEntries)
 	byName := map[string]*corev1.Service{}
 	for _, svc := range o.Services {
-		ses = append(ses, model.SyntheticServiceEntry(svc, domainSuffix))
+		ses = append(ses, SyntheticServiceEntry(svc, domainSuffix))
 		byName[svc.Namespace+"/"+svc.Name] = svc
 	}
 	secrets := map[string]*corev1.Secret{}
@@ -58,12 +59,12 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 		secrets[s.Namespace+"/"+s.Name] = s
 	}
 	snap := &model.Snapshot{
-		ServiceEntries:   ses,
-		VirtualServices:  o.VirtualServices,
-		DestinationRules: o.DestinationRules,
+		ServiceEntries:   objects(ses),
+		VirtualServices:  objects(o.VirtualServices),
+		DestinationRules: objects(o.DestinationRules),
 		DomainSuffix:     domainSuffix,
-		KubeService:      func(ns, name string) *corev1.Service { return byName[ns+"/"+name] },
-		Secret:           func(ns, name string) *corev1.Secret { return secrets[ns+"/"+name] },
+		KubeService:      func(ns, name string) (*corev1.Service, error) { return byName[ns+"/"+name], nil },
+		Secret:           func(ns, name string) (*corev1.Secret, error) { return secrets[ns+"/"+name], nil },
 	}
 	for _, rs := range o.RedisServices {
 		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(rs))
@@ -197,13 +198,7 @@ func (o *Objects) decodeDocument(raw []byte) error {
 		}
 		secret.Namespace = ns
 		// The API server folds stringData into data; do the same.
-		for k, v := range secret.StringData {
-			if secret.Data == nil {
-				secret.Data = map[string][]byte{}
-			}
-			secret.Data[k] = []byte(v)
-		}
-		secret.StringData = nil
+		secret.Data, secret.StringData = model.SecretData(secret), nil
 		o.Secrets = append(o.Secrets, secret)
 		return nil
 	case gv == redisv1alpha1.GroupVersion && doc.Kind == "RedisService":
@@ -290,4 +285,51 @@ func WriteEnvoyFilters(w io.Writer, efs []*model.EnvoyFilter) error {
 		}
 	}
 	return nil
+}
+
+// SyntheticServiceEntry returns the ServiceEntry istiod derives from a Kubernetes
+// Service and serves to api clients as synthetic-<name>: the cluster-local host, the
+// ClusterIP as address, the ports by name and number, the selector as workload
+// selector, and no annotations (those come from the Service through
+// model.Snapshot.KubeService, as in the controller).
+func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Config {
+	se := &networking.ServiceEntry{
+		Hosts:      []string{svc.Name + "." + svc.Namespace + ".svc." + domainSuffix},
+		Location:   networking.ServiceEntry_MESH_INTERNAL,
+		Resolution: networking.ServiceEntry_STATIC,
+	}
+	switch ip := svc.Spec.ClusterIP; ip {
+	case "", corev1.ClusterIPNone:
+		se.Resolution = networking.ServiceEntry_NONE
+		se.Addresses = []string{"0.0.0.0"} // as istiod; clients get per-endpoint listeners, not a service VIP
+	default:
+		se.Addresses = []string{ip}
+	}
+	for _, p := range svc.Spec.Ports {
+		se.Ports = append(se.Ports, &networking.ServicePort{
+			Number:   uint32(p.Port), //nolint:gosec // ports are 1..65535
+			Name:     p.Name,
+			Protocol: string(kube.ConvertProtocol(p.Port, p.Name, p.Protocol, p.AppProtocol)),
+		})
+	}
+	if len(svc.Spec.Selector) > 0 {
+		se.WorkloadSelector = &networking.WorkloadSelector{Labels: svc.Spec.Selector}
+	}
+	return config.Config{
+		Meta: config.Meta{
+			GroupVersionKind: gvk.ServiceEntry,
+			Name:             model.SyntheticPrefix + svc.Name,
+			Namespace:        svc.Namespace,
+		},
+		Spec: se,
+	}
+}
+
+// objects are Istio configs as a snapshot holds them.
+func objects(cfgs []config.Config) []model.Object {
+	out := make([]model.Object, len(cfgs))
+	for i, c := range cfgs {
+		out[i] = model.Object{Name: c.Name, Namespace: c.Namespace, Annotations: c.Annotations, ResourceVersion: c.ResourceVersion, Spec: c.Spec}
+	}
+	return out
 }

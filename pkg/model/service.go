@@ -2,11 +2,11 @@ package model
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
-	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/config/host"
 	corev1 "k8s.io/api/core/v1"
 
@@ -43,7 +43,7 @@ type Service struct {
 	RedisDestinations []*Config[*redisv1alpha1.RedisDestination]
 	// Version fingerprints everything above: the ServiceEntry's content, the
 	// Kubernetes Service's resource version, and the identity and version of each
-	// related object. Equal versions build equal filters (see envoyfilter.Translator).
+	// related object. Equal versions build equal filters (see translate.Translator).
 	Version string
 }
 
@@ -86,31 +86,47 @@ func (s *Service) ObjectName() string {
 	return s.Name
 }
 
+// Object is one object of a snapshot: its identity, the metadata a translation reads
+// and its typed spec (the istio.io/api message of a ServiceEntry, VirtualService or
+// DestinationRule; the whole object of a RedisService or RedisDestination).
+type Object struct {
+	Name, Namespace string
+	Annotations     map[string]string
+	// ResourceVersion is empty for objects read from files.
+	ResourceVersion string
+	Spec            any
+}
+
 // Snapshot is the Istio config a translation starts from.
 type Snapshot struct {
-	ServiceEntries   []config.Config
-	VirtualServices  []config.Config
-	DestinationRules []config.Config
+	ServiceEntries   []Object
+	VirtualServices  []Object
+	DestinationRules []Object
 	// RedisServices and RedisDestinations hold the whole objects as Spec.
-	RedisServices     []config.Config
-	RedisDestinations []config.Config
-	// Secret returns a Secret from the controller's cache, or nil.
-	Secret func(namespace, name string) *corev1.Secret
-	// KubeService returns the Kubernetes Service behind a synthetic ServiceEntry, or
-	// nil. istiod's synthetic entries carry neither annotations nor target ports.
-	KubeService func(namespace, name string) *corev1.Service
+	RedisServices     []Object
+	RedisDestinations []Object
+	// The lookups below return nil (or false) with no error when the object does not
+	// exist; an error is a failed read, and fails the translation: a push from a
+	// partial view would drop what the user still wants.
+
+	// Secret returns a Secret from the controller's cache.
+	Secret func(namespace, name string) (*corev1.Secret, error)
+	// KubeService returns the Kubernetes Service behind a synthetic ServiceEntry.
+	// istiod's synthetic entries carry neither annotations nor target ports.
+	KubeService func(namespace, name string) (*corev1.Service, error)
 	// ServiceEntryAnnotations returns a ServiceEntry's annotations as the apiserver
 	// has them, and whether it has the object. istiod pushes no change of a
 	// ServiceEntry's annotations alone, so its copy can be stale.
-	ServiceEntryAnnotations func(namespace, name string) (map[string]string, bool)
+	ServiceEntryAnnotations func(namespace, name string) (map[string]string, bool, error)
 	// DomainSuffix completes short hosts: name -> name.<namespace>.svc.<suffix>.
 	DomainSuffix string
 }
 
 // BuildServices returns a Service for every ServiceEntry with at least one port of a
 // supported protocol, ordered by key. Hosts of VirtualServices and DestinationRules
-// are resolved once into an index, so the cost is linear in the config size.
-func BuildServices(snap *Snapshot) []*Service {
+// are resolved once into an index, so the cost is linear in the config size. A
+// failed lookup of the snapshot is an error naming the object.
+func BuildServices(snap *Snapshot) ([]*Service, error) {
 	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix)
 	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix)
 	rsIndex := newHostIndex[*redisv1alpha1.RedisService](snap.RedisServices, snap.DomainSuffix)
@@ -125,7 +141,11 @@ func BuildServices(snap *Snapshot) []*Service {
 		}
 		var kube *corev1.Service
 		if strings.HasPrefix(c.Name, SyntheticPrefix) && snap.KubeService != nil {
-			kube = snap.KubeService(c.Namespace, strings.TrimPrefix(c.Name, SyntheticPrefix))
+			name := strings.TrimPrefix(c.Name, SyntheticPrefix)
+			var err error
+			if kube, err = snap.KubeService(c.Namespace, name); err != nil {
+				return nil, fmt.Errorf("reading Service %s/%s: %w", c.Namespace, name, err)
+			}
 		}
 		ports := supportedPorts(se, kube)
 		if len(ports) == 0 {
@@ -143,7 +163,11 @@ func BuildServices(snap *Snapshot) []*Service {
 		case kube != nil:
 			svc.Annotations = kube.Annotations
 		case snap.ServiceEntryAnnotations != nil:
-			if a, ok := snap.ServiceEntryAnnotations(c.Namespace, c.Name); ok {
+			a, ok, err := snap.ServiceEntryAnnotations(c.Namespace, c.Name)
+			if err != nil {
+				return nil, fmt.Errorf("reading the annotations of ServiceEntry %s/%s: %w", c.Namespace, c.Name, err)
+			}
+			if ok {
 				svc.Annotations = a
 			}
 		}
@@ -161,7 +185,7 @@ func BuildServices(snap *Snapshot) []*Service {
 	slices.SortFunc(out, func(a, b *Service) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
-	return out
+	return out, nil
 }
 
 // HasSupportedPort reports whether a ServiceEntry declares a port of a supported protocol.
@@ -245,7 +269,7 @@ type wildcardEntry[T any] struct {
 }
 
 // newHostIndex indexes the VirtualServices or DestinationRules (T) in cfgs by host.
-func newHostIndex[T any](cfgs []config.Config, domainSuffix string) *hostIndex[T] {
+func newHostIndex[T any](cfgs []Object, domainSuffix string) *hostIndex[T] {
 	idx := &hostIndex[T]{exact: map[string][]*Config[T]{}}
 	for _, c := range cfgs {
 		spec, ok := c.Spec.(T)
@@ -283,7 +307,7 @@ func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
 
 // HostsOf returns the fully qualified hosts a VirtualService, DestinationRule,
 // RedisService or RedisDestination binds to.
-func HostsOf(c config.Config, domainSuffix string) []string {
+func HostsOf(c Object, domainSuffix string) []string {
 	var hs []string
 	switch spec := c.Spec.(type) {
 	case *networking.VirtualService:
@@ -318,11 +342,8 @@ func RedisConfig(obj interface {
 	GetName() string
 	GetNamespace() string
 	GetResourceVersion() string
-}) config.Config {
-	return config.Config{
-		Meta: config.Meta{Name: obj.GetName(), Namespace: obj.GetNamespace(), ResourceVersion: obj.GetResourceVersion()},
-		Spec: obj,
-	}
+}) Object {
+	return Object{Name: obj.GetName(), Namespace: obj.GetNamespace(), ResourceVersion: obj.GetResourceVersion(), Spec: obj}
 }
 
 // HostIndex finds services by fully qualified host.

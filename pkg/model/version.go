@@ -9,13 +9,12 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
-	"istio.io/istio/pkg/config"
 	corev1 "k8s.io/api/core/v1"
 )
 
 // ConfigVersion is the resource version of c, or a hash of its content when it has
 // none (objects read from files).
-func ConfigVersion(c config.Config) string {
+func ConfigVersion(c Object) string {
 	if c.ResourceVersion != "" {
 		return c.ResourceVersion
 	}
@@ -43,7 +42,7 @@ func SecretVersion(s *corev1.Secret) string {
 // hashed by content, not taken by resource version: istiod sends the ServiceEntries
 // it derives from Kubernetes Services without one, and the xDS client's store then
 // stamps a new version on every resend.
-func serviceVersion(c *config.Config, kube *corev1.Service, svc *Service) string {
+func serviceVersion(c *Object, kube *corev1.Service, svc *Service) string {
 	h := fnv.New64a()
 	write := func(ss ...string) {
 		for _, s := range ss {

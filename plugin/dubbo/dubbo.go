@@ -9,8 +9,9 @@ import (
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 )
 
 const (
@@ -22,33 +23,33 @@ const (
 )
 
 // New returns the Dubbo generator.
-func New() envoyfilter.Generator {
-	return envoyfilter.GeneratorFunc(generate)
+func New() generator.Generator {
+	return generator.Func(generate)
 }
 
-func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
 	iface := svc.Annotations[InterfaceAnnotation]
 	if iface == "" {
 		return nil, errors.New(`missing annotation "interface": set it to the Dubbo interface the service serves, e.g. org.apache.dubbo.samples.basic.api.DemoService`)
 	}
-	rules, err := envoyfilter.Routes(ctx, svc, port)
+	rules, err := patch.Routes(ctx, svc, port)
 	if err != nil {
 		return nil, err
 	}
-	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
+	return patch.ListenerFilters(ctx, svc, port, patch.ReplaceTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
 		var routes []*dubbo.Route
 		// Clients route; the server side takes everything to its workload.
-		if l.Direction == envoyfilter.Outbound {
+		if l.Direction == patch.Outbound {
 			routes = fromRules(rules)
 		}
 		routes = append(routes, catchAll(l.Cluster))
-		return envoyfilter.NetworkFilter(FilterName, proxyConfig(iface, l, routes)), nil
+		return patch.NetworkFilter(FilterName, proxyConfig(iface, l, routes)), nil
 	})
 }
 
 // fromRules turns VirtualService rules into Dubbo routes, in order: one route per
 // match entry (any of them selects the rule), or one for every method.
-func fromRules(rules []*envoyfilter.Route) []*dubbo.Route {
+func fromRules(rules []*patch.Route) []*dubbo.Route {
 	var out []*dubbo.Route
 	for _, r := range rules {
 		action := routeAction(r.Clusters)
@@ -59,10 +60,10 @@ func fromRules(rules []*envoyfilter.Route) []*dubbo.Route {
 		for _, m := range r.Matches {
 			method := anyMethod()
 			if m.Method != nil {
-				method = &dubbo.MethodMatch{Name: envoyfilter.StringMatcher(m.Method)}
+				method = &dubbo.MethodMatch{Name: patch.StringMatcher(m.Method)}
 			}
 			out = append(out, &dubbo.Route{
-				Match: &dubbo.RouteMatch{Method: method, Headers: envoyfilter.HeaderMatchers(m.Headers)},
+				Match: &dubbo.RouteMatch{Method: method, Headers: patch.HeaderMatchers(m.Headers)},
 				Route: action,
 			})
 		}
@@ -70,7 +71,7 @@ func fromRules(rules []*envoyfilter.Route) []*dubbo.Route {
 	return out
 }
 
-func routeAction(clusters []envoyfilter.WeightedCluster) *dubbo.RouteAction {
+func routeAction(clusters []patch.WeightedCluster) *dubbo.RouteAction {
 	if len(clusters) == 1 {
 		return &dubbo.RouteAction{ClusterSpecifier: &dubbo.RouteAction_Cluster{Cluster: clusters[0].Name}}
 	}
@@ -81,7 +82,7 @@ func routeAction(clusters []envoyfilter.WeightedCluster) *dubbo.RouteAction {
 	return &dubbo.RouteAction{ClusterSpecifier: &dubbo.RouteAction_WeightedClusters{WeightedClusters: wc}}
 }
 
-func proxyConfig(iface string, l *envoyfilter.Listener, routes []*dubbo.Route) *dubbo.DubboProxy {
+func proxyConfig(iface string, l *patch.Listener, routes []*dubbo.Route) *dubbo.DubboProxy {
 	return &dubbo.DubboProxy{
 		StatPrefix:        l.StatPrefix,
 		ProtocolType:      dubbo.ProtocolType_Dubbo,

@@ -5,7 +5,7 @@ import (
 
 	networking "istio.io/api/networking/v1alpha3"
 
-	"aeraki.io/aeraki/pkg/envoyfilter/generatortest"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
 )
 

@@ -50,8 +50,9 @@ import (
 
 	kafka "github.com/envoyproxy/go-control-plane/contrib/envoy/extensions/filters/network/kafka_broker/v3"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 )
 
 const (
@@ -68,16 +69,16 @@ const (
 // New returns the Kafka generator. contribByDefault says that the mesh's sidecars run a
 // proxy build with Envoy's contrib filters, so every Kafka port gets kafka_broker unless
 // its service's ContribAnnotation says "false".
-func New(contribByDefault bool) envoyfilter.Generator {
-	return envoyfilter.GeneratorFunc(func(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+func New(contribByDefault bool) generator.Generator {
+	return generator.Func(func(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
 		if err := enabled(contribByDefault, svc.Annotations); err != nil {
 			return nil, err
 		}
-		return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.InsertBeforeTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
+		return patch.ListenerFilters(ctx, svc, port, patch.InsertBeforeTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
 			// stat_prefix is the only required field (ValidateAll: at least one
 			// character). Response rewriting and API key lists stay off: the filter
 			// only observes.
-			return envoyfilter.NetworkFilter(FilterName, &kafka.KafkaBroker{StatPrefix: l.StatName}), nil
+			return patch.NetworkFilter(FilterName, &kafka.KafkaBroker{StatPrefix: l.StatName}), nil
 		})
 	})
 }
@@ -95,7 +96,7 @@ func enabled(byDefault bool, annotations map[string]string) error {
 		if byDefault {
 			how = `remove it or set it to "true"`
 		}
-		return &envoyfilter.SkipError{Reason: fmt.Sprintf(
+		return &generator.SkipError{Reason: fmt.Sprintf(
 			`left as plain TCP because the annotation %s is "false"; %s to get Envoy's kafka_broker filter once the sidecars carry Envoy's contrib filters`,
 			ContribAnnotation, how)}
 	case set:
@@ -103,7 +104,7 @@ func enabled(byDefault bool, annotations map[string]string) error {
 	case byDefault:
 		return nil
 	default:
-		return &envoyfilter.SkipError{Reason: fmt.Sprintf(
+		return &generator.SkipError{Reason: fmt.Sprintf(
 			`Envoy's kafka_broker filter is a contrib extension that Istio's stock sidecars lack, and a sidecar sent a listener naming it rejects that listener. `+
 				`If the sidecars run a proxy build with contrib filters, annotate the ServiceEntry or Service with %s: "true", or start the controller with --%s=true to enable it for every service`,
 			ContribAnnotation, ContribFlag)}

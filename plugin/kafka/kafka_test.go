@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
-	"aeraki.io/aeraki/pkg/envoyfilter/generatortest"
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -30,7 +30,7 @@ func TestGolden(t *testing.T) {
 func TestSkip(t *testing.T) {
 	svc := &model.Service{Name: "k", Namespace: "k", Hosts: []string{"k.example"}, Addresses: []string{"240.0.0.1"}}
 	port := &model.Port{Number: 9092, Name: "tcp-kafka", Protocol: model.Kafka, TargetPort: 9092}
-	var skip *envoyfilter.SkipError
+	var skip *generator.SkipError
 
 	_, err := New(false).Generate(generatortest.Context, svc, port)
 	if !errors.As(err, &skip) || !strings.Contains(skip.Reason, ContribAnnotation) || !strings.Contains(skip.Reason, "--"+ContribFlag) {
@@ -74,7 +74,7 @@ func FuzzGenerate(f *testing.F) {
 		if annotated {
 			on = value == "true"
 		}
-		var skip *envoyfilter.SkipError
+		var skip *generator.SkipError
 		switch {
 		case !valid:
 			if err == nil || errors.As(err, &skip) || !strings.Contains(err.Error(), ContribAnnotation) {

@@ -17,8 +17,9 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 )
 
 const (
@@ -64,7 +65,7 @@ func clusterPatches(svc *model.Service, port *model.Port, dest *destinationConfi
 		if err != nil {
 			return nil, nil, err
 		}
-		p, err := envoyfilter.ClusterPatch(networking.EnvoyFilter_SIDECAR_INBOUND,
+		p, err := patch.ClusterPatch(networking.EnvoyFilter_SIDECAR_INBOUND,
 			&networking.EnvoyFilter_ClusterMatch{Name: model.InboundClusterName(port.TargetPort)},
 			networking.EnvoyFilter_Patch_MERGE,
 			&cluster.Cluster{TypedExtensionProtocolOptions: opts})
@@ -90,7 +91,7 @@ func mergeSettings(match *networking.EnvoyFilter_ClusterMatch, dest *destination
 		// MERGE would append our threshold after Istio's, and Envoy reads the first.
 		op = networking.EnvoyFilter_Patch_MERGE_AND_REPLACE_LIST
 	}
-	p, err := envoyfilter.ClusterPatch(networking.EnvoyFilter_SIDECAR_OUTBOUND, match, op, c)
+	p, err := patch.ClusterPatch(networking.EnvoyFilter_SIDECAR_OUTBOUND, match, op, c)
 	if err != nil {
 		return nil, err
 	}
@@ -133,11 +134,11 @@ func redisCluster(match *networking.EnvoyFilter_ClusterMatch, name string, dest 
 	if err := dest.apply(c); err != nil {
 		return nil, err
 	}
-	remove, err := envoyfilter.ClusterPatch(networking.EnvoyFilter_SIDECAR_OUTBOUND, match, networking.EnvoyFilter_Patch_REMOVE, nil)
+	remove, err := patch.ClusterPatch(networking.EnvoyFilter_SIDECAR_OUTBOUND, match, networking.EnvoyFilter_Patch_REMOVE, nil)
 	if err != nil {
 		return nil, err
 	}
-	add, err := envoyfilter.ClusterPatch(networking.EnvoyFilter_SIDECAR_OUTBOUND, nil, networking.EnvoyFilter_Patch_ADD, c)
+	add, err := patch.ClusterPatch(networking.EnvoyFilter_SIDECAR_OUTBOUND, nil, networking.EnvoyFilter_Patch_ADD, c)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +182,7 @@ func istioThresholds(maxConnections *uint32) *cluster.CircuitBreakers_Thresholds
 func protocolOptions(auth *credentials) (map[string]*anypb.Any, error) {
 	opts, err := anypb.New(&redis.RedisProtocolOptions{AuthPassword: auth.password, AuthUsername: auth.username})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", envoyfilter.ErrInvalidFilter, err)
+		return nil, fmt.Errorf("%w: %w", generator.ErrInvalidFilter, err)
 	}
 	return map[string]*anypb.Any{FilterName: opts}, nil
 }

@@ -15,7 +15,7 @@ import (
 	"istio.io/istio/pilot/test/xds"
 	istiocluster "istio.io/istio/pkg/cluster"
 
-	"aeraki.io/aeraki/pkg/envoyfilter/generatortest"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 )

@@ -1,6 +1,6 @@
 // Package redis generates Envoy's redis_proxy filter for `tcp-redis` ports, configured
 // from the RedisService and RedisDestination bound to the service (the first of each
-// by namespace/name; Check reports the others as Conflict).
+// by namespace/name; the translation reports the others as Conflict).
 //
 // Client side (outbound): redis_proxy replaces tcp_proxy on every VIP listener of the
 // port. It routes keys by prefix (spec.redis; a route without match replaces the
@@ -51,14 +51,16 @@
 package redis
 
 import (
+	"errors"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	redis "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 )
 
 const (
@@ -70,81 +72,76 @@ const (
 )
 
 // New returns the Redis generator.
-func New() envoyfilter.Generator {
-	return envoyfilter.GeneratorFunc(generate)
+func New() generator.Generator {
+	return generator.Func(generate)
 }
 
-func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
-	rs, rd := boundService(svc), boundDestination(svc)
-	proxy, err := resolveService(ctx, svc, port, rs)
+func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+	proxy, dest, err := resolve(ctx, svc, port)
 	if err != nil {
-		return nil, objectError("RedisService", rs.Namespace, rs.Name, err)
-	}
-	dest, err := resolveDestination(ctx, svc, rd)
-	if err != nil {
-		return nil, objectError("RedisDestination", rd.Namespace, rd.Name, err)
+		return nil, err
 	}
 	outboundPatches, inboundPatches, err := clusterPatches(svc, port, dest)
 	if err != nil {
 		return nil, err
 	}
-	var efs []*model.EnvoyFilter
-	target := svc
-	if dest.mode() == v1alpha1.ModeCluster {
-		// No inbound redis_proxy: see the package doc.
-		outboundOnly := *svc
-		outboundOnly.WorkloadSelector = nil
-		target = &outboundOnly
-	}
-	// A service with neither addresses nor workloads has no listener to patch; with
-	// cluster patches to make it still gets those.
-	if len(target.Addresses) > 0 || target.WorkloadSelector != nil || len(outboundPatches) == 0 {
-		efs, err = envoyfilter.ListenerFilters(ctx, target, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
-			return proxyFilter(l, proxy, dest)
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if efs, err = envoyfilter.AddPatches(ctx, svc, port, envoyfilter.Outbound, efs, outboundPatches...); err != nil {
+	b, err := patch.NewBuilder(ctx, svc, port)
+	if err != nil {
 		return nil, err
 	}
-	if target.WorkloadSelector != nil {
-		if efs, err = envoyfilter.AddPatches(ctx, svc, port, envoyfilter.Inbound, efs, inboundPatches...); err != nil {
-			return nil, err
-		}
+	dirs := []patch.Direction{patch.Outbound, patch.Inbound}
+	if dest.mode() == v1alpha1.ModeCluster {
+		dirs = dirs[:1] // no inbound redis_proxy: see the package doc
 	}
-	return efs, nil
+	err = b.ListenerFilter(patch.ReplaceTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
+		return proxyFilter(l, proxy, dest)
+	}, dirs...)
+	// A service with neither addresses nor workloads has no listener to patch; with
+	// cluster patches to make it still gets those.
+	if err != nil && (!errors.Is(err, patch.ErrNoListener) || len(outboundPatches) == 0) {
+		return nil, err
+	}
+	if err := b.Add(patch.Outbound, outboundPatches...); err != nil {
+		return nil, err
+	}
+	if err := b.Add(patch.Inbound, inboundPatches...); err != nil {
+		return nil, err
+	}
+	return b.Filters(), nil
 }
 
-// boundService is the RedisService in effect for svc: the first by namespace/name.
-func boundService(svc *model.Service) *v1alpha1.RedisService {
-	if len(svc.RedisServices) == 0 {
-		return nil
+// resolve turns the RedisService and the RedisDestination in effect for svc (the
+// first of each by namespace/name) into the settings of one of its ports. Both are
+// resolved even when one fails, so that each failing object is told its own error
+// (see generator.ObjectError).
+func resolve(ctx *generator.Context, svc *model.Service, port *model.Port) (*proxyConfig, *destinationConfig, error) {
+	var rs *v1alpha1.RedisService
+	var rd *v1alpha1.RedisDestination
+	var errs []error
+	if len(svc.RedisServices) > 0 {
+		rs = svc.RedisServices[0].Spec
 	}
-	return svc.RedisServices[0].Spec
-}
-
-// boundDestination is the RedisDestination in effect for svc: the first by namespace/name.
-func boundDestination(svc *model.Service) *v1alpha1.RedisDestination {
-	if len(svc.RedisDestinations) == 0 {
-		return nil
+	if len(svc.RedisDestinations) > 0 {
+		rd = svc.RedisDestinations[0].Spec
 	}
-	return svc.RedisDestinations[0].Spec
-}
-
-// objectError names the object a resolution error comes from, keeping its Reason.
-func objectError(kind, namespace, name string, err error) error {
-	return &configError{reason: reasonOf(err), msg: kind + " " + namespace + "/" + name + ": " + err.Error()}
+	proxy, err := resolveService(ctx, svc, port, rs)
+	if err != nil {
+		errs = append(errs, objectError(model.KindRedisService, rs.Namespace, rs.Name, err))
+	}
+	dest, err := resolveDestination(ctx, svc, rd)
+	if err != nil {
+		errs = append(errs, objectError(model.KindRedisDestination, rd.Namespace, rd.Name, err))
+	}
+	return proxy, dest, errors.Join(errs...)
 }
 
 // proxyFilter is the redis_proxy of one listener: outbound with everything the
 // RedisService says, inbound with the workload as the only destination.
-func proxyFilter(l *envoyfilter.Listener, cfg *proxyConfig, dest *destinationConfig) (*envoyfilter.Filter, error) {
+func proxyFilter(l *patch.Listener, cfg *proxyConfig, dest *destinationConfig) (*patch.Filter, error) {
 	p := &redis.RedisProxy{StatPrefix: l.StatPrefix}
 	catchAll := &redis.RedisProxy_PrefixRoutes_Route{Cluster: l.Cluster}
 	var auth *credentials
-	if l.Direction == envoyfilter.Outbound {
+	if l.Direction == patch.Outbound {
 		p.Settings = cfg.outbound
 		p.PrefixRoutes = &redis.RedisProxy_PrefixRoutes{Routes: cfg.routes, CaseInsensitive: cfg.caseInsensitive}
 		if cfg.catchAll != nil {
@@ -164,5 +161,5 @@ func proxyFilter(l *envoyfilter.Listener, cfg *proxyConfig, dest *destinationCon
 		p.DownstreamAuthPasswords = []*core.DataSource{auth.password}
 		p.DownstreamAuthUsername = auth.username
 	}
-	return envoyfilter.NetworkFilter(FilterName, p), nil
+	return patch.NetworkFilter(FilterName, p), nil
 }

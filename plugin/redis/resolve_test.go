@@ -14,14 +14,14 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
-	"aeraki.io/aeraki/pkg/envoyfilter"
-	"aeraki.io/aeraki/pkg/envoyfilter/generatortest"
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 )
 
 // push reads YAML documents and returns what a push would give the generator.
-func push(t *testing.T, docs string) (*envoyfilter.Context, []*model.Service, *manifest.Objects) {
+func push(t *testing.T, docs string) (*generator.Context, []*model.Service, *manifest.Objects) {
 	t.Helper()
 	objs := &manifest.Objects{}
 	if errs := objs.Decode(strings.NewReader(docs), t.Name()); len(errs) > 0 {

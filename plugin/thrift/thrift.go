@@ -13,8 +13,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 )
 
 const (
@@ -54,11 +55,11 @@ type namedValue[T any] struct {
 }
 
 // New returns the Thrift generator.
-func New() envoyfilter.Generator {
-	return envoyfilter.GeneratorFunc(generate)
+func New() generator.Generator {
+	return generator.Func(generate)
 }
 
-func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
 	transport, err := annotation(svc, TransportAnnotation, transports)
 	if err != nil {
 		return nil, err
@@ -67,7 +68,7 @@ func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([
 	if err != nil {
 		return nil, err
 	}
-	rules, err := envoyfilter.Routes(ctx, svc, port)
+	rules, err := patch.Routes(ctx, svc, port)
 	if err != nil {
 		return nil, err
 	}
@@ -79,14 +80,14 @@ func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([
 	if err != nil {
 		return nil, fmt.Errorf("thrift router config: %w", err)
 	}
-	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.ReplaceTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
+	return patch.ListenerFilters(ctx, svc, port, patch.ReplaceTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
 		var routes []*thrift.Route
 		// Clients route; the server side takes everything to its workload.
-		if l.Direction == envoyfilter.Outbound {
+		if l.Direction == patch.Outbound {
 			routes = slices.Clone(outbound)
 		}
 		routes = append(routes, &thrift.Route{Match: anyMethod(nil), Route: toCluster(l.Cluster)})
-		return envoyfilter.NetworkFilter(FilterName, &thrift.ThriftProxy{
+		return patch.NetworkFilter(FilterName, &thrift.ThriftProxy{
 			StatPrefix: l.StatPrefix,
 			Transport:  transport,
 			Protocol:   protocol,
@@ -124,7 +125,7 @@ func annotation[T any](svc *model.Service, key string, allowed []namedValue[T]) 
 // fromRules turns VirtualService rules into Thrift routes, in order: one route per
 // match entry (any of them selects the rule), or one for every method. Thrift matches
 // a method by its exact name only.
-func fromRules(rules []*envoyfilter.Route) ([]*thrift.Route, error) {
+func fromRules(rules []*patch.Route) ([]*thrift.Route, error) {
 	var out []*thrift.Route
 	for _, r := range rules {
 		action := routeAction(r.Clusters)
@@ -133,7 +134,7 @@ func fromRules(rules []*envoyfilter.Route) ([]*thrift.Route, error) {
 			continue
 		}
 		for _, m := range r.Matches {
-			headers := envoyfilter.HeaderMatchers(m.Headers)
+			headers := patch.HeaderMatchers(m.Headers)
 			match := anyMethod(headers)
 			switch mm := m.Method.GetMatchType().(type) {
 			case nil:
@@ -176,7 +177,7 @@ func toCluster(name string) *thrift.RouteAction {
 }
 
 // routeAction sends to one cluster, or splits by weight.
-func routeAction(clusters []envoyfilter.WeightedCluster) *thrift.RouteAction {
+func routeAction(clusters []patch.WeightedCluster) *thrift.RouteAction {
 	if len(clusters) == 1 {
 		return toCluster(clusters[0].Name)
 	}

@@ -34,24 +34,25 @@ package zookeeper
 import (
 	zookeeper "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/zookeeper_proxy/v3"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 )
 
 // FilterName is Envoy's name of the ZooKeeper network filter.
 const FilterName = "envoy.filters.network.zookeeper_proxy"
 
 // New returns the ZooKeeper generator.
-func New() envoyfilter.Generator {
-	return envoyfilter.GeneratorFunc(generate)
+func New() generator.Generator {
+	return generator.Func(generate)
 }
 
-func generate(ctx *envoyfilter.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
-	return envoyfilter.ListenerFilters(ctx, svc, port, envoyfilter.InsertBeforeTCPProxy, func(l *envoyfilter.Listener) (*envoyfilter.Filter, error) {
+func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+	return patch.ListenerFilters(ctx, svc, port, patch.InsertBeforeTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
 		// Only stat_prefix is required (ValidateAll: at least one character). The
 		// optional latency-threshold and per-opcode byte metrics multiply the number
 		// of statistics per service; they stay off, as Envoy defaults them.
-		return envoyfilter.NetworkFilter(FilterName, &zookeeper.ZooKeeperProxy{
+		return patch.NetworkFilter(FilterName, &zookeeper.ZooKeeperProxy{
 			StatPrefix: "zookeeper_" + l.StatName,
 		}), nil
 	})

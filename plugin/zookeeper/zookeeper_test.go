@@ -4,8 +4,8 @@ import (
 	"errors"
 	"testing"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
-	"aeraki.io/aeraki/pkg/envoyfilter/generatortest"
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -40,7 +40,7 @@ func FuzzGenerate(f *testing.F) {
 		}
 		port := &model.Port{Number: number, Name: "tcp-zookeeper", Protocol: model.ZooKeeper, TargetPort: target}
 		efs, err := New().Generate(generatortest.Context, svc, port)
-		var skip *envoyfilter.SkipError
+		var skip *generator.SkipError
 		if errors.As(err, &skip) {
 			t.Fatalf("ZooKeeper never skips, got %v", err)
 		}

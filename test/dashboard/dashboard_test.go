@@ -17,9 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/manifest"
+	"aeraki.io/aeraki/pkg/metrics"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
 )
 
@@ -130,7 +132,7 @@ func (k *known) check(metric string) error {
 func controllerMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	if _, err := envoyfilter.NewMetrics(reg, nil); err != nil {
+	if _, err := metrics.NewMetrics(reg, nil); err != nil {
 		t.Fatal(err)
 	}
 	families, err := reg.Gather()
@@ -174,13 +176,13 @@ func demoFilters(t *testing.T) []filterPrefix {
 	}
 	snap := objs.Snapshot("cluster.local")
 	services := model.BuildServices(snap)
-	base := &envoyfilter.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
-	tr := envoyfilter.Translate(base.ForPush(snap, services), plugin.Registry(plugin.Options{}), services)
-	for _, serr := range envoyfilter.SortedErrors(tr.Failed) {
+	base := &generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
+	tr := translate.Translate(base.ForPush(snap, services), plugin.Registry(plugin.Options{}), services)
+	for _, serr := range translate.SortedErrors(tr.Failed) {
 		t.Errorf("generating for the demo: %s/%s port %d: %v", serr.Service.Namespace, serr.Service.ObjectName(), serr.Port.Number, serr.Err)
 	}
 	var out []filterPrefix
-	for _, ef := range envoyfilter.SortedFilters(tr.Filters) {
+	for _, ef := range translate.SortedFilters(tr.Filters) {
 		for _, p := range ef.Spec.GetConfigPatches() {
 			fields := p.GetPatch().GetValue().GetFields()
 			name := fields["name"].GetStringValue()

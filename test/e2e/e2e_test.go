@@ -28,8 +28,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"aeraki.io/aeraki/pkg/bootstrap"
-	"aeraki.io/aeraki/pkg/envoyfilter"
 	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/pkg/push"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
@@ -83,7 +83,7 @@ func (e *env) options() bootstrap.Options {
 		IstiodAddr:        e.cp.IstiodAddr,
 		RootNamespace:     rootNS,
 		DomainSuffix:      "cluster.local",
-		Debounce:          envoyfilter.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second},
+		Debounce:          push.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second},
 		XDSInitialBackoff: 100 * time.Millisecond,
 		XDSMaxBackoff:     time.Second,
 		Manager: kube.Options{

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/patch"
 	zookeeperplugin "aeraki.io/aeraki/plugin/zookeeper"
 )
 
@@ -68,7 +68,7 @@ func TestCheckAppliedPlacement(t *testing.T) {
 		{
 			name: "tcp_proxy gone",
 			edit: func(fs []*listener.Filter, _ int) []*listener.Filter {
-				return slices.DeleteFunc(fs, func(f *listener.Filter) bool { return f.GetName() == envoyfilter.TCPProxyFilter })
+				return slices.DeleteFunc(fs, func(f *listener.Filter) bool { return f.GetName() == patch.TCPProxyFilter })
 			},
 			want: "which is gone",
 		},

@@ -30,9 +30,10 @@ import (
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/manifest"
 	amodel "aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
 )
 
@@ -56,7 +57,7 @@ type Mesh struct {
 	// EnvoyFilterYAML is what `aeraki generate` prints for the input, and what istiod got.
 	EnvoyFilterYAML string
 	// Skipped are the ports a generator left as plain TCP on purpose, by service key.
-	Skipped map[string][]*envoyfilter.ServiceError
+	Skipped map[string][]*translate.ServiceError
 }
 
 // New translates istioYAML (ServiceEntries, VirtualServices, DestinationRules, and
@@ -119,7 +120,7 @@ func Translate(t testing.TB, istioYAML string, kube ...runtime.Object) []*amodel
 // TranslateWithOptions is Translate with the generators' options. It also returns the
 // ports a generator chose to leave as plain TCP (SkipErrors), by service key, so that a
 // test can assert them.
-func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, kube ...runtime.Object) ([]*amodel.EnvoyFilter, map[string][]*envoyfilter.ServiceError) {
+func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, kube ...runtime.Object) ([]*amodel.EnvoyFilter, map[string][]*translate.ServiceError) {
 	t.Helper()
 	objs := &manifest.Objects{}
 	if errs := objs.Decode(strings.NewReader(istioYAML), "istioYAML"); len(errs) > 0 {
@@ -131,11 +132,11 @@ func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, k
 		}
 	}
 	snap := objs.Snapshot(DomainSuffix)
-
-	services := amodel.BuildServices(snap)
-	base := &envoyfilter.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}
-	tr := envoyfilter.Translate(base.ForPush(snap, services), plugin.Registry(opts), services)
-	for _, serr := range envoyfilter.SortedErrors(tr.Failed) {
+	tr, err := translate.Translate(generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}, plugin.Registry(opts), snap)
+	if err != nil {
+		t.Fatalf("translating: %v", err)
+	}
+	for _, serr := range translate.SortedErrors(tr.Failed) {
 		t.Errorf("translation failed: %v", serr)
 	}
 	for _, skipped := range tr.Skipped {
@@ -146,7 +147,7 @@ func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, k
 	if t.Failed() {
 		t.FailNow()
 	}
-	return envoyfilter.SortedFilters(tr.Filters), tr.Skipped
+	return translate.SortedFilters(tr.Filters), tr.Skipped
 }
 
 // IstiodServiceEntry is the ServiceEntry istiod's "api" generator serves for a

@@ -17,8 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"aeraki.io/aeraki/pkg/envoyfilter"
+	"aeraki.io/aeraki/pkg/generator"
 	amodel "aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 	"aeraki.io/aeraki/plugin"
 	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
 	kafkaplugin "aeraki.io/aeraki/plugin/kafka"
@@ -401,7 +402,7 @@ func TestProtocolFiltersOnListeners(t *testing.T) {
 			plain := &Mesh{Server: Istiod(t, c.istio, kube...), EnvoyFilters: m.EnvoyFilters}
 			plainOut, plainIn := plain.Listeners(c.client), plain.Listeners(c.server)
 			for _, fc := range append(Find(plainOut, c.outbound).GetFilterChains(), InboundChains(plainIn, c.inboundPort)...) {
-				if Filter(fc, envoyfilter.TCPProxyFilter) == nil {
+				if Filter(fc, patch.TCPProxyFilter) == nil {
 					t.Errorf("without EnvoyFilters, chain %q has no tcp_proxy: filters %v", fc.GetName(), FilterNames(fc))
 				}
 			}
@@ -448,7 +449,7 @@ func checkSkipped(t *testing.T, c protocolCase, m *Mesh, kube []runtime.Object) 
 	if len(m.Skipped) != 1 || len(skips) != 1 {
 		t.Fatalf("skipped %v, want one port of %s", m.Skipped, c.service)
 	}
-	var skip *envoyfilter.SkipError
+	var skip *generator.SkipError
 	if !errors.As(skips[0], &skip) || skips[0].Service.Key() != c.service || strconv.Itoa(int(skips[0].Port.Number)) != port {
 		t.Errorf("skip %v (%T), want a SkipError for %s port %s", skips[0], skips[0].Err, c.service, port)
 	}
@@ -471,7 +472,7 @@ func checkSkipped(t *testing.T, c protocolCase, m *Mesh, kube []runtime.Object) 
 		t.Errorf("server has no inbound chain for port %d", c.inboundPort)
 	}
 	for _, fc := range append(slices.Clone(lis.GetFilterChains()), inbound...) {
-		if Filter(fc, envoyfilter.TCPProxyFilter) == nil {
+		if Filter(fc, patch.TCPProxyFilter) == nil {
 			t.Errorf("chain %q has no tcp_proxy: filters %v", fc.GetName(), FilterNames(fc))
 		}
 	}
@@ -499,7 +500,7 @@ func checkChains(t *testing.T, where string, chains []*listener.FilterChain, fil
 			continue
 		}
 		names := FilterNames(fc)
-		tcp := slices.Index(names, envoyfilter.TCPProxyFilter)
+		tcp := slices.Index(names, patch.TCPProxyFilter)
 		switch {
 		case replaces && tcp >= 0:
 			t.Errorf("%s: chain %q still has tcp_proxy: filters %v", where, fc.GetName(), names)

@@ -27,7 +27,7 @@ type access struct {
 //   - the manager's informer cache (pkg/kube.NewManager, the Redis reconcilers, the
 //     translation's source) lists and watches EnvoyFilters (ours, by label), Services,
 //     Secrets, RedisServices and RedisDestinations; it never gets one by name;
-//   - envoyfilter.Applier creates, reads one live (Get) before an update or after a
+//   - apply.Applier creates, reads one live (Get) before an update or after a
 //     create conflict, updates (whole spec) and deletes EnvoyFilters;
 //   - the Redis reconcilers write status with Status().Update;
 //   - Events on users' objects go through events.k8s.io (create, patch for a series);

@@ -1,0 +1,258 @@
+// Package apply writes EnvoyFilters to the apiserver: the only code that does, and
+// only on the leader. It reads what is there from the informer cache.
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/plan"
+)
+
+// FieldOwner is our field manager name.
+const FieldOwner = "aeraki"
+
+// Applier reads our EnvoyFilters from a cache and writes changes to the apiserver.
+// It is the only code that writes EnvoyFilters.
+type Applier struct {
+	// Cache reads EnvoyFilters; it must be an informer cache, not a live client.
+	Cache client.Reader
+	// Client writes.
+	Client client.Client
+	// Live reads from the apiserver, for the rare case the cache has not seen an object yet.
+	Live client.Reader
+	// MaxElapsed bounds the retries of one write within a push; a write that still
+	// fails is left to the next push.
+	MaxElapsed time.Duration
+	// CacheWait bounds how long Apply waits for the cache to show its writes before it
+	// returns (zero: it does not wait). See awaitCache.
+	CacheWait time.Duration
+	// Workers is how many writes run at once (at least one). The apiserver takes
+	// parallel writes much faster than one after another: a first push of a large
+	// mesh writes thousands of EnvoyFilters.
+	Workers int
+	// Metrics counts the writes and their failures; nil counts nothing.
+	Metrics *metrics.Metrics
+	Log     logr.Logger
+}
+
+// Current returns the EnvoyFilters that carry our label, by key. They are the
+// cache's own objects, not copies (a copy of every EnvoyFilter on every push would
+// cost more than the rest of a push of one change): read them, never change them.
+func (a *Applier) Current(ctx context.Context) (map[string]*model.EnvoyFilter, error) {
+	list := &clientnetworking.EnvoyFilterList{}
+	if err := a.Cache.List(ctx, list, client.MatchingLabels{model.ManagedByLabel: model.ManagedByValue},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing EnvoyFilters from the cache: %w", err)
+	}
+	out := make(map[string]*model.EnvoyFilter, len(list.Items))
+	for _, obj := range list.Items {
+		ef := model.EnvoyFilterFromObject(obj)
+		out[ef.Key()] = ef
+	}
+	return out, nil
+}
+
+// ApplyResult counts the writes that succeeded and failed.
+type ApplyResult struct {
+	Created, Updated, Deleted, Failed int
+}
+
+// Apply makes the changes, each with retries, Workers of them at a time. An update
+// replaces the whole spec (a field someone else set is taken back, which a
+// server-side apply would leave alone) and keeps labels and annotations others added.
+// A create never takes over an EnvoyFilter of the same name that is not ours; that is
+// reported. It goes on after a failed write and returns all errors, in key order.
+func (a *Applier) Apply(ctx context.Context, c plan.Changes) (ApplyResult, error) {
+	type job struct {
+		verb  string
+		ef    *model.EnvoyFilter
+		write func(context.Context, *model.EnvoyFilter) (string, error)
+	}
+	var jobs []job
+	for _, ef := range c.Create {
+		jobs = append(jobs, job{metrics.OpCreate, ef, a.create})
+	}
+	for _, ef := range c.Update {
+		jobs = append(jobs, job{metrics.OpUpdate, ef, a.update})
+	}
+	for _, ef := range c.Delete {
+		jobs = append(jobs, job{metrics.OpDelete, ef, a.delete})
+	}
+	errs := make([]error, len(jobs))
+	// written are the resource versions the writes left ("" for a delete).
+	written := make([]string, len(jobs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(max(a.Workers, 1), len(jobs)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(jobs) {
+					return
+				}
+				j := jobs[i]
+				err := backoff.Retry(func() error {
+					rv, err := j.write(ctx, j.ef)
+					if err != nil && !retriable(err) {
+						return backoff.Permanent(err)
+					}
+					written[i] = rv
+					return err
+				}, backoff.WithContext(a.backoff(), ctx))
+				a.Metrics.Wrote(j.verb, err)
+				if err != nil {
+					errs[i] = fmt.Errorf("%s EnvoyFilter %s: %w", j.verb, j.ef.Key(), err)
+					continue
+				}
+				a.Log.V(1).Info("wrote EnvoyFilter", "verb", j.verb, "name", j.ef.Name, "namespace", j.ef.Namespace)
+			}
+		})
+	}
+	wg.Wait()
+	var done []cacheExpectation
+	for i, j := range jobs {
+		if errs[i] == nil {
+			done = append(done, cacheExpectation{key: client.ObjectKey{Namespace: j.ef.Namespace, Name: j.ef.Name}, resourceVersion: written[i]})
+		}
+	}
+	a.awaitCache(ctx, done)
+	var res ApplyResult
+	retry := false
+	for i, j := range jobs {
+		switch {
+		case errs[i] != nil:
+			res.Failed++
+			retry = retry || (retriable(errs[i]) && !errors.Is(errs[i], errNotOurs))
+		case j.verb == metrics.OpCreate:
+			res.Created++
+		case j.verb == metrics.OpUpdate:
+			res.Updated++
+		default:
+			res.Deleted++
+		}
+	}
+	if err := errors.Join(errs...); err != nil && !retry {
+		return res, fmt.Errorf("%w: %w", ErrNotRetriable, err)
+	}
+	return res, errors.Join(errs...)
+}
+
+// ErrNotRetriable marks an Apply whose failed writes cannot succeed by trying again
+// (a name taken by an EnvoyFilter that is not ours, an object the apiserver
+// rejects): the controller waits for the next change or resync instead of retrying.
+var ErrNotRetriable = errors.New("writes failed that a retry cannot fix")
+
+func (a *Applier) backoff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxElapsedTime = a.MaxElapsed
+	return b
+}
+
+// errNotOurs is a name taken by an EnvoyFilter without our label.
+var errNotOurs = errors.New("an EnvoyFilter of that name exists without our label: rename or delete it")
+
+func (a *Applier) create(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
+	obj := ef.Object()
+	err := a.Client.Create(ctx, obj, client.FieldOwner(FieldOwner))
+	if !apierrors.IsAlreadyExists(err) {
+		return obj.ResourceVersion, err
+	}
+	// Ours, created by an earlier push the cache has not seen yet, or not ours (update
+	// tells).
+	return a.update(ctx, ef)
+}
+
+// update reads the object live, so the resourceVersion is current and a conflict
+// means a real concurrent write (retried). An object that is already as desired (the
+// cache was behind) is not written again.
+func (a *Applier) update(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
+	obj := &clientnetworking.EnvoyFilter{}
+	if err := a.Live.Get(ctx, client.ObjectKey{Namespace: ef.Namespace, Name: ef.Name}, obj); err != nil {
+		return "", err
+	}
+	if obj.Labels[model.ManagedByLabel] != model.ManagedByValue {
+		return "", backoff.Permanent(errNotOurs)
+	}
+	if ef.UpToDate(model.EnvoyFilterFromObject(obj)) {
+		return obj.ResourceVersion, nil
+	}
+	obj.Labels = merge(obj.Labels, ef.Labels)
+	obj.Annotations = merge(obj.Annotations, ef.Annotations)
+	proto.Reset(&obj.Spec)
+	proto.Merge(&obj.Spec, ef.Spec)
+	err := a.Client.Update(ctx, obj, client.FieldOwner(FieldOwner))
+	return obj.ResourceVersion, err
+}
+
+func merge(into, from map[string]string) map[string]string {
+	if into == nil {
+		into = make(map[string]string, len(from))
+	}
+	maps.Copy(into, from)
+	return into
+}
+
+func (a *Applier) delete(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
+	err := a.Client.Delete(ctx, ef.Object())
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	return "", err
+}
+
+// cacheExpectation is a write the cache should show: the object at that resource
+// version, or gone ("").
+type cacheExpectation struct {
+	key             client.ObjectKey
+	resourceVersion string
+}
+
+// awaitCache waits, at most CacheWait, until the cache shows the writes. The next
+// push plans from the cache: one that starts before the cache has seen a create
+// would create the object again (a refused POST and an update), and one that has not
+// seen a delete would delete again.
+func (a *Applier) awaitCache(ctx context.Context, pending []cacheExpectation) {
+	if a.CacheWait <= 0 || len(pending) == 0 {
+		return
+	}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, a.CacheWait, true, func(ctx context.Context) (bool, error) {
+		pending = slices.DeleteFunc(pending, func(e cacheExpectation) bool {
+			obj := &clientnetworking.EnvoyFilter{}
+			err := a.Cache.Get(ctx, e.key, obj)
+			if e.resourceVersion == "" {
+				return apierrors.IsNotFound(err)
+			}
+			return err == nil && obj.ResourceVersion == e.resourceVersion
+		})
+		return len(pending) == 0, nil
+	})
+	if err != nil {
+		a.Log.V(1).Info("the cache has not seen every write yet", "pending", len(pending), "waited", a.CacheWait)
+	}
+}
+
+// retriable tells passing failures from ones that a retry cannot fix (an object the
+// apiserver rejects).
+func retriable(err error) bool {
+	return !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) && !apierrors.IsForbidden(err) &&
+		!apierrors.IsMethodNotSupported(err) && !apierrors.IsNotAcceptable(err) && !apierrors.IsUnsupportedMediaType(err) &&
+		!errors.Is(err, context.Canceled)
+}

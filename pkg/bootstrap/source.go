@@ -1,0 +1,108 @@
+package bootstrap
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// configSource is the Istio config from istiod.
+type configSource interface {
+	HasSynced() bool
+	Snapshot() (serviceEntries, virtualServices, destinationRules []model.Object)
+}
+
+// source is the translation input: Istio config from istiod, completed by the
+// Kubernetes objects in the manager's cache. A read that fails for any reason but
+// absence fails the snapshot (or the lookup, and with it the translation), so that
+// no push writes from a partial view.
+type source struct {
+	config       configSource
+	cache        client.Reader
+	domainSuffix string
+}
+
+func (s *source) HasSynced() bool { return s.config.HasSynced() }
+
+func (s *source) Snapshot() (*model.Snapshot, error) {
+	ses, vss, drs := s.config.Snapshot()
+	snap := &model.Snapshot{
+		ServiceEntries:          ses,
+		VirtualServices:         vss,
+		DestinationRules:        drs,
+		DomainSuffix:            s.domainSuffix,
+		KubeService:             s.kubeService,
+		ServiceEntryAnnotations: s.serviceEntryAnnotations,
+		Secret:                  s.secret,
+	}
+	ctx := context.Background()
+	var rss redisv1alpha1.RedisServiceList
+	if err := s.cache.List(ctx, &rss); err != nil {
+		return nil, fmt.Errorf("listing RedisServices: %w", err)
+	}
+	for i := range rss.Items {
+		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(&rss.Items[i]))
+	}
+	var rds redisv1alpha1.RedisDestinationList
+	if err := s.cache.List(ctx, &rds); err != nil {
+		return nil, fmt.Errorf("listing RedisDestinations: %w", err)
+	}
+	for i := range rds.Items {
+		snap.RedisDestinations = append(snap.RedisDestinations, model.RedisConfig(&rds.Items[i]))
+	}
+	return snap, nil
+}
+
+// get reads one object from the cache into obj: false with no error when it does
+// not exist.
+func (s *source) get(namespace, name string, obj client.Object) (bool, error) {
+	err := s.cache.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, obj)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+func (s *source) secret(namespace, name string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	found, err := s.get(namespace, name, secret)
+	if !found {
+		return nil, err
+	}
+	return secret, nil
+}
+
+// serviceEntryMetadata is an empty ServiceEntry as metadata only: the cache keeps
+// names, labels and annotations, not specs (those come from istiod).
+func serviceEntryMetadata() *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "networking.istio.io/v1", Kind: "ServiceEntry"}}
+}
+
+func (s *source) serviceEntryAnnotations(namespace, name string) (map[string]string, bool, error) {
+	obj := serviceEntryMetadata()
+	found, err := s.get(namespace, name, obj)
+	if !found {
+		return nil, false, err
+	}
+	return obj.Annotations, true, nil
+}
+
+func (s *source) kubeService(namespace, name string) (*corev1.Service, error) {
+	svc := &corev1.Service{}
+	found, err := s.get(namespace, name, svc)
+	if !found {
+		return nil, err
+	}
+	return svc, nil
+}

@@ -1,0 +1,75 @@
+// Package generator defines what a protocol generator is: a pure function from one
+// service port, and the push's context, to the EnvoyFilters of that port. The
+// registry maps each protocol to its generator; the errors say how a port failed.
+package generator
+
+import (
+	corev1 "k8s.io/api/core/v1"
+
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Context carries the settings every generator sees, and the push's lookups into
+// other objects. It is the same for all services of a push, except that the
+// translation gives each service its own Lookup, so that it can tell later which
+// objects the service's result depends on.
+type Context struct {
+	// RootNamespace is Istio's root namespace: outbound EnvoyFilters go there so that
+	// they apply to every sidecar.
+	RootNamespace string
+	// DomainSuffix completes short hosts in VirtualService destinations.
+	DomainSuffix string
+	// Lookup finds other objects of the push; nil finds nothing.
+	Lookup Lookup
+}
+
+// Lookup finds the objects of a push that a generator may read besides its service.
+type Lookup interface {
+	// Service returns the service that owns a fully qualified host, or nil.
+	Service(host string) *model.Service
+	// Secret returns a Secret, or nil.
+	Secret(namespace, name string) *corev1.Secret
+}
+
+// Service returns the service of the push that owns a fully qualified host, or nil.
+// Generators use it for routes that send traffic to another service.
+func (c *Context) Service(host string) *model.Service {
+	if c.Lookup == nil {
+		return nil
+	}
+	return c.Lookup.Service(host)
+}
+
+// Secret returns a Secret of the push, or nil.
+func (c *Context) Secret(namespace, name string) *corev1.Secret {
+	if c.Lookup == nil {
+		return nil
+	}
+	return c.Lookup.Secret(namespace, name)
+}
+
+// WithLookup returns a copy of c that looks up through l.
+func (c *Context) WithLookup(l Lookup) *Context {
+	out := *c
+	out.Lookup = l
+	return &out
+}
+
+// Generator builds the EnvoyFilters of one service port of its protocol. It is a pure
+// function of its inputs: an error says what the user must fix, and no filters are
+// returned with it.
+type Generator interface {
+	Generate(ctx *Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error)
+}
+
+// Func adapts a function to Generator.
+type Func func(ctx *Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error)
+
+// Generate calls f.
+func (f Func) Generate(ctx *Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+	return f(ctx, svc, port)
+}
+
+// Registry maps each protocol to its generator. It is built in one place (see package
+// plugin) and read-only afterwards.
+type Registry map[model.Protocol]Generator

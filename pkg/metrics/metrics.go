@@ -1,0 +1,265 @@
+// Package metrics defines the controller's Prometheus metrics: pushes, EnvoyFilter
+// writes, generation results and the xDS connection to istiod.
+package metrics
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
+)
+
+// Label values of the metrics. They are a small fixed set, never free text.
+const (
+	PushChanged   = "changed"
+	PushUnchanged = "unchanged"
+	PushError     = "error"
+
+	OpCreate = "create"
+	OpUpdate = "update"
+	OpDelete = "delete"
+
+	// TranslateGenerated and TranslateReused are the results of
+	// aeraki_translated_services_total.
+	TranslateGenerated = "generated"
+	TranslateReused    = "reused"
+
+	// ReasonConflict is a generation failure because two services want the same
+	// EnvoyFilter name; ReasonInvalid is every other one (input the generator rejects).
+	ReasonConflict = "conflict"
+	ReasonInvalid  = "invalid"
+)
+
+// Metrics are the controller's own Prometheus metrics: pushes, EnvoyFilter writes,
+// generation results and the xDS connection to istiod. A nil *Metrics records
+// nothing, so every part works without it.
+type Metrics struct {
+	pushes             *prometheus.CounterVec
+	triggersMerged     prometheus.Counter
+	translateDuration  prometheus.Histogram
+	translatedServices *prometheus.CounterVec
+	pushDuration       prometheus.Histogram
+
+	writes      *prometheus.CounterVec
+	writeErrors *prometheus.CounterVec
+
+	services         *prometheus.GaugeVec
+	failures         *prometheus.GaugeVec
+	portsLeftTCP     *prometheus.GaugeVec
+	generationErrors *prometheus.CounterVec
+
+	xdsConnected  prometheus.Gauge
+	xdsReconnects prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg (the manager's
+// ctrlmetrics.Registry in production, a fresh registry in tests). xdsSynced, if not
+// nil, is read at every scrape for aeraki_xds_synced.
+func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, error) {
+	protocol := []string{"protocol"}
+	operation := []string{"operation"}
+	m := &Metrics{
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aeraki_pushes_total",
+			Help: "Pushes (translate, plan, apply) by result: changed wrote EnvoyFilters, unchanged found nothing to write, " +
+				"error failed to read or write some (the next push retries).",
+		}, []string{"result"}),
+		triggersMerged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aeraki_push_triggers_merged_total",
+			Help: "Triggers (config changes, resyncs, retries) handled by pushes; divided by aeraki_pushes_total " +
+				"it tells how many changes the debouncer merges into one push.",
+		}),
+		translateDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "aeraki_translate_duration_seconds",
+			Help:    "Time to generate the desired EnvoyFilters from the config, per push.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8), // 1ms .. 16s
+		}),
+		translatedServices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aeraki_translated_services_total",
+			Help: "Services translated by pushes, by result: generated (new, changed, or a full resync) or " +
+				"reused (nothing they are built from changed since the last push).",
+		}, []string{"result"}),
+		pushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "aeraki_push_duration_seconds",
+			Help:    "Time of a whole push: translate, read the current EnvoyFilters, write the difference.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9), // 1ms .. 65s
+		}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aeraki_envoyfilter_writes_total",
+			Help: "EnvoyFilters written to the apiserver, by operation.",
+		}, operation),
+		writeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aeraki_envoyfilter_write_errors_total",
+			Help: "EnvoyFilter writes that failed after their retries, by operation; the next push tries again " +
+				"(see the controller's log for the object and the error).",
+		}, operation),
+		services: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "aeraki_services",
+			Help: "Services with at least one port that gets EnvoyFilters, by protocol, as of the last push.",
+		}, protocol),
+		failures: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "aeraki_generation_failures",
+			Help: "Services whose EnvoyFilters cannot be generated now (they keep the ones applied before), " +
+				"by the failing port's protocol; the Warning Events on the objects say what to fix.",
+		}, protocol),
+		portsLeftTCP: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "aeraki_ports_left_tcp",
+			Help: "Service ports left fully or partly as plain TCP on purpose (for example no address for the " +
+				"outbound side), by protocol, as of the last push; the PortLeftAsTCP Events say why.",
+		}, protocol),
+		generationErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aeraki_generation_errors_total",
+			Help: "Generation failures, each counted once when first seen, by protocol and reason " +
+				"(conflict: two services want the same EnvoyFilter; invalid: input the generator rejects).",
+		}, []string{"protocol", "reason"}),
+		xdsConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aeraki_xds_connected",
+			Help: "1 while the xDS stream to istiod is up, 0 otherwise.",
+		}),
+		xdsReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aeraki_xds_reconnects_total",
+			Help: "Times the xDS stream to istiod came up again after having been up (istiod restarts, network loss).",
+		}),
+	}
+	synced := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "aeraki_xds_synced",
+		Help: "1 once the full Istio config was received from istiod (pushes wait for it), 0 before.",
+	}, func() float64 {
+		if xdsSynced != nil && xdsSynced() {
+			return 1
+		}
+		return 0
+	})
+	// Every series exists from the start, so that rates and alerts see a 0 rather
+	// than nothing.
+	for _, r := range []string{PushChanged, PushUnchanged, PushError} {
+		m.pushes.WithLabelValues(r)
+	}
+	for _, op := range []string{OpCreate, OpUpdate, OpDelete} {
+		m.writes.WithLabelValues(op)
+		m.writeErrors.WithLabelValues(op)
+	}
+	for _, r := range []string{TranslateGenerated, TranslateReused} {
+		m.translatedServices.WithLabelValues(r)
+	}
+	for _, p := range model.Protocols {
+		for _, r := range []string{ReasonConflict, ReasonInvalid} {
+			m.generationErrors.WithLabelValues(string(p), r)
+		}
+	}
+	m.setGauges(nil)
+	var errs []error
+	for _, c := range []prometheus.Collector{
+		m.pushes, m.triggersMerged, m.translateDuration, m.translatedServices, m.pushDuration, m.writes, m.writeErrors,
+		m.services, m.failures, m.portsLeftTCP, m.generationErrors, m.xdsConnected, m.xdsReconnects, synced,
+	} {
+		errs = append(errs, reg.Register(c))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Pushed records the end of a push.
+func (m *Metrics) Pushed(result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.pushes.WithLabelValues(result).Inc()
+	m.pushDuration.Observe(d.Seconds())
+}
+
+// Merged records the triggers a push handled.
+func (m *Metrics) Merged(n int) {
+	if m == nil {
+		return
+	}
+	m.triggersMerged.Add(float64(n))
+}
+
+// Translated records a translation: its duration, the services generated and
+// reused, and the gauges of what it generated.
+func (m *Metrics) Translated(t *translate.Translation, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.translateDuration.Observe(d.Seconds())
+	m.translatedServices.WithLabelValues(TranslateGenerated).Add(float64(t.Generated))
+	m.translatedServices.WithLabelValues(TranslateReused).Add(float64(t.Reused))
+	m.setGauges(t)
+}
+
+// setGauges sets the generation gauges of every known protocol, so that a protocol
+// whose services all went away reads 0.
+func (m *Metrics) setGauges(t *translate.Translation) {
+	services := map[model.Protocol]int{}
+	failures := map[model.Protocol]int{}
+	left := map[model.Protocol]int{}
+	if t != nil {
+		services = t.Services
+		for _, serr := range t.Failed {
+			failures[serr.Protocol]++
+		}
+		for _, skipped := range t.Skipped {
+			for _, s := range skipped {
+				left[s.Protocol]++
+			}
+		}
+	}
+	set := func(g *prometheus.GaugeVec, counts map[model.Protocol]int) {
+		for _, p := range model.Protocols {
+			g.WithLabelValues(string(p)).Set(float64(counts[p]))
+		}
+	}
+	set(m.services, services)
+	set(m.failures, failures)
+	set(m.portsLeftTCP, left)
+}
+
+// GenerationFailed counts a failure reported for the first time.
+func (m *Metrics) GenerationFailed(serr *translate.ServiceError) {
+	if m == nil {
+		return
+	}
+	m.generationErrors.WithLabelValues(string(serr.Protocol), failureReason(serr)).Inc()
+}
+
+// Wrote records one EnvoyFilter write after its retries.
+func (m *Metrics) Wrote(op string, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.writeErrors.WithLabelValues(op).Inc()
+		return
+	}
+	m.writes.WithLabelValues(op).Inc()
+}
+
+// ObserveConnection records the xDS stream to istiod coming up (again: after having
+// been up before) or going down. It makes Metrics an xds.ConnectionObserver.
+func (m *Metrics) ObserveConnection(up, again bool) {
+	if m == nil {
+		return
+	}
+	if !up {
+		m.xdsConnected.Set(0)
+		return
+	}
+	m.xdsConnected.Set(1)
+	if again {
+		m.xdsReconnects.Inc()
+	}
+}
+
+// failureReason classifies a failure for the reason label.
+func failureReason(serr *translate.ServiceError) string {
+	if errors.Is(serr, translate.ErrConflict) {
+		return ReasonConflict
+	}
+	return ReasonInvalid
+}

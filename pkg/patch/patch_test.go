@@ -1,0 +1,146 @@
+package patch
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	tcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// tcpFilter stands in for a protocol filter: a tcp_proxy to the listener's cluster.
+func tcpFilter(l *Listener) (*Filter, error) {
+	return NetworkFilter(TCPProxyFilter, &tcp.TcpProxy{
+		StatPrefix:       l.StatPrefix,
+		ClusterSpecifier: &tcp.TcpProxy_Cluster{Cluster: l.Cluster},
+	}), nil
+}
+
+func TestListenerFilters(t *testing.T) {
+	svc := &model.Service{
+		Name: "s", Namespace: "ns", Hosts: []string{"a.example", "b.example"},
+		Addresses:        []string{"10.0.0.1", "10.0.0.2"},
+		WorkloadSelector: map[string]string{"app": "s"},
+	}
+	port := &model.Port{Number: 9000, TargetPort: 9001, Protocol: model.ZooKeeper}
+	efs, err := ListenerFilters(&Context{RootNamespace: "root"}, svc, port, InsertBeforeTCPProxy, tcpFilter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(efs) != 2 {
+		t.Fatalf("got %d EnvoyFilters, want outbound and inbound", len(efs))
+	}
+	out, in := efs[0], efs[1]
+	if out.Namespace != "root" || out.Spec.WorkloadSelector != nil || len(out.Spec.ConfigPatches) != 2 {
+		t.Errorf("outbound: namespace %q, selector %v, %d patches", out.Namespace, out.Spec.WorkloadSelector, len(out.Spec.ConfigPatches))
+	}
+	for i, vip := range svc.Addresses {
+		p := out.Spec.ConfigPatches[i]
+		if got := p.GetMatch().GetListener().GetName(); got != vip+"_9000" {
+			t.Errorf("outbound patch %d listener = %q", i, got)
+		}
+		if p.GetMatch().GetContext() != networking.EnvoyFilter_SIDECAR_OUTBOUND || p.GetPatch().GetOperation() != networking.EnvoyFilter_Patch_INSERT_BEFORE {
+			t.Errorf("outbound patch %d: context %v operation %v", i, p.GetMatch().GetContext(), p.GetPatch().GetOperation())
+		}
+		// A listener shared by several hosts is Istio's for the first one.
+		cluster := p.GetPatch().GetValue().GetFields()["typedConfig"].GetStructValue().GetFields()["cluster"].GetStringValue()
+		if cluster != "outbound|9000||a.example" {
+			t.Errorf("outbound cluster = %q", cluster)
+		}
+	}
+	if in.Namespace != "ns" || in.Spec.GetWorkloadSelector().GetLabels()["app"] != "s" {
+		t.Errorf("inbound: namespace %q selector %v", in.Namespace, in.Spec.GetWorkloadSelector())
+	}
+	m := in.Spec.ConfigPatches[0].GetMatch()
+	if m.GetContext() != networking.EnvoyFilter_SIDECAR_INBOUND || m.GetListener().GetName() != "virtualInbound" ||
+		m.GetListener().GetFilterChain().GetDestinationPort() != 9001 || m.GetListener().GetFilterChain().GetFilter().GetName() != TCPProxyFilter {
+		t.Errorf("inbound match = %v", m)
+	}
+}
+
+func TestListenerFiltersErrors(t *testing.T) {
+	port := &model.Port{Number: 9000, TargetPort: 9000, Protocol: model.Dubbo}
+	cases := map[string]struct {
+		svc  *model.Service
+		port *model.Port
+		want string
+	}{
+		"no hosts":         {&model.Service{Addresses: []string{"10.0.0.1"}}, port, "no hosts"},
+		"nothing to patch": {&model.Service{Hosts: []string{"a"}}, port, "neither an address"},
+		"cidr":             {&model.Service{Hosts: []string{"a"}, Addresses: []string{"10.0.0.0/24"}}, port, "CIDR"},
+		"named target port": {&model.Service{Hosts: []string{"a"}, WorkloadSelector: map[string]string{"a": "b"}},
+			&model.Port{Number: 9000, Name: "tcp-dubbo"}, "numeric targetPort"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			efs, err := ListenerFilters(&Context{}, c.svc, c.port, ReplaceTCPProxy, tcpFilter)
+			if err == nil || !strings.Contains(err.Error(), c.want) || efs != nil {
+				t.Fatalf("got %v, %v; want error containing %q and no filters", efs, err, c.want)
+			}
+		})
+	}
+}
+
+func TestValidateFilterValue(t *testing.T) {
+	good, err := tcpFilter(&Listener{StatPrefix: "s", Cluster: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, err := FilterValue(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidateFilterValue(value); err != nil {
+		t.Fatalf("valid filter rejected: %v", err)
+	}
+	bad := func(mutate func(tc map[string]any)) *structpb.Struct {
+		tc := map[string]any{"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "s", "cluster": "c"}
+		mutate(tc)
+		s, err := structpb.NewStruct(map[string]any{"name": TCPProxyFilter, "typed_config": tc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for name, value := range map[string]*structpb.Struct{
+		"unknown field":        bad(func(tc map[string]any) { tc["no_such_field"] = 1 }),
+		"unknown type":         bad(func(tc map[string]any) { tc["@type"] = "type.googleapis.com/no.such.Type" }),
+		"required field empty": bad(func(tc map[string]any) { tc["stat_prefix"] = "" }),
+	} {
+		if err := ValidateFilterValue(value); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// FilterValue checks the same before it writes a value.
+	for name, f := range map[string]*Filter{
+		"no name":              NetworkFilter("", good.Config),
+		"no config":            NetworkFilter(TCPProxyFilter, nil),
+		"required field empty": NetworkFilter(TCPProxyFilter, &tcp.TcpProxy{ClusterSpecifier: &tcp.TcpProxy_Cluster{Cluster: "c"}}),
+	} {
+		if _, err := FilterValue(f); !errors.Is(err, ErrInvalidFilter) {
+			t.Errorf("%s: FilterValue error %v, want ErrInvalidFilter", name, err)
+		}
+	}
+}
+
+func TestStatName(t *testing.T) {
+	cases := []struct {
+		d    Direction
+		port uint32
+		host string
+		want string
+	}{
+		{Outbound, 2181, "ZK.Infra.svc.cluster.local", "outbound_2181_zk_infra_svc_cluster_local"},
+		{Inbound, 12181, "zk.infra.svc.cluster.local", "inbound_12181_zk_infra_svc_cluster_local"},
+		{Outbound, 2181, "*.zk-ensemble.example", "outbound_2181_wildcard_zk_ensemble_example"},
+	}
+	for _, c := range cases {
+		if got := statName(c.d, c.port, c.host); got != c.want {
+			t.Errorf("statName(%s, %d, %q) = %q, want %q", c.d, c.port, c.host, got, c.want)
+		}
+	}
+}

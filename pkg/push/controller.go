@@ -1,0 +1,241 @@
+// Package push keeps the EnvoyFilters in step with the config: every trigger leads,
+// debounced, to a push (translate, plan, apply), and what the push found wrong is
+// reported on the user's objects.
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/events"
+
+	"aeraki.io/aeraki/pkg/apply"
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/plan"
+	"aeraki.io/aeraki/pkg/translate"
+)
+
+// Source provides the translation input.
+type Source interface {
+	// Snapshot returns the current config; it is only called once HasSynced is true.
+	// An error (a failed read, anything but an absent object) fails the push, which
+	// then writes nothing and is retried.
+	Snapshot() (*model.Snapshot, error)
+	// HasSynced reports whether the config is complete. Pushing from an incomplete
+	// config would delete the EnvoyFilters of services not seen yet.
+	HasSynced() bool
+}
+
+// ControllerOptions configure a Controller.
+type ControllerOptions struct {
+	Context  generator.Context
+	Registry generator.Registry
+	Debounce DebounceOptions
+	// Resync is the period of a push without any change, the safety net that repairs
+	// whatever drifted unnoticed. Zero disables it.
+	Resync  time.Duration
+	Source  Source
+	Applier *apply.Applier
+	// Recorder gets a Warning Event on the user's object when its generation fails.
+	Recorder events.EventRecorder
+	// Metrics records pushes and generation results; nil records nothing. Give the
+	// Applier the same Metrics for the writes.
+	Metrics *metrics.Metrics
+	// Status, when set, receives the verdicts of every translation.
+	Status StatusSink
+	Log    logr.Logger
+}
+
+// StatusSink receives the verdicts a push's translation made of the objects that
+// configure services (see translate.Translation.Verdicts); the Redis reconcilers
+// write them into the objects' Ready conditions. Publish must not block for long.
+type StatusSink interface {
+	Publish(verdicts map[model.ObjectRef]model.Verdict)
+}
+
+// Controller keeps the EnvoyFilters in step with the config: every trigger leads,
+// debounced, to a push (translate, plan, apply). Run it on the leader only.
+type Controller struct {
+	opts       ControllerOptions
+	trigger    chan struct{}
+	translator *translate.Translator
+	planner    plan.Planner
+	// full asks the next push to generate every service, not only the changed ones.
+	full atomic.Bool
+	// failures and skips remember what was last reported per service, so that each
+	// problem is reported once, not on every push.
+	failures map[string]string
+	skips    map[string]string
+}
+
+// NewController returns a controller; Start runs it.
+func NewController(opts ControllerOptions) *Controller {
+	return &Controller{
+		opts: opts, trigger: make(chan struct{}, 1), translator: translate.NewTranslator(opts.Context, opts.Registry),
+		failures: map[string]string{}, skips: map[string]string{},
+	}
+}
+
+// Trigger asks for a push. It never blocks; triggers close together are merged.
+func (c *Controller) Trigger() {
+	select {
+	case c.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Resync asks for a push that generates every service afresh, whatever the cache
+// holds, and repairs any drift in the cluster.
+func (c *Controller) Resync() {
+	c.full.Store(true)
+	c.Trigger()
+}
+
+// NeedLeaderElection makes the manager run the controller on the leader only.
+func (c *Controller) NeedLeaderElection() bool { return true }
+
+// Start waits for the config to be complete, pushes, then pushes on every trigger
+// until ctx is done.
+func (c *Controller) Start(ctx context.Context) error {
+	log := c.opts.Log
+	log.Info("waiting for the config to sync")
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return c.opts.Source.HasSynced(), nil
+	}); err != nil {
+		return nil //nolint:nilerr // ctx is done: a normal stop
+	}
+	log.Info("config synced, pushing")
+	c.Trigger()
+	if c.opts.Resync > 0 {
+		go wait.Until(c.Resync, c.opts.Resync, ctx.Done())
+	}
+	Debounce(ctx, c.trigger, c.opts.Debounce, func(ctx context.Context, merged int) {
+		c.opts.Metrics.Merged(merged)
+		err := c.Push(ctx)
+		switch {
+		case errors.Is(err, apply.ErrNotRetriable):
+			log.Error(err, "push failed; waiting for a change", "mergedTriggers", merged)
+		case err != nil:
+			log.Error(err, "push failed; retrying", "mergedTriggers", merged)
+			// Retry without waiting for a config change.
+			time.AfterFunc(c.opts.Debounce.Max, c.Trigger)
+		}
+	})
+	return nil
+}
+
+// Push translates the current config and writes the difference.
+func (c *Controller) Push(ctx context.Context) (err error) {
+	start := time.Now()
+	result := metrics.PushUnchanged
+	defer func() {
+		if err != nil {
+			result = metrics.PushError
+		}
+		c.opts.Metrics.Pushed(result, time.Since(start))
+	}()
+	full := c.full.Swap(false)
+	defer func() {
+		if err != nil && full {
+			c.full.Store(true) // the retry is a full push too
+		}
+	}()
+	snap, err := c.opts.Source.Snapshot()
+	if err != nil {
+		return fmt.Errorf("reading the config: %w", err)
+	}
+	translateStart := time.Now()
+	if full {
+		c.translator.Reset()
+		c.planner.Reset()
+	}
+	t, err := c.translator.Translate(snap)
+	if err != nil {
+		return fmt.Errorf("translating: %w", err)
+	}
+	c.opts.Metrics.Translated(t, time.Since(translateStart))
+	c.report(t)
+	if c.opts.Status != nil {
+		c.opts.Status.Publish(t.Verdicts)
+	}
+	current, err := c.opts.Applier.Current(ctx)
+	if err != nil {
+		return err
+	}
+	changes := c.planner.Plan(t.Filters, current, t.Failed)
+	if changes.Empty() {
+		c.opts.Log.V(1).Info("push: nothing to change", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "duration", time.Since(start))
+		return nil
+	}
+	result = metrics.PushChanged
+	res, err := c.opts.Applier.Apply(ctx, changes)
+	c.opts.Log.Info("push", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "created", res.Created,
+		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))
+	return err
+}
+
+// report tells the user about each failed service once per distinct error, and about
+// ports left as plain TCP once per distinct reason.
+func (c *Controller) report(t *translate.Translation) {
+	for key := range c.skips {
+		if _, still := t.Skipped[key]; !still {
+			delete(c.skips, key)
+		}
+	}
+	for key, skipped := range t.Skipped {
+		var msgs []string
+		for _, s := range skipped {
+			msgs = append(msgs, fmt.Sprintf("port %d (%s): %v", s.Port.Number, s.Protocol, s.Err))
+		}
+		msg := strings.Join(msgs, "; ")
+		if c.skips[key] == msg {
+			continue
+		}
+		c.skips[key] = msg
+		svc := skipped[0].Service
+		c.opts.Log.Info("leaving ports as plain TCP", "kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "reason", msg)
+		if c.opts.Recorder != nil {
+			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeNormal, "PortLeftAsTCP", "Generate", "%s", msg)
+		}
+	}
+	for key := range c.failures {
+		if _, still := t.Failed[key]; !still {
+			delete(c.failures, key)
+			c.opts.Log.Info("service generates again", "service", key)
+		}
+	}
+	for key, serr := range t.Failed {
+		msg := serr.Err.Error()
+		if c.failures[key] == msg {
+			continue
+		}
+		c.failures[key] = msg
+		c.opts.Metrics.GenerationFailed(serr)
+		svc := serr.Service
+		c.opts.Log.Error(serr.Err, "cannot generate EnvoyFilters; keeping the ones applied before",
+			"kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "port", serr.Port.Number, "protocol", serr.Protocol)
+		if c.opts.Recorder != nil {
+			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeWarning, "GenerationFailed", "Generate",
+				"port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err)
+		}
+	}
+}
+
+func objectRef(svc *model.Service) *corev1.ObjectReference {
+	ref := &corev1.ObjectReference{Kind: svc.Kind(), Namespace: svc.Namespace, Name: svc.ObjectName()}
+	if ref.Kind == "ServiceEntry" {
+		ref.APIVersion = "networking.istio.io/v1"
+	} else {
+		ref.APIVersion = "v1"
+	}
+	return ref
+}

@@ -1,0 +1,129 @@
+package push
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+type pushRecord struct {
+	at     time.Duration
+	merged int
+}
+
+// runDebounce starts Debounce in a bubble with a recording push that takes pushTime.
+func runDebounce(t *testing.T, opts DebounceOptions, pushTime time.Duration) (chan<- struct{}, func() []pushRecord, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	trigger := make(chan struct{})
+	start := time.Now()
+	var mu sync.Mutex
+	var pushes []pushRecord
+	inFlight := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Debounce(ctx, trigger, opts, func(_ context.Context, merged int) {
+			mu.Lock()
+			inFlight++
+			if inFlight > 1 {
+				t.Errorf("%d pushes in flight", inFlight)
+			}
+			pushes = append(pushes, pushRecord{time.Since(start), merged})
+			mu.Unlock()
+			time.Sleep(pushTime)
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		})
+	}()
+	get := func() []pushRecord {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]pushRecord(nil), pushes...)
+	}
+	stop := func() {
+		cancel()
+		<-done
+	}
+	return trigger, get, stop
+}
+
+func TestDebounceQuietPeriod(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second}, 0)
+		defer stop()
+		// Three signals 100 ms apart: one push, 500 ms after the last.
+		for range 3 {
+			trigger <- struct{}{}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		got := pushes()
+		if len(got) != 1 || got[0].merged != 3 || got[0].at != 700*time.Millisecond {
+			t.Fatalf("pushes = %+v, want one push of 3 at 700ms", got)
+		}
+	})
+}
+
+func TestDebounceCeiling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 2 * time.Second}, 0)
+		defer stop()
+		// A signal every 300 ms from 0 to 2.7s never leaves a quiet period: the ceiling
+		// pushes the seven signals up to 1.8s at 2s; the last three go out after a quiet
+		// period, at 3.2s.
+		for range 10 {
+			trigger <- struct{}{}
+			time.Sleep(300 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		got := pushes()
+		want := []pushRecord{{2 * time.Second, 7}, {3200 * time.Millisecond, 3}}
+		if len(got) != len(want) {
+			t.Fatalf("pushes = %+v, want %+v", got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("pushes = %+v, want %+v", got, want)
+			}
+		}
+	})
+}
+
+func TestDebounceOnePushInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second}, 3*time.Second)
+		defer stop()
+		trigger <- struct{}{}
+		time.Sleep(200 * time.Millisecond) // first push starts at 100ms and runs 3s
+		for range 5 {
+			trigger <- struct{}{}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		got := pushes()
+		// The five signals wait for the running push, then go out together when it ends.
+		want := []pushRecord{{100 * time.Millisecond, 1}, {3100 * time.Millisecond, 5}}
+		if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+			t.Fatalf("pushes = %+v, want %+v", got, want)
+		}
+	})
+}
+
+func TestDebounceStopsWithContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: time.Second, Max: 5 * time.Second}, 0)
+		trigger <- struct{}{}
+		stop() // returns although a signal is pending
+		synctest.Wait()
+		if got := pushes(); len(got) != 0 {
+			t.Fatalf("pushes after stop = %+v", got)
+		}
+	})
+}

@@ -1,0 +1,158 @@
+// Package benchmarks measures the cost of translation and of a push at 100, 1,000
+// and 10,000 services (see BENCHMARKS.md).
+package benchmarks
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/fixture"
+	"aeraki.io/aeraki/pkg/plan"
+	"aeraki.io/aeraki/pkg/translate"
+	"aeraki.io/aeraki/plugin"
+)
+
+var sizes = []int{100, 1000, 10000}
+
+var base = generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
+
+func registry() generator.Registry {
+	return plugin.Registry(plugin.Options{KafkaContribFilter: true})
+}
+
+// BenchmarkTranslate is a full translation from nothing, as at start-up or on a
+// resync: building the services from the config and generating every one of them.
+func BenchmarkTranslate(b *testing.B) {
+	for _, shape := range []fixture.Shape{fixture.Dubbo, fixture.Mixed} {
+		for _, n := range sizes {
+			b.Run(fmt.Sprintf("%s/%d", shape, n), func(b *testing.B) {
+				snap := fixture.Snapshot(shape, n)
+				reg := registry()
+				peak := watchPeak(b)
+				for b.Loop() {
+					// Each translation starts from a collected heap, as the first
+					// push does: peak-MiB is then the peak of one translation, not of
+					// one plus the garbage of the one before.
+					b.StopTimer()
+					runtime.GC()
+					b.StartTimer()
+					services := model.BuildServices(snap)
+					t, generated := translate.NewTranslator(base, reg).Translate(snap, services)
+					if len(t.Failed) > 0 || len(t.Filters) != 2*n || generated != n {
+						b.Fatalf("%d filters, %d generated, %d failed: %v", len(t.Filters), generated, len(t.Failed), translate.SortedErrors(t.Failed))
+					}
+				}
+				peak()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/service")
+			})
+		}
+	}
+}
+
+// BenchmarkPushOneChange is the push after one VirtualService changed: build the
+// services, translate (reusing every unchanged service), plan against the cluster's
+// EnvoyFilters. It fails unless exactly one service is generated and exactly one
+// EnvoyFilter is written.
+func BenchmarkPushOneChange(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("%s/%d", fixture.Dubbo, n), func(b *testing.B) {
+			snap := fixture.Snapshot(fixture.Dubbo, n)
+			tr := translate.NewTranslator(base, registry())
+			var planner plan.Planner
+			cluster := newCluster()
+			push := func() (generated, writes int) {
+				services := model.BuildServices(snap)
+				t, generated := tr.Translate(snap, services)
+				changes := planner.Plan(t.Filters, cluster.filters, t.Failed)
+				cluster.apply(changes)
+				return generated, len(changes.Create) + len(changes.Update) + len(changes.Delete)
+			}
+			if _, writes := push(); writes != 2*n {
+				b.Fatalf("first push wrote %d, want %d", writes, 2*n)
+			}
+			peak := watchPeak(b)
+			i := 0
+			for b.Loop() {
+				i++
+				vs := snap.VirtualServices[i%n].DeepCopy()
+				// 21..99: never the fixture's 20, nor (n is no multiple of 79) the
+				// weight this service got the last time round.
+				vs.Spec = fixture.Split(vs.Spec.(*networking.VirtualService).GetHosts()[0], int32(21+i%79))
+				vs.ResourceVersion = strconv.Itoa(i + 1)
+				snap.VirtualServices[i%n] = vs
+				if generated, writes := push(); generated != 1 || writes != 1 {
+					b.Fatalf("push after one change generated %d services and wrote %d EnvoyFilters, want 1 and 1", generated, writes)
+				}
+			}
+			peak()
+		})
+	}
+}
+
+// cluster holds EnvoyFilters as an informer cache would: copies of what was
+// written, each with a resource version.
+type cluster struct {
+	filters map[string]*model.EnvoyFilter
+	version int
+}
+
+func newCluster() *cluster { return &cluster{filters: map[string]*model.EnvoyFilter{}} }
+
+func (c *cluster) apply(changes plan.Changes) {
+	for _, list := range [][]*model.EnvoyFilter{changes.Create, changes.Update} {
+		for _, ef := range list {
+			c.version++
+			stored := ef.Clone()
+			stored.ResourceVersion = strconv.Itoa(c.version)
+			c.filters[ef.Key()] = stored
+		}
+	}
+	for _, ef := range changes.Delete {
+		delete(c.filters, ef.Key())
+	}
+}
+
+// watchPeak samples the memory the Go runtime holds from the OS (what the process's
+// resident size follows) while the benchmark runs, and reports its peak as
+// peak-MiB. The input config is included: the controller holds it too.
+func watchPeak(b *testing.B) func() {
+	b.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	b.ReportAllocs()
+	samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	var peak uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(samples)
+			peak = max(peak, samples[0].Value.Uint64()-samples[1].Value.Uint64())
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	b.ResetTimer()
+	return func() {
+		b.StopTimer()
+		close(stop)
+		wg.Wait()
+		b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
+	}
+}

@@ -1,0 +1,106 @@
+package translate
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// verdicts says, from the push's own results, whether each RedisService and
+// RedisDestination of the snapshot is in effect, as its Ready condition reports:
+//   - NoMatchingService: no service with a tcp-redis port has one of its hosts;
+//   - Conflict: an object of the same kind earlier by namespace/name binds one of the
+//     same services (it is in effect there, this one is not);
+//   - the Reason of the first generation error the object caused (see
+//     generator.ObjectError: Conflict, SecretNotFound, SecretKeyNotFound, Invalid);
+//   - else Ready, Accepted, naming the services.
+//
+// Messages never hold a credential.
+func verdicts(snap *model.Snapshot, services []*model.Service, results []*serviceResult) map[model.ObjectRef]model.Verdict {
+	// One walk over the services, in order: the first service that makes an object
+	// fail decides its verdict.
+	type state struct {
+		failed  *model.Verdict
+		applied []string
+	}
+	states := map[model.ObjectRef]*state{}
+	for i, svc := range services {
+		if !hasRedisPort(svc) {
+			continue
+		}
+		name := svc.Kind() + " " + svc.Namespace + "/" + svc.ObjectName()
+		bound := func(kind string, keys []string) {
+			for j, key := range keys {
+				ns, n, _ := strings.Cut(key, "/")
+				ref := model.ObjectRef{Kind: kind, Namespace: ns, Name: n}
+				st := states[ref]
+				if st == nil {
+					st = &state{}
+					states[ref] = st
+				}
+				if st.failed != nil {
+					continue
+				}
+				// The service's objects are sorted by namespace/name: the first is in effect.
+				if j > 0 {
+					st.failed = &model.Verdict{Reason: v1alpha1.ReasonConflict, Message: fmt.Sprintf(
+						"%s %s, earlier by namespace/name, already configures %s: this one is not in effect there", kind, keys[0], name)}
+					continue
+				}
+				if serr := results[i].err; serr != nil {
+					for _, oe := range generator.ObjectErrors(serr.Err) {
+						if oe.Ref == ref {
+							st.failed = &model.Verdict{Reason: oe.Reason, Message: fmt.Sprintf("%s port %d: %v", name, serr.Port.Number, oe.Err)}
+							break
+						}
+					}
+					if st.failed != nil {
+						continue
+					}
+				}
+				st.applied = append(st.applied, name)
+			}
+		}
+		bound(model.KindRedisService, keysOf(svc.RedisServices))
+		bound(model.KindRedisDestination, keysOf(svc.RedisDestinations))
+	}
+	out := make(map[model.ObjectRef]model.Verdict, len(snap.RedisServices)+len(snap.RedisDestinations))
+	objects := func(kind string, cfgs []model.Object) {
+		for _, c := range cfgs {
+			ref := model.ObjectRef{Kind: kind, Namespace: c.Namespace, Name: c.Name}
+			var v model.Verdict
+			switch st := states[ref]; {
+			case st != nil && st.failed != nil:
+				v = *st.failed
+			case st != nil && len(st.applied) > 0:
+				v = model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "applies to " + strings.Join(st.applied, ", ")}
+			default:
+				v = model.Verdict{Reason: v1alpha1.ReasonNoMatchingService, Message: fmt.Sprintf(
+					"no service with a tcp-redis port has any of the hosts %s", strings.Join(model.HostsOf(c, snap.DomainSuffix), ", "))}
+			}
+			if g, ok := c.Spec.(interface{ GetGeneration() int64 }); ok {
+				v.Generation = g.GetGeneration()
+			}
+			out[ref] = v
+		}
+	}
+	objects(model.KindRedisService, snap.RedisServices)
+	objects(model.KindRedisDestination, snap.RedisDestinations)
+	return out
+}
+
+func keysOf[T any](cfgs []*model.Config[T]) []string {
+	out := make([]string, 0, len(cfgs))
+	for _, c := range cfgs {
+		out = append(out, c.Namespace+"/"+c.Name)
+	}
+	return out
+}
+
+func hasRedisPort(svc *model.Service) bool {
+	return slices.ContainsFunc(svc.Ports, func(p *model.Port) bool { return p.Protocol == model.Redis })
+}

@@ -1,0 +1,225 @@
+// Package translate turns a snapshot of the mesh config into the desired
+// EnvoyFilters: it builds the services, calls each port's generator (reusing a
+// service's result while nothing it was built from changed), decides conflicts, and
+// says for each RedisService and RedisDestination whether it is in effect. It is
+// pure: it reads only the snapshot, and writes nothing.
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Translation is the desired state computed from a set of services.
+type Translation struct {
+	// Filters are the desired EnvoyFilters by key (namespace/name).
+	Filters map[string]*model.EnvoyFilter
+	// Failed are the services whose generation failed, by key. Their EnvoyFilters
+	// from earlier pushes must be kept as they are.
+	Failed map[string]*ServiceError
+	// Skipped are the service ports a generator chose to leave as plain TCP, with why,
+	// by service key. They are not failures: the service's other ports generate.
+	Skipped map[string][]*ServiceError
+	// Services counts the services with at least one generated port, by protocol.
+	Services map[model.Protocol]int
+	// Verdicts say, for every RedisService and RedisDestination of the snapshot,
+	// whether it is in effect: what its Ready condition reports.
+	Verdicts map[model.ObjectRef]model.Verdict
+	// Generated and Reused count the services generated afresh and those whose
+	// earlier result was reused (see Translator).
+	Generated, Reused int
+}
+
+// ErrConflict marks a service that wants an EnvoyFilter another service already has.
+var ErrConflict = errors.New("conflict")
+
+// ServiceError is a generation failure of one service port.
+type ServiceError struct {
+	Service  *model.Service
+	Port     *model.Port
+	Protocol model.Protocol
+	Err      error
+}
+
+func (e *ServiceError) Error() string {
+	return fmt.Sprintf("%s %s port %d (%s): %v", e.Service.Kind(), e.Service.Key(), e.Port.Number, e.Protocol, e.Err)
+}
+
+func (e *ServiceError) Unwrap() error { return e.Err }
+
+// Translate translates snap once, generating every service: the translation of
+// `aeraki generate`, and of a Translator's first push.
+func Translate(ctx generator.Context, reg generator.Registry, snap *model.Snapshot) (*Translation, error) {
+	return NewTranslator(ctx, reg).Translate(snap)
+}
+
+// serviceResult is what the generators made of one service.
+type serviceResult struct {
+	filters []*model.EnvoyFilter
+	// keys are the filters' keys, made once: every push looks them up.
+	keys []string
+	// ports are the ports that generated each filter.
+	ports     []*model.Port
+	protocols []model.Protocol
+	skipped   []*ServiceError
+	err       *ServiceError
+	// deps are the lookups the generators made (see lookup).
+	deps []dependency
+}
+
+// generateAll generates the services for which todo is true into results, in
+// parallel: generators are pure, and a full push of a large mesh is all generation.
+func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, services []*model.Service, results []*serviceResult, todo func(int) bool) int {
+	var next atomic.Int64
+	var generated atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(services)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(services) {
+					return
+				}
+				if !todo(i) {
+					continue
+				}
+				results[i] = generateService(p, ctx, reg, services[i])
+				generated.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(generated.Load())
+}
+
+// assemble builds the translation from the services' results, in service order, so
+// that conflicts are decided the same way every time.
+func assemble(services []*model.Service, results []*serviceResult) *Translation {
+	t := &Translation{
+		Filters:  map[string]*model.EnvoyFilter{},
+		Failed:   map[string]*ServiceError{},
+		Skipped:  map[string][]*ServiceError{},
+		Services: map[model.Protocol]int{},
+	}
+	for i, svc := range services {
+		r := results[i]
+		if len(r.skipped) > 0 {
+			t.Skipped[svc.Key()] = slices.Clone(r.skipped)
+		}
+		serr := r.err
+		if serr == nil {
+			serr = conflict(t.Filters, r, svc)
+		}
+		if serr != nil {
+			t.Failed[svc.Key()] = serr
+			continue
+		}
+		for i, ef := range r.filters {
+			t.Filters[r.keys[i]] = ef
+		}
+		if len(svc.Addresses) == 0 && len(r.filters) > 0 {
+			t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], noAddress(svc, r.protocols)...)
+		}
+		for _, p := range r.protocols {
+			t.Services[p]++
+		}
+	}
+	return t
+}
+
+func generateService(p *pushLookup, ctx *generator.Context, reg generator.Registry, svc *model.Service) *serviceResult {
+	r := &serviceResult{}
+	l := &lookup{push: p}
+	defer func() { r.deps = l.deps }()
+	ctx = ctx.WithLookup(l)
+	for _, port := range svc.Ports {
+		gen, ok := reg[port.Protocol]
+		if !ok {
+			continue
+		}
+		efs, err := gen.Generate(ctx, svc, port)
+		var skip *generator.SkipError
+		if errors.As(err, &skip) {
+			r.skipped = append(r.skipped, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err})
+			continue
+		}
+		if err != nil {
+			r.filters, r.keys, r.ports, r.protocols, r.skipped = nil, nil, nil, nil, nil
+			r.err = &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
+			return r
+		}
+		for _, ef := range efs {
+			r.filters = append(r.filters, ef)
+			r.keys = append(r.keys, ef.Key())
+			r.ports = append(r.ports, port)
+		}
+		if !slices.Contains(r.protocols, port.Protocol) {
+			r.protocols = append(r.protocols, port.Protocol)
+		}
+	}
+	return r
+}
+
+// NoAddressReason is the note on every port of a service without an address.
+const NoAddressReason = "the service has no address (a headless Service, or a ServiceEntry without addresses): " +
+	"clients' outbound listeners stay plain TCP; only the workloads' inbound side gets the filter"
+
+// noAddress tells that a service without an address (a headless Service, or a
+// ServiceEntry without addresses) gets only its inbound side: clients reach it through
+// per-endpoint or shared listeners that are not the service's own.
+func noAddress(svc *model.Service, protocols []model.Protocol) []*ServiceError {
+	var out []*ServiceError
+	for _, port := range svc.Ports {
+		if !slices.Contains(protocols, port.Protocol) {
+			continue
+		}
+		out = append(out, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: &generator.SkipError{Reason: NoAddressReason}})
+	}
+	return out
+}
+
+// conflict reports the first of a service's filters that an earlier service already
+// has, or that the service generates twice, naming the port that generated it.
+func conflict(have map[string]*model.EnvoyFilter, r *serviceResult, svc *model.Service) *ServiceError {
+	keys := r.keys
+	for i, key := range keys {
+		other, taken := have[key]
+		if !taken && !slices.Contains(keys[:i], key) {
+			continue
+		}
+		owner := svc.Key()
+		if taken {
+			owner = other.Annotations[model.ServiceAnnotation]
+		}
+		port := r.ports[i]
+		return &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: fmt.Errorf(
+			"%w: EnvoyFilter %s is also generated for %s: the services share a host and port", ErrConflict, key, owner)}
+	}
+	return nil
+}
+
+// SortedFilters returns the filters ordered by key.
+func SortedFilters(filters map[string]*model.EnvoyFilter) []*model.EnvoyFilter {
+	out := make([]*model.EnvoyFilter, 0, len(filters))
+	for _, k := range slices.Sorted(maps.Keys(filters)) {
+		out = append(out, filters[k])
+	}
+	return out
+}
+
+// SortedErrors returns the failures ordered by service key.
+func SortedErrors(failed map[string]*ServiceError) []*ServiceError {
+	out := make([]*ServiceError, 0, len(failed))
+	for _, k := range slices.Sorted(maps.Keys(failed)) {
+		out = append(out, failed[k])
+	}
+	return out
+}

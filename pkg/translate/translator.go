@@ -1,0 +1,164 @@
+package translate
+
+import (
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Translator translates push after push, keeping each service's result and reusing
+// it while nothing the service was built from changed: its own version (see
+// model.Service.Version) and every lookup its generators made into other services
+// and Secrets. A push after one change then generates only the services it touches.
+// It is not safe for concurrent use; the controller's pushes run one at a time.
+type Translator struct {
+	context  generator.Context
+	registry generator.Registry
+	cache    map[string]*cached
+}
+
+type cached struct {
+	version string
+	result  *serviceResult
+}
+
+// NewTranslator returns a translator with an empty cache.
+func NewTranslator(ctx generator.Context, reg generator.Registry) *Translator {
+	return &Translator{context: ctx, registry: reg, cache: map[string]*cached{}}
+}
+
+// Reset forgets every result: the next translation generates every service. The
+// controller's periodic resync uses it, so that nothing a cache key might miss
+// outlives one resync period.
+func (tr *Translator) Reset() {
+	tr.cache = map[string]*cached{}
+}
+
+// Translate returns the translation of snap. An error reading the snapshot (a
+// lookup that failed for a reason other than absence) fails the whole translation:
+// a partial view would drop routes or filters the user still wants. The cache is
+// then left as it was.
+func (tr *Translator) Translate(snap *model.Snapshot) (*Translation, error) {
+	services, err := model.BuildServices(snap)
+	if err != nil {
+		return nil, err
+	}
+	p := &pushLookup{services: model.NewHostIndex(services), secret: snap.Secret}
+	results := make([]*serviceResult, len(services))
+	for i, svc := range services {
+		if c, ok := tr.cache[svc.Key()]; ok && c.version == svc.Version && p.unchanged(c.result.deps) {
+			results[i] = c.result
+		}
+	}
+	generated := generateAll(p, &tr.context, tr.registry, services, results, func(i int) bool { return results[i] == nil })
+	if err := p.failed(); err != nil {
+		return nil, err
+	}
+	next := make(map[string]*cached, len(services))
+	for i, svc := range services {
+		next[svc.Key()] = &cached{version: svc.Version, result: results[i]}
+	}
+	tr.cache = next
+	t := assemble(services, results)
+	t.Generated, t.Reused = generated, len(services)-generated
+	t.Verdicts = verdicts(snap, services, results)
+	return t, nil
+}
+
+// pushLookup is what the generators of one push may look up: the push's services by
+// host and its Secrets. It keeps the first error of a Secret read; generation goes
+// on (the generator sees no Secret) and the translation fails at the end.
+type pushLookup struct {
+	services model.HostIndex
+	secret   func(namespace, name string) (*corev1.Secret, error)
+
+	mu  sync.Mutex
+	err error
+}
+
+func (p *pushLookup) getSecret(namespace, name string) *corev1.Secret {
+	if p.secret == nil {
+		return nil
+	}
+	s, err := p.secret(namespace, name)
+	if err != nil {
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = err
+		}
+		p.mu.Unlock()
+		return nil
+	}
+	return s
+}
+
+func (p *pushLookup) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// unchanged reports whether every lookup finds what it found before.
+func (p *pushLookup) unchanged(deps []dependency) bool {
+	for _, d := range deps {
+		var now string
+		switch d.kind {
+		case hostDependency:
+			now = serviceIdentity(p.services[d.name])
+		case secretDependency:
+			now = model.SecretVersion(p.getSecret(d.namespace, d.name))
+		}
+		if now != d.version {
+			return false
+		}
+	}
+	return true
+}
+
+// lookup is one service's generator.Lookup: the push's, recording every lookup with
+// the version of what it found, so that a cached result can tell whether the objects
+// it looked at are still the same.
+type lookup struct {
+	push *pushLookup
+	deps []dependency
+}
+
+// dependency is one lookup of a generator, with what it found.
+type dependency struct {
+	kind dependencyKind
+	// namespace and name of a Secret; name alone is a host.
+	namespace, name string
+	version         string
+}
+
+type dependencyKind int
+
+const (
+	hostDependency dependencyKind = iota
+	secretDependency
+)
+
+// Service implements generator.Lookup.
+func (l *lookup) Service(host string) *model.Service {
+	svc := l.push.services[host]
+	l.deps = append(l.deps, dependency{kind: hostDependency, name: host, version: serviceIdentity(svc)})
+	return svc
+}
+
+// Secret implements generator.Lookup.
+func (l *lookup) Secret(namespace, name string) *corev1.Secret {
+	s := l.push.getSecret(namespace, name)
+	l.deps = append(l.deps, dependency{kind: secretDependency, namespace: namespace, name: name, version: model.SecretVersion(s)})
+	return s
+}
+
+// serviceIdentity is what a host lookup found: the service and its version.
+func serviceIdentity(svc *model.Service) string {
+	if svc == nil {
+		return ""
+	}
+	return svc.Key() + "@" + svc.Version
+}

@@ -1,0 +1,105 @@
+package redis
+
+import (
+	"fmt"
+	"unicode/utf8"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/generator"
+)
+
+// credentials are a Redis password and optional ACL username as Envoy data sources.
+type credentials struct {
+	username *core.DataSource // nil: the default user
+	password *core.DataSource
+}
+
+// Secret keys used when the reference names none.
+const (
+	DefaultPasswordKey = "password"
+	DefaultUsernameKey = "username"
+)
+
+// resolveAuth reads credentials, from the object itself or from a Secret in its
+// namespace. Errors name the Secret and key, never a value.
+func resolveAuth(ctx *generator.Context, a *v1alpha1.Auth, namespace, where string) (*credentials, error) {
+	if a == nil {
+		return nil, nil
+	}
+	switch {
+	case a.Plain != nil && a.Secret != nil, a.Plain == nil && a.Secret == nil:
+		return nil, invalid("%s: set exactly one of secret and plain", where)
+	case a.Plain != nil:
+		if a.Plain.Password == "" {
+			return nil, invalid("%s.plain.password is empty", where)
+		}
+		c := &credentials{password: dataSource([]byte(a.Plain.Password))}
+		if a.Plain.Username != "" {
+			c.username = dataSource([]byte(a.Plain.Username))
+		}
+		return c, nil
+	}
+	ref := a.Secret
+	if ref.Name == "" {
+		return nil, invalid("%s.secret.name is empty", where)
+	}
+	data := secretData(ctx, namespace, ref.Name)
+	if data == nil {
+		return nil, &configError{reason: v1alpha1.ReasonSecretNotFound, msg: fmt.Sprintf("%s: Secret %s/%s not found", where, namespace, ref.Name)}
+	}
+	name := namespace + "/" + ref.Name
+	passwordKey := ref.PasswordKey
+	if passwordKey == "" {
+		passwordKey = DefaultPasswordKey
+	}
+	password, ok := data[passwordKey]
+	switch {
+	case !ok:
+		return nil, &configError{reason: v1alpha1.ReasonSecretKeyNotFound, msg: fmt.Sprintf("%s: Secret %s has no key %q for the password", where, name, passwordKey)}
+	case len(password) == 0:
+		return nil, invalid("%s: Secret %s key %q (the password) is empty", where, name, passwordKey)
+	}
+	c := &credentials{password: dataSource(password)}
+	usernameKey, named := ref.UsernameKey, ref.UsernameKey != ""
+	if !named {
+		usernameKey = DefaultUsernameKey
+	}
+	username, ok := data[usernameKey]
+	switch {
+	case !ok && named:
+		return nil, &configError{reason: v1alpha1.ReasonSecretKeyNotFound, msg: fmt.Sprintf("%s: Secret %s has no key %q for the username", where, name, usernameKey)}
+	case len(username) == 0 && named:
+		return nil, invalid("%s: Secret %s key %q (the username) is empty", where, name, usernameKey)
+	case len(username) > 0:
+		c.username = dataSource(username)
+	}
+	return c, nil
+}
+
+// secretData is the data of a Secret of the push, stringData merged in as the API
+// server does; nil when there is no such Secret.
+func secretData(ctx *generator.Context, namespace, name string) map[string][]byte {
+	s := ctx.Secret(namespace, name)
+	if s == nil {
+		return nil
+	}
+	data := make(map[string][]byte, len(s.Data)+len(s.StringData))
+	for k, v := range s.Data {
+		data[k] = v
+	}
+	for k, v := range s.StringData {
+		data[k] = []byte(v)
+	}
+	return data
+}
+
+// dataSource holds a credential inline: as a string when it is UTF-8 text, as bytes
+// otherwise (a proto string must be UTF-8; Redis passwords are binary-safe).
+func dataSource(v []byte) *core.DataSource {
+	if utf8.Valid(v) {
+		return &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: string(v)}}
+	}
+	return &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: v}}
+}
