@@ -8,6 +8,25 @@ import (
 	"time"
 )
 
+// bubble runs f in a synctest bubble and fails the test run if f has not returned
+// after ten seconds of real time. Fake time only advances while every goroutine of
+// the bubble is blocked, so a debouncer that spins (one that ignores its ceiling and
+// rearms its timer at once, say) would otherwise hang until the test binary's
+// timeout.
+func bubble(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		synctest.Test(t, f)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		panic(t.Name() + ": still running after 10s of real time: the debouncer spins or never returns")
+	}
+}
+
 type pushRecord struct {
 	at     time.Duration
 	merged int
@@ -52,7 +71,7 @@ func runDebounce(t *testing.T, opts DebounceOptions, pushTime time.Duration) (ch
 }
 
 func TestDebounceQuietPeriod(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
+	bubble(t, func(t *testing.T) {
 		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second}, 0)
 		defer stop()
 		// Three signals 100 ms apart: one push, 500 ms after the last.
@@ -70,7 +89,7 @@ func TestDebounceQuietPeriod(t *testing.T) {
 }
 
 func TestDebounceCeiling(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
+	bubble(t, func(t *testing.T) {
 		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 2 * time.Second}, 0)
 		defer stop()
 		// A signal every 300 ms from 0 to 2.7s never leaves a quiet period: the ceiling
@@ -96,7 +115,7 @@ func TestDebounceCeiling(t *testing.T) {
 }
 
 func TestDebounceOnePushInFlight(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
+	bubble(t, func(t *testing.T) {
 		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second}, 3*time.Second)
 		defer stop()
 		trigger <- struct{}{}
@@ -117,7 +136,7 @@ func TestDebounceOnePushInFlight(t *testing.T) {
 }
 
 func TestDebounceStopsWithContext(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
+	bubble(t, func(t *testing.T) {
 		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: time.Second, Max: 5 * time.Second}, 0)
 		trigger <- struct{}{}
 		stop() // returns although a signal is pending

@@ -1,0 +1,142 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"aeraki.io/aeraki/pkg/apply"
+	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/fixture"
+	"aeraki.io/aeraki/plugin"
+)
+
+// source serves a snapshot, or an error.
+type source struct {
+	mu   sync.Mutex
+	snap *model.Snapshot
+	err  error
+}
+
+func (s *source) HasSynced() bool { return true }
+
+func (s *source) Snapshot() (*model.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap, s.err
+}
+
+func (s *source) set(snap *model.Snapshot, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snap, s.err = snap, err
+}
+
+// statusSink records what pushes publish.
+type statusSink struct {
+	mu        sync.Mutex
+	published []map[model.ObjectRef]model.Verdict
+}
+
+func (s *statusSink) Publish(v map[model.ObjectRef]model.Verdict) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.published = append(s.published, v)
+}
+
+func (s *statusSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.published)
+}
+
+// newController returns a controller over a fake apiserver client that counts writes.
+func newController(t *testing.T, src Source, status StatusSink, debounce DebounceOptions) (*Controller, *atomic.Int64) {
+	t.Helper()
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int64
+	count := func() { writes.Add(1) }
+	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			count()
+			return c.Create(ctx, obj, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			count()
+			return c.Update(ctx, obj, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			count()
+			return c.Delete(ctx, obj, opts...)
+		},
+	}).Build()
+	return NewController(ControllerOptions{
+		Context:  generator.Context{RootNamespace: fixture.Namespace, DomainSuffix: "cluster.local"},
+		Registry: plugin.Registry(plugin.Options{}),
+		Debounce: debounce,
+		Source:   src,
+		Applier:  &apply.Applier{Cache: c, Client: c, Live: c, Workers: 2, Log: testr.New(t)},
+		Status:   status,
+		Log:      testr.New(t),
+	}), &writes
+}
+
+// A push whose snapshot cannot be read fails with that error, writes nothing and
+// publishes no verdicts; once the snapshot reads again, the push writes.
+func TestPushFailsOnASnapshotError(t *testing.T) {
+	src := &source{}
+	status := &statusSink{}
+	ctrl, writes := newController(t, src, status, DebounceOptions{})
+	errRead := errors.New("listing RedisServices: the cache is unavailable")
+	src.set(nil, errRead)
+	if err := ctrl.Push(t.Context()); !errors.Is(err, errRead) {
+		t.Fatalf("push = %v, want the snapshot's error", err)
+	}
+	if n := writes.Load(); n != 0 || status.count() != 0 {
+		t.Fatalf("a failed push wrote %d times and published %d verdict sets", n, status.count())
+	}
+	src.set(fixture.Snapshot(fixture.Dubbo, 3), nil)
+	if err := ctrl.Push(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Load(); n != 6 || status.count() != 1 {
+		t.Fatalf("push wrote %d times (want 6: two filters each of three services) and published %d verdict sets (want 1)", n, status.count())
+	}
+}
+
+// Start retries a failed push without waiting for a change, and stops every
+// goroutine it started when its context ends (TestMain checks for leaks).
+func TestStartRetriesAFailedPush(t *testing.T) {
+	src := &source{}
+	src.set(nil, errors.New("the cache is unavailable"))
+	ctrl, writes := newController(t, src, &statusSink{}, DebounceOptions{Quiet: time.Millisecond, Max: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Start(ctx) }()
+	time.Sleep(50 * time.Millisecond) // a few failed pushes
+	src.set(fixture.Snapshot(fixture.Dubbo, 1), nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for writes.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Load(); n != 2 {
+		t.Fatalf("after the snapshot reads again the retry wrote %d times, want 2", n)
+	}
+}
