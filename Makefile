@@ -30,8 +30,20 @@ build: ## Build bin/aeraki (static; BIN=dir to build elsewhere)
 testbin: ## Build etcd, kube-apiserver and pilot-discovery into the cache (once)
 	@hack/testbin.sh >/dev/null
 
+.PHONY: deps
+deps: ## Install the system packages the tests need when missing (shellcheck, redis-server; apt-get)
+	@hack/deps.sh
+
+# Tests that need no control-plane binaries: everything but the Kubernetes manager's
+# tests (envtest) and test/ (real etcd, kube-apiserver, istiod, the built binary).
+UNIT_PKGS = $(shell $(GO) list ./cmd/... ./pkg/... ./plugin/... | grep -v '/pkg/kube$$')
+
+.PHONY: unit
+unit: ## Run the tests that need no cluster: generators and goldens, fuzz seeds, translate, plan, push loop, model, manifest, CLI
+	$(GO) test -count=1 -timeout 5m $(UNIT_PKGS)
+
 .PHONY: test
-test: testbin ## Run every test: unit, golden, fuzz seeds, real kube-apiserver and istiod, end to end
+test: deps testbin ## Run every test: unit, golden, fuzz seeds, real kube-apiserver and istiod, end to end
 	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) test -count=1 -timeout 30m ./...
 	cd demo/apps && $(GO) test -count=1 ./...
 
