@@ -51,7 +51,8 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "aeraki: unexpected argument %q\n\n%s", fs.Arg(0), usage)
 		return 2
 	}
-	log := zap.New(zap.Level(level), zap.WriteTo(stderr))
+	// Errors carry their context in fields; stack traces are for panics only.
+	log := zap.New(zap.Level(level), zap.WriteTo(stderr), zap.StacktraceLevel(zapcore.DPanicLevel))
 	ctrl.SetLogger(log)
 
 	cfg, err := restConfig(*kubeconfig)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/protobuf/encoding/protojson"
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -42,7 +43,7 @@ func main() {
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := zap.New(zap.UseDevMode(false))
+	log := zap.New(zap.UseDevMode(false), zap.StacktraceLevel(zapcore.DPanicLevel))
 	ctrl.SetLogger(log)
 
 	say("starting etcd, kube-apiserver and istiod on 127.0.0.1 ...")

@@ -61,7 +61,9 @@ type Server struct {
 	// cacheSynced is set once the manager's informers (EnvoyFilters, Services, Redis
 	// objects, Secrets) have listed everything.
 	cacheSynced atomic.Bool
-	log         logr.Logger
+	// stopping is set once Run's context is done: a stop we asked for.
+	stopping atomic.Bool
+	log      logr.Logger
 }
 
 // New wires the parts; Run starts them.
@@ -69,11 +71,13 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	if opts.Manager.Logger.GetSink() == nil {
 		opts.Manager.Logger = log
 	}
+	s := &Server{log: log}
+	opts.Manager.Logger = opts.Manager.Logger.WithSink(&stopSink{LogSink: opts.Manager.Logger.GetSink(), stopping: &s.stopping})
 	mgr, err := kube.NewManager(cfg, opts.Manager)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{mgr: mgr, log: log}
+	s.mgr = mgr
 	// Our metrics go with controller-runtime's on the manager's metrics endpoint. A
 	// process with several managers (tests) cannot register the same names twice there.
 	var reg prometheus.Registerer = ctrlmetrics.Registry
@@ -149,6 +153,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 
 // Run runs everything until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
+	context.AfterFunc(ctx, func() { s.stopping.Store(true) })
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if err := s.watchKube(ctx); err != nil {
