@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -63,7 +64,7 @@ func (a *Applier) Current(ctx context.Context) (map[string]*model.EnvoyFilter, e
 	}
 	out := make(map[string]*model.EnvoyFilter, len(list.Items))
 	for _, obj := range list.Items {
-		ef := model.EnvoyFilterFromObject(obj)
+		ef := fromObject(obj)
 		out[ef.Key()] = ef
 	}
 	return out, nil
@@ -170,7 +171,7 @@ func (a *Applier) backoff() backoff.BackOff {
 var errNotOurs = errors.New("an EnvoyFilter of that name exists without our label: rename or delete it")
 
 func (a *Applier) create(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
-	obj := ef.Object()
+	obj := toObject(ef)
 	err := a.Client.Create(ctx, obj, client.FieldOwner(FieldOwner))
 	if !apierrors.IsAlreadyExists(err) {
 		return obj.ResourceVersion, err
@@ -191,7 +192,7 @@ func (a *Applier) update(ctx context.Context, ef *model.EnvoyFilter) (string, er
 	if obj.Labels[model.ManagedByLabel] != model.ManagedByValue {
 		return "", backoff.Permanent(errNotOurs)
 	}
-	if ef.UpToDate(model.EnvoyFilterFromObject(obj)) {
+	if ef.UpToDate(fromObject(obj)) {
 		return obj.ResourceVersion, nil
 	}
 	obj.Labels = merge(obj.Labels, ef.Labels)
@@ -211,7 +212,7 @@ func merge(into, from map[string]string) map[string]string {
 }
 
 func (a *Applier) delete(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
-	err := a.Client.Delete(ctx, ef.Object())
+	err := a.Client.Delete(ctx, toObject(ef))
 	if apierrors.IsNotFound(err) {
 		return "", nil
 	}
@@ -255,4 +256,33 @@ func retriable(err error) bool {
 	return !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) && !apierrors.IsForbidden(err) &&
 		!apierrors.IsMethodNotSupported(err) && !apierrors.IsNotAcceptable(err) && !apierrors.IsUnsupportedMediaType(err) &&
 		!errors.Is(err, context.Canceled)
+}
+
+// toObject returns the Kubernetes object of an EnvoyFilter.
+func toObject(e *model.EnvoyFilter) *clientnetworking.EnvoyFilter {
+	obj := &clientnetworking.EnvoyFilter{
+		TypeMeta: metav1.TypeMeta{APIVersion: clientnetworking.SchemeGroupVersion.String(), Kind: "EnvoyFilter"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        e.Name,
+			Namespace:   e.Namespace,
+			Labels:      maps.Clone(e.Labels),
+			Annotations: maps.Clone(e.Annotations),
+		},
+	}
+	proto.Merge(&obj.Spec, e.Spec)
+	return obj
+}
+
+// fromObject reads a Kubernetes EnvoyFilter without copying: the result
+// shares obj's maps and spec, so neither may be changed while both are in use (the
+// controller reads the informer cache's own objects this way, and only compares them).
+func fromObject(obj *clientnetworking.EnvoyFilter) *model.EnvoyFilter {
+	return &model.EnvoyFilter{
+		Name:            obj.Name,
+		Namespace:       obj.Namespace,
+		Labels:          obj.Labels,
+		Annotations:     obj.Annotations,
+		Spec:            &obj.Spec,
+		ResourceVersion: obj.ResourceVersion,
+	}
 }

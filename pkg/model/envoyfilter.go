@@ -10,8 +10,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
-	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Labels and annotations this project puts on the EnvoyFilters it manages.
@@ -25,6 +23,9 @@ const (
 	// for, so that a service whose generation fails keeps its filters.
 	ServiceAnnotation = "aeraki.io/service"
 )
+
+// EnvoyFilterAPIVersion is the API version EnvoyFilters are written in.
+const EnvoyFilterAPIVersion = "networking.istio.io/v1alpha3"
 
 // EnvoyFilter is a generated Istio EnvoyFilter. Its identity is Namespace/Name.
 type EnvoyFilter struct {
@@ -77,35 +78,6 @@ func (e *EnvoyFilter) Clone() *EnvoyFilter {
 	}
 }
 
-// Object returns the Kubernetes object of the EnvoyFilter.
-func (e *EnvoyFilter) Object() *clientnetworking.EnvoyFilter {
-	obj := &clientnetworking.EnvoyFilter{
-		TypeMeta: metav1.TypeMeta{APIVersion: clientnetworking.SchemeGroupVersion.String(), Kind: "EnvoyFilter"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        e.Name,
-			Namespace:   e.Namespace,
-			Labels:      maps.Clone(e.Labels),
-			Annotations: maps.Clone(e.Annotations),
-		},
-	}
-	proto.Merge(&obj.Spec, e.Spec)
-	return obj
-}
-
-// EnvoyFilterFromObject reads a Kubernetes EnvoyFilter without copying: the result
-// shares obj's maps and spec, so neither may be changed while both are in use (the
-// controller reads the informer cache's own objects this way, and only compares them).
-func EnvoyFilterFromObject(obj *clientnetworking.EnvoyFilter) *EnvoyFilter {
-	return &EnvoyFilter{
-		Name:            obj.Name,
-		Namespace:       obj.Namespace,
-		Labels:          obj.Labels,
-		Annotations:     obj.Annotations,
-		Spec:            &obj.Spec,
-		ResourceVersion: obj.ResourceVersion,
-	}
-}
-
 // Document returns the EnvoyFilter as a Kubernetes document (apiVersion, kind,
 // metadata, spec) in JSON, with nothing the server sets.
 func (e *EnvoyFilter) Document() ([]byte, error) {
@@ -114,7 +86,7 @@ func (e *EnvoyFilter) Document() ([]byte, error) {
 		return nil, fmt.Errorf("EnvoyFilter %s: %w", e.Key(), err)
 	}
 	doc, err := json.Marshal(document{
-		APIVersion: clientnetworking.SchemeGroupVersion.String(),
+		APIVersion: EnvoyFilterAPIVersion,
 		Kind:       "EnvoyFilter",
 		Metadata:   documentMeta{Name: e.Name, Namespace: e.Namespace, Labels: e.Labels, Annotations: e.Annotations},
 		Spec:       spec,
