@@ -34,7 +34,10 @@ func TestKubernetesServiceAsIstiodShowsIt(t *testing.T) {
 	if errs := objs.Decode(strings.NewReader(kubeService), "in"); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	services := model.BuildServices(objs.Snapshot("cluster.local"))
+	services, err := model.BuildServices(objs.Snapshot("cluster.local"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(services) != 1 {
 		t.Fatalf("got %d services, want 1", len(services))
 	}
@@ -127,7 +130,10 @@ func TestRedisObjectsBindByHost(t *testing.T) {
 		t.Fatal(errs)
 	}
 	snap := objs.Snapshot("cluster.local")
-	services := model.BuildServices(snap)
+	services, err := model.BuildServices(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(services) != 1 {
 		t.Fatalf("got %d services, want 1", len(services))
 	}
@@ -139,9 +145,9 @@ func TestRedisObjectsBindByHost(t *testing.T) {
 	if len(svc.RedisDestinations) != 1 || svc.RedisDestinations[0].Spec.Spec.TrafficPolicy.ConnectionPool.Redis.Mode != "CLUSTER" {
 		t.Errorf("RedisDestinations = %+v", svc.RedisDestinations)
 	}
-	secret := snap.Secret("shop", "cache-auth")
-	if secret == nil {
-		t.Fatal("Secret shop/cache-auth not found")
+	secret, err := snap.Secret("shop", "cache-auth")
+	if err != nil || secret == nil {
+		t.Fatalf("Secret shop/cache-auth: %v, %v", secret, err)
 	}
 	// As the API server does: data is base64, stringData is folded into data.
 	if got := string(secret.Data["password"]); got != "s3cr3t" {
@@ -150,8 +156,8 @@ func TestRedisObjectsBindByHost(t *testing.T) {
 	if got := string(secret.Data["username"]); got != "app" {
 		t.Errorf("username = %q", got)
 	}
-	if snap.Secret("other", "cache-auth") != nil {
-		t.Error("a Secret is found in another namespace")
+	if secret, err := snap.Secret("other", "cache-auth"); err != nil || secret != nil {
+		t.Errorf("Secret other/cache-auth: %v, %v; want none and no error (a Secret in another namespace must not be found)", secret, err)
 	}
 }
 

@@ -1,10 +1,12 @@
 package model_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
@@ -27,6 +29,16 @@ spec:
   ports: [{number: 80, name: http, protocol: HTTP}]
 `
 
+// build is model.BuildServices of a snapshot whose reads do not fail.
+func build(t *testing.T, snap *model.Snapshot) []*model.Service {
+	t.Helper()
+	services, err := model.BuildServices(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return services
+}
+
 // doc is an Istio document with one host field in its spec.
 func doc(kind, ns, name, field, host string) string {
 	return "---\napiVersion: networking.istio.io/v1\nkind: " + kind + "\nmetadata: {name: " + name + ", namespace: " + ns + "}\nspec: {" + field + ": " + host + "}\n"
@@ -46,7 +58,7 @@ func TestBuildServicesBindsByHost(t *testing.T) {
 	if errs := objs.Decode(strings.NewReader(in), "in"); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	services := model.BuildServices(objs.Snapshot("cluster.local"))
+	services := build(t, objs.Snapshot("cluster.local"))
 	if len(services) != 1 {
 		t.Fatalf("got %d services, want only the one with a Dubbo port", len(services))
 	}
@@ -79,15 +91,15 @@ func TestBuildServicesBindsByHost(t *testing.T) {
 // the annotations it got.
 func TestBuildServicesTakesServiceEntryAnnotationsFromTheAPIServer(t *testing.T) {
 	snap := fixture.Snapshot(fixture.Dubbo, 2)
-	before := model.BuildServices(snap)
+	before := build(t, snap)
 	fresh := map[string]string{"interface": "org.example.Renamed"}
-	snap.ServiceEntryAnnotations = func(ns, name string) (map[string]string, bool) {
+	snap.ServiceEntryAnnotations = func(ns, name string) (map[string]string, bool, error) {
 		if ns == fixture.Namespace && name == "dubbo-1" {
-			return fresh, true
+			return fresh, true, nil
 		}
-		return nil, false
+		return nil, false, nil
 	}
-	after := model.BuildServices(snap)
+	after := build(t, snap)
 	if got := after[0].Annotations["interface"]; got != "org.example.Service0" {
 		t.Errorf("dubbo-0 (not in the apiserver's cache): interface %q, want istiod's", got)
 	}
@@ -97,5 +109,39 @@ func TestBuildServicesTakesServiceEntryAnnotationsFromTheAPIServer(t *testing.T)
 	if before[0].Version != after[0].Version || before[1].Version == after[1].Version {
 		t.Errorf("versions: dubbo-0 %s -> %s (want same), dubbo-1 %s -> %s (want changed)",
 			before[0].Version, after[0].Version, before[1].Version, after[1].Version)
+	}
+}
+
+// A failed read of the snapshot fails the build, naming the object: services built
+// from a partial view would drop what the user still wants. An object the reader
+// does not have is no error.
+func TestBuildServicesFailsOnAFailedRead(t *testing.T) {
+	errRead := errors.New("apiserver unavailable")
+	snap := fixture.Snapshot(fixture.Dubbo, 2)
+	snap.ServiceEntryAnnotations = func(ns, name string) (map[string]string, bool, error) {
+		if name == "dubbo-1" {
+			return nil, false, errRead
+		}
+		return nil, false, nil
+	}
+	services, err := model.BuildServices(snap)
+	if !errors.Is(err, errRead) || !strings.Contains(err.Error(), "ServiceEntry "+fixture.Namespace+"/dubbo-1") || services != nil {
+		t.Errorf("failed annotations read: %v, %v; want the read's error naming the ServiceEntry and no services", services, err)
+	}
+
+	snap = fixture.Snapshot(fixture.Dubbo, 1)
+	snap.ServiceEntries[0].Name = model.SyntheticPrefix + "dubbo-0"
+	snap.KubeService = func(ns, name string) (*corev1.Service, error) {
+		return nil, nil
+	}
+	if services := build(t, snap); len(services) != 1 {
+		t.Fatalf("Kubernetes Service not found: %d services, want the ServiceEntry's", len(services))
+	}
+	snap.KubeService = func(ns, name string) (*corev1.Service, error) {
+		return nil, errRead
+	}
+	services, err = model.BuildServices(snap)
+	if !errors.Is(err, errRead) || !strings.Contains(err.Error(), "Service "+fixture.Namespace+"/dubbo-0") || services != nil {
+		t.Errorf("failed Service read: %v, %v; want the read's error naming the Service and no services", services, err)
 	}
 }

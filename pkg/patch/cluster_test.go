@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -92,7 +93,7 @@ func TestClusterPatchRejects(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ClusterPatch(c.ctx, c.match, c.op, c.value)
-			if !errors.Is(err, ErrInvalidFilter) || !strings.Contains(err.Error(), c.want) {
+			if !errors.Is(err, generator.ErrInvalidFilter) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("got %v, want ErrInvalidFilter mentioning %q", err, c.want)
 			}
 		})
@@ -125,38 +126,54 @@ func TestValidateClusterValue(t *testing.T) {
 	}
 }
 
-func TestAddPatches(t *testing.T) {
-	ctx := &Context{RootNamespace: "root"}
+func TestBuilderAdd(t *testing.T) {
+	ctx := &generator.Context{RootNamespace: "root"}
 	svc := &model.Service{Name: "s", Namespace: "ns", Hosts: []string{"a.example"}, WorkloadSelector: map[string]string{"app": "s"}}
 	port := &model.Port{Number: 6379, TargetPort: 6380}
 	p, err := ClusterPatch(networking.EnvoyFilter_SIDECAR_OUTBOUND, outboundMatch, networking.EnvoyFilter_Patch_REMOVE, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	newBuilder := func(svc *model.Service) *Builder {
+		t.Helper()
+		b, err := NewBuilder(ctx, svc, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
 	// No outbound EnvoyFilter yet (a service without address): one is made, named as
 	// ListenerFilters names it.
-	efs, err := AddPatches(ctx, svc, port, Outbound, nil, p)
-	if err != nil || len(efs) != 1 {
-		t.Fatalf("got %v, %v", efs, err)
+	b := newBuilder(svc)
+	if err := b.Add(Outbound, p); err != nil {
+		t.Fatal(err)
+	}
+	efs := b.Filters()
+	if len(efs) != 1 {
+		t.Fatalf("got %v", efs)
 	}
 	if efs[0].Key() != "root/"+ObjectName(Outbound, "a.example", 6379) || efs[0].Spec.GetWorkloadSelector() != nil || efs[0].Annotations[model.ServiceAnnotation] != "ns/s" {
 		t.Errorf("outbound EnvoyFilter %s %v", efs[0].Key(), efs[0].Spec)
 	}
 	// The next patch joins it; an inbound one goes to the inbound EnvoyFilter.
-	if efs, err = AddPatches(ctx, svc, port, Outbound, efs, p); err != nil || len(efs) != 1 || len(efs[0].Spec.GetConfigPatches()) != 2 {
-		t.Fatalf("second outbound patch: %v, %v", efs, err)
+	if err := b.Add(Outbound, p); err != nil || len(b.Filters()) != 1 || len(b.Filters()[0].Spec.GetConfigPatches()) != 2 {
+		t.Fatalf("second outbound patch: %v, %v", b.Filters(), err)
 	}
-	if efs, err = AddPatches(ctx, svc, port, Inbound, efs, p); err != nil || len(efs) != 2 {
-		t.Fatalf("inbound patch: %v, %v", efs, err)
+	if err := b.Add(Inbound, p); err != nil || len(b.Filters()) != 2 {
+		t.Fatalf("inbound patch: %v, %v", b.Filters(), err)
 	}
-	if in := efs[1]; in.Key() != "ns/"+ObjectName(Inbound, "a.example", 6379) || in.Spec.GetWorkloadSelector().GetLabels()["app"] != "s" {
+	if in := b.Filters()[1]; in.Key() != "ns/"+ObjectName(Inbound, "a.example", 6379) || in.Spec.GetWorkloadSelector().GetLabels()["app"] != "s" {
 		t.Errorf("inbound EnvoyFilter %s %v", in.Key(), in.Spec)
 	}
 	// Nothing to add: nothing made.
-	if got, err := AddPatches(ctx, svc, port, Outbound, nil); err != nil || got != nil {
-		t.Errorf("no patches: %v, %v", got, err)
+	b = newBuilder(svc)
+	if err := b.Add(Outbound); err != nil || b.Filters() != nil {
+		t.Errorf("no patches: %v, %v", b.Filters(), err)
 	}
-	if _, err := AddPatches(ctx, &model.Service{Hosts: []string{"a"}}, port, Inbound, nil, p); err == nil {
+	if err := newBuilder(&model.Service{Hosts: []string{"a"}}).Add(Inbound, p); err == nil {
 		t.Error("inbound patch without a workload selector: no error")
+	}
+	if _, err := NewBuilder(ctx, &model.Service{}, port); err == nil {
+		t.Error("builder for a service without hosts: no error")
 	}
 }

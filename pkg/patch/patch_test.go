@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -27,7 +28,7 @@ func TestListenerFilters(t *testing.T) {
 		WorkloadSelector: map[string]string{"app": "s"},
 	}
 	port := &model.Port{Number: 9000, TargetPort: 9001, Protocol: model.ZooKeeper}
-	efs, err := ListenerFilters(&Context{RootNamespace: "root"}, svc, port, InsertBeforeTCPProxy, tcpFilter)
+	efs, err := ListenerFilters(&generator.Context{RootNamespace: "root"}, svc, port, InsertBeforeTCPProxy, tcpFilter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +78,47 @@ func TestListenerFiltersErrors(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			efs, err := ListenerFilters(&Context{}, c.svc, c.port, ReplaceTCPProxy, tcpFilter)
+			efs, err := ListenerFilters(&generator.Context{}, c.svc, c.port, ReplaceTCPProxy, tcpFilter)
 			if err == nil || !strings.Contains(err.Error(), c.want) || efs != nil {
 				t.Fatalf("got %v, %v; want error containing %q and no filters", efs, err, c.want)
 			}
 		})
+	}
+}
+
+// TestBuilderDirections: a builder patches only the directions asked for, and later
+// patches of a direction join the EnvoyFilter its listener patches made.
+func TestBuilderDirections(t *testing.T) {
+	svc := &model.Service{
+		Name: "s", Namespace: "ns", Hosts: []string{"a.example"},
+		Addresses:        []string{"10.0.0.1"},
+		WorkloadSelector: map[string]string{"app": "s"},
+	}
+	port := &model.Port{Number: 9000, TargetPort: 9001, Protocol: model.Dubbo}
+	b, err := NewBuilder(&generator.Context{RootNamespace: "root"}, svc, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ListenerFilter(ReplaceTCPProxy, tcpFilter, Outbound); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(Outbound, b.Filters()[0].Spec.ConfigPatches[0]); err != nil {
+		t.Fatal(err)
+	}
+	efs := b.Filters()
+	if len(efs) != 1 || efs[0].Key() != "root/"+ObjectName(Outbound, "a.example", 9000) || len(efs[0].Spec.GetConfigPatches()) != 2 {
+		t.Fatalf("got %v, want the outbound EnvoyFilter only, with both patches", efs)
+	}
+	// Inbound only, for a service without addresses.
+	b, err = NewBuilder(&generator.Context{RootNamespace: "root"}, &model.Service{Name: "s", Namespace: "ns", Hosts: []string{"a.example"}, WorkloadSelector: map[string]string{"app": "s"}}, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ListenerFilter(ReplaceTCPProxy, tcpFilter, Outbound); !errors.Is(err, ErrNoListener) {
+		t.Errorf("outbound only, without addresses: %v, want ErrNoListener", err)
+	}
+	if err := b.ListenerFilter(ReplaceTCPProxy, tcpFilter, Inbound); err != nil || len(b.Filters()) != 1 || b.Filters()[0].Namespace != "ns" {
+		t.Errorf("inbound only: %v, %v", b.Filters(), err)
 	}
 }
 
@@ -121,7 +158,7 @@ func TestValidateFilterValue(t *testing.T) {
 		"no config":            NetworkFilter(TCPProxyFilter, nil),
 		"required field empty": NetworkFilter(TCPProxyFilter, &tcp.TcpProxy{ClusterSpecifier: &tcp.TcpProxy_Cluster{Cluster: "c"}}),
 	} {
-		if _, err := FilterValue(f); !errors.Is(err, ErrInvalidFilter) {
+		if _, err := FilterValue(f); !errors.Is(err, generator.ErrInvalidFilter) {
 			t.Errorf("%s: FilterValue error %v, want ErrInvalidFilter", name, err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
 )
 
 func ef(name, service string, priority int32) *model.EnvoyFilter {
@@ -47,7 +48,7 @@ func TestPlan(t *testing.T) {
 	cases := []struct {
 		name                   string
 		desired, current       map[string]*model.EnvoyFilter
-		failed                 map[string]*ServiceError
+		failed                 map[string]*translate.ServiceError
 		create, update, delete []string
 	}{
 		{name: "nothing"},
@@ -72,7 +73,7 @@ func TestPlan(t *testing.T) {
 			name:    "filters of a failed service are kept",
 			desired: byKey(ef("other", "ns/ok", 1)),
 			current: byKey(ef("other", "ns/ok", 1), ef("broken-out", "ns/broken", 1), ef("broken-in", "ns/broken", 1), ef("gone", "ns/deleted", 1)),
-			failed:  map[string]*ServiceError{"ns/broken": {Err: errors.New("bad")}},
+			failed:  map[string]*translate.ServiceError{"ns/broken": {Err: errors.New("bad")}},
 			delete:  []string{"gone"},
 		},
 	}

@@ -22,6 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"aeraki.io/aeraki/pkg/model"
 )
 
 // TestMain fails the package if goroutines outlive the tests: the watcher must stop
@@ -313,14 +315,14 @@ func TestWatcherReportsAuthGate(t *testing.T) {
 // checkSynthetic pins down what istiod puts into the ServiceEntry it derives from a
 // Kubernetes Service; model.BuildServices relies on it (and reads annotations and
 // target ports from the Service itself).
-func checkSynthetic(t *testing.T, c *config.Config) {
+func checkSynthetic(t *testing.T, c *model.Object) {
 	t.Helper()
 	if c == nil {
 		t.Error("no synthetic-dubbo-svc")
 		return
 	}
 	spec := c.Spec.(*networking.ServiceEntry)
-	t.Logf("synthetic ServiceEntry: labels=%v annotations=%v resourceVersion=%q spec=%v", c.Labels, c.Annotations, c.ResourceVersion, spec)
+	t.Logf("synthetic ServiceEntry: annotations=%v resourceVersion=%q spec=%v", c.Annotations, c.ResourceVersion, spec)
 	if !slices.Equal(spec.GetHosts(), []string{"dubbo-svc.default.svc.cluster.local"}) {
 		t.Errorf("hosts = %v", spec.GetHosts())
 	}
@@ -475,12 +477,12 @@ func freeAddress(t *testing.T) string {
 
 func inSnapshot(w *Watcher, k config.GroupVersionKind, name string) bool {
 	ses, vss, drs := w.Snapshot()
-	list := map[config.GroupVersionKind][]config.Config{gvk.ServiceEntry: ses, gvk.VirtualService: vss, gvk.DestinationRule: drs}[k]
+	list := map[config.GroupVersionKind][]model.Object{gvk.ServiceEntry: ses, gvk.VirtualService: vss, gvk.DestinationRule: drs}[k]
 	return find(list, name) != nil
 }
 
 // find returns the object of the default namespace with the name.
-func find(cs []config.Config, name string) *config.Config {
+func find(cs []model.Object, name string) *model.Object {
 	for i := range cs {
 		if cs[i].Namespace == "default" && cs[i].Name == name {
 			return &cs[i]
@@ -489,7 +491,7 @@ func find(cs []config.Config, name string) *config.Config {
 	return nil
 }
 
-func names(cs []config.Config) []string {
+func names(cs []model.Object) []string {
 	out := make([]string, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, c.Namespace+"/"+c.Name)

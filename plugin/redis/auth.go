@@ -8,6 +8,7 @@ import (
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/model"
 )
 
 // credentials are a Redis password and optional ACL username as Envoy data sources.
@@ -45,11 +46,11 @@ func resolveAuth(ctx *generator.Context, a *v1alpha1.Auth, namespace, where stri
 	if ref.Name == "" {
 		return nil, invalid("%s.secret.name is empty", where)
 	}
-	data := secretData(ctx, namespace, ref.Name)
-	if data == nil {
+	secret := ctx.Secret(namespace, ref.Name)
+	if secret == nil {
 		return nil, &configError{reason: v1alpha1.ReasonSecretNotFound, msg: fmt.Sprintf("%s: Secret %s/%s not found", where, namespace, ref.Name)}
 	}
-	name := namespace + "/" + ref.Name
+	data, name := model.SecretData(secret), namespace+"/"+ref.Name
 	passwordKey := ref.PasswordKey
 	if passwordKey == "" {
 		passwordKey = DefaultPasswordKey
@@ -76,23 +77,6 @@ func resolveAuth(ctx *generator.Context, a *v1alpha1.Auth, namespace, where stri
 		c.username = dataSource(username)
 	}
 	return c, nil
-}
-
-// secretData is the data of a Secret of the push, stringData merged in as the API
-// server does; nil when there is no such Secret.
-func secretData(ctx *generator.Context, namespace, name string) map[string][]byte {
-	s := ctx.Secret(namespace, name)
-	if s == nil {
-		return nil
-	}
-	data := make(map[string][]byte, len(s.Data)+len(s.StringData))
-	for k, v := range s.Data {
-		data[k] = v
-	}
-	for k, v := range s.StringData {
-		data[k] = []byte(v)
-	}
-	return data
 }
 
 // dataSource holds a credential inline: as a string when it is UTF-8 text, as bytes

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -19,8 +21,10 @@ const fuzzPassword = "Zq9-fuzz-password-Zq9"
 // FuzzGenerate feeds arbitrary routes (prefixes, hosts, ports, mirror percentages),
 // faults and settings through a RedisService, and connection settings, auth and mode
 // through a RedisDestination. The generator must not panic, must return either an
-// error or EnvoyFilters whose every patch Envoy accepts, never show the password, and
-// agree with Check: it succeeds exactly when both objects are Ready.
+// error or EnvoyFilters whose every patch Envoy accepts, and never show the password,
+// neither in its error nor in the object errors the translation turns into the
+// objects' Ready conditions, each of which names one of the two objects with a
+// Reason of the API.
 func FuzzGenerate(f *testing.F) {
 	f.Add("user:", "USER:", "users", int32(0), 12.5, 50.0, int64(time.Second), int64(1024), int64(100), "REPLICA", false, false,
 		int64(1500*time.Millisecond), int32(10), "PROXY", "", "password", "")
@@ -107,28 +111,51 @@ func FuzzGenerate(f *testing.F) {
 			RedisServices:     []*model.Config[*v1alpha1.RedisService]{{Name: "cache", Namespace: "redis", Spec: rs}},
 			RedisDestinations: []*model.Config[*v1alpha1.RedisDestination]{{Name: "cache", Namespace: "redis", Spec: rd}},
 		}
-		services := []*model.Service{svc, other, users}
-		secret := &corev1.Secret{Data: map[string][]byte{"password": []byte(fuzzPassword), "username": []byte("app")}}
-		ctx := generatortest.Context.ForPush(&model.Snapshot{Secret: func(ns, name string) *corev1.Secret {
-			if ns == "redis" && name == "auth" {
-				return secret
-			}
-			return nil
-		}}, services)
+		ctx := generatortest.Context.WithLookup(&fuzzLookup{
+			services: model.NewHostIndex([]*model.Service{svc, other, users}),
+			secret:   &corev1.Secret{Data: map[string][]byte{"password": []byte(fuzzPassword), "username": []byte("app")}},
+		})
 
 		efs, err := New().Generate(ctx, svc, svc.Ports[0])
-		ok := generatortest.CheckResult(t, efs, err)
+		generatortest.CheckResult(t, efs, err)
 		if err != nil && strings.Contains(err.Error(), fuzzPassword) {
 			t.Errorf("error shows the password: %v", err)
 		}
-		vs, vd := Check(ctx, services, rs), Check(ctx, services, rd)
-		for _, v := range []Verdict{vs, vd} {
-			if strings.Contains(v.Message, fuzzPassword) {
-				t.Errorf("verdict shows the password: %s", v.Message)
+		objects := map[model.ObjectRef]bool{
+			{Kind: model.KindRedisService, Namespace: "redis", Name: "cache"}:     true,
+			{Kind: model.KindRedisDestination, Namespace: "redis", Name: "cache"}: true,
+		}
+		for _, oe := range generator.ObjectErrors(err) {
+			// The translation's verdict says oe.Err, under the object's Reason.
+			if strings.Contains(oe.Error(), fuzzPassword) || strings.Contains(oe.Err.Error(), fuzzPassword) {
+				t.Errorf("error of %s shows the password: %v", oe.Ref, oe)
+			}
+			if !objects[oe.Ref] {
+				t.Errorf("error of %s, which is neither of the service's objects: %v", oe.Ref, oe)
+			}
+			if !slices.Contains(reasons, oe.Reason) {
+				t.Errorf("error of %s has reason %q, not one of %v: %v", oe.Ref, oe.Reason, reasons, oe)
 			}
 		}
-		if ok != (vs.Ready && vd.Ready) {
-			t.Errorf("generator succeeded: %v (%v); Check says RedisService %+v, RedisDestination %+v", ok, err, vs, vd)
-		}
 	})
+}
+
+// reasons are the Ready reasons a generation error can give an object.
+var reasons = []string{
+	v1alpha1.ReasonConflict, v1alpha1.ReasonSecretNotFound, v1alpha1.ReasonSecretKeyNotFound, v1alpha1.ReasonInvalid,
+}
+
+// fuzzLookup finds the fuzz test's services by host, and its one Secret, redis/auth.
+type fuzzLookup struct {
+	services model.HostIndex
+	secret   *corev1.Secret
+}
+
+func (l *fuzzLookup) Service(host string) *model.Service { return l.services[host] }
+
+func (l *fuzzLookup) Secret(namespace, name string) *corev1.Secret {
+	if namespace == "redis" && name == "auth" {
+		return l.secret
+	}
+	return nil
 }

@@ -27,9 +27,8 @@ func push(t *testing.T, docs string) (*generator.Context, []*model.Service, *man
 	if errs := objs.Decode(strings.NewReader(docs), t.Name()); len(errs) > 0 {
 		t.Fatalf("reading test input: %v", errors.Join(errs...))
 	}
-	snap := objs.Snapshot(generatortest.Context.DomainSuffix)
-	services := model.BuildServices(snap)
-	return generatortest.Context.ForPush(snap, services), services, objs
+	ctx, services := generatortest.Push(t, objs.Snapshot(generatortest.Context.DomainSuffix))
+	return ctx, services, objs
 }
 
 // find returns the service named namespace/name.
