@@ -181,3 +181,21 @@ func TestStatName(t *testing.T) {
 		}
 	}
 }
+
+func TestObjectName(t *testing.T) {
+	cases := map[string]string{
+		"reviews.default.svc.cluster.local": "aeraki-outbound-reviews.default.svc.cluster.local-20880",
+		"*.example.com":                     "aeraki-outbound-wildcard.example.com-20880",
+		"Upper_Case.Example":                "aeraki-outbound-upper-case.example-20880",
+	}
+	for host, want := range cases {
+		if got := ObjectName(Outbound, host, 20880); got != want {
+			t.Errorf("ObjectName(%q) = %q, want %q", host, got, want)
+		}
+	}
+	long := strings.Repeat("a", 300) + ".example"
+	n1, n2 := ObjectName(Inbound, long, 1), ObjectName(Inbound, long+"x", 1)
+	if len(n1) > 253 || n1 == n2 {
+		t.Errorf("long hosts: %d chars, distinct=%v", len(n1), n1 != n2)
+	}
+}

@@ -1,15 +1,69 @@
 package translate_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/manifest"
+	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
+	"aeraki.io/aeraki/plugin"
 )
 
-// TestCheck: one case per Reason, for both kinds. The objects are read with the
-// services, as the reconciler's push would have them; messages never show a password.
-func TestCheck(t *testing.T) {
+// translateDocs reads YAML documents and translates them as a push would.
+func translateDocs(t *testing.T, docs string) (*translate.Translation, *model.Snapshot) {
+	t.Helper()
+	objs := &manifest.Objects{}
+	if errs := objs.Decode(strings.NewReader(docs), t.Name()); len(errs) > 0 {
+		t.Fatalf("reading test input: %v", errors.Join(errs...))
+	}
+	snap := objs.Snapshot(translatorContext.DomainSuffix)
+	got, err := translate.Translate(translatorContext, plugin.Registry(plugin.Options{}), snap)
+	if err != nil {
+		t.Fatalf("Translate: %v", err)
+	}
+	return got, snap
+}
+
+// serviceEntry is a ServiceEntry in namespace redis with a VIP and workloads, and the
+// given ports (name: number).
+func serviceEntry(name, host, vip string, ports ...string) string {
+	doc := `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ` + name + `, namespace: redis}
+spec:
+  hosts: [` + host + `]
+  addresses: [` + vip + `]
+  resolution: STATIC
+  workloadSelector: {labels: {app: ` + name + `}}
+  ports:
+`
+	for _, p := range ports {
+		n, number, _ := strings.Cut(p, ":")
+		doc += "  - {name: " + n + ", number: " + number + ", protocol: TCP}\n"
+	}
+	return doc
+}
+
+const cacheSE = `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cache, namespace: redis}
+spec:
+  hosts: [cache.redis.example]
+  addresses: [240.240.30.1]
+  resolution: STATIC
+  workloadSelector: {labels: {app: cache}}
+  ports:
+  - {name: tcp-redis, number: 6379, protocol: TCP}
+`
+
+// TestVerdicts: one case per Reason, for both kinds. The verdicts are those of the
+// push's own translation; messages never show a password.
+func TestVerdicts(t *testing.T) {
 	const password = "pw-VALUE-SECRET"
 	base := cacheSE +
 		serviceEntry("users", "users.redis.svc.cluster.local", "240.240.30.2", "tcp-redis:6379") +
@@ -20,10 +74,10 @@ metadata: {name: auth, namespace: redis}
 stringData: {password: ` + password + `}
 `
 	rs := func(name, spec string) string {
-		return "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: " + name + ", namespace: redis}\nspec:\n" + spec
+		return "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: " + name + ", namespace: redis, generation: 3}\nspec:\n" + spec
 	}
 	rd := func(name, spec string) string {
-		return "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisDestination\nmetadata: {name: " + name + ", namespace: redis}\nspec:\n" + spec
+		return "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisDestination\nmetadata: {name: " + name + ", namespace: redis, generation: 3}\nspec:\n" + spec
 	}
 	for _, c := range []struct {
 		name string
@@ -110,32 +164,37 @@ stringData: {password: ` + password + `}
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, services, objs := push(t, base+c.docs)
+			got, snap := translateDocs(t, base+c.docs)
 			kind, name, _ := strings.Cut(c.checked, "/")
-			var obj any
-			for _, o := range objs.RedisServices {
-				if kind == "RedisService" && o.Name == name {
-					obj = o
-				}
+			v, ok := got.Verdicts[model.ObjectRef{Kind: kind, Namespace: "redis", Name: name}]
+			if !ok {
+				t.Fatalf("no verdict for %s: %v", c.checked, got.Verdicts)
 			}
-			for _, o := range objs.RedisDestinations {
-				if kind == "RedisDestination" && o.Name == name {
-					obj = o
-				}
-			}
-			if obj == nil {
-				t.Fatalf("no %s in the input", c.checked)
-			}
-			v := Check(ctx, services, obj)
 			if v.Reason != c.reason || v.Ready != (c.reason == v1alpha1.ReasonAccepted) || !strings.Contains(v.Message, c.message) {
 				t.Errorf("got %+v, want reason %s and a message with %q", v, c.reason, c.message)
 			}
-			if strings.Contains(v.Message, password) {
-				t.Errorf("message shows the password: %s", v.Message)
+			if v.Generation != 3 {
+				t.Errorf("generation %d, want the object's 3", v.Generation)
+			}
+			// One verdict for each object, none for anything else, and no password in any.
+			if n := len(snap.RedisServices) + len(snap.RedisDestinations); len(got.Verdicts) != n {
+				t.Errorf("%d verdicts for %d objects: %v", len(got.Verdicts), n, got.Verdicts)
+			}
+			for _, list := range []struct {
+				kind string
+				objs []model.Object
+			}{{model.KindRedisService, snap.RedisServices}, {model.KindRedisDestination, snap.RedisDestinations}} {
+				for _, o := range list.objs {
+					if _, ok := got.Verdicts[model.ObjectRef{Kind: list.kind, Namespace: o.Namespace, Name: o.Name}]; !ok {
+						t.Errorf("no verdict for %s %s/%s", list.kind, o.Namespace, o.Name)
+					}
+				}
+			}
+			for ref, v := range got.Verdicts {
+				if strings.Contains(v.Message, password) {
+					t.Errorf("the message of %s shows the password: %s", ref, v.Message)
+				}
 			}
 		})
-	}
-	if v := Check(nil, nil, "a string"); v.Ready || v.Reason != v1alpha1.ReasonInvalid {
-		t.Errorf("unknown object: %+v, want Invalid", v)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
-	"istio.io/istio/pkg/config"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -36,7 +35,7 @@ type mesh struct {
 
 func newMesh(n int) *mesh {
 	m := &mesh{snap: fixture.Snapshot(fixture.Mixed, n), secrets: map[string]*corev1.Secret{}}
-	m.snap.Secret = func(ns, name string) *corev1.Secret { return m.secrets[ns+"/"+name] }
+	m.snap.Secret = func(ns, name string) (*corev1.Secret, error) { return m.secrets[ns+"/"+name], nil }
 	return m
 }
 
@@ -46,9 +45,10 @@ func (m *mesh) next() string {
 	return "v" + strconv.Itoa(m.version)
 }
 
-// replace swaps the i-th config of a list for a changed copy, at a new version.
-func (m *mesh) replace(list []config.Config, i int, change func(*config.Config)) {
-	c := list[i].DeepCopy()
+// replace swaps the i-th object of a list for a changed copy, at a new version. The
+// change must replace what it changes (Spec, Annotations), not modify it in place.
+func (m *mesh) replace(list []model.Object, i int, change func(*model.Object)) {
+	c := list[i]
 	change(&c)
 	c.ResourceVersion = m.next()
 	list[i] = c
@@ -65,15 +65,19 @@ func (m *mesh) setRedisService(i int, change func(*redisv1alpha1.RedisService)) 
 	m.snap.RedisServices[i] = model.RedisConfig(rs)
 }
 
+// subsetSets are the subsets a mutated DestinationRule defines: the fixture's, fewer
+// (a VirtualService's subset then is undefined), none, more.
+var subsetSets = [][]string{{"v1", "v2"}, {"v1"}, {"v2"}, nil, {"v1", "v2", "v3"}}
+
 // mutate makes one random change of the kinds that can touch a service: its own
 // objects, the service another one routes to, a Secret, a host taken twice.
 func (m *mesh) mutate(r *rand.Rand) string {
 	snap := m.snap
-	switch op := r.IntN(8); op {
+	switch op := r.IntN(10); op {
 	case 0:
 		i := r.IntN(len(snap.VirtualServices))
 		w := int32(r.IntN(101))
-		m.replace(snap.VirtualServices, i, func(c *config.Config) {
+		m.replace(snap.VirtualServices, i, func(c *model.Object) {
 			c.Spec = fixture.Split(c.Spec.(*networking.VirtualService).GetHosts()[0], w)
 		})
 		return fmt.Sprintf("VirtualService %s weight %d", snap.VirtualServices[i].Name, w)
@@ -82,7 +86,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		iface := fmt.Sprintf("org.example.Changed%d", r.IntN(1000))
 		// A ServiceEntry istiod derives from a Kubernetes Service has no version: a
 		// content change alone must be seen.
-		c := snap.ServiceEntries[i].DeepCopy()
+		c := snap.ServiceEntries[i]
 		c.Annotations = map[string]string{"interface": iface}
 		c.ResourceVersion = ""
 		snap.ServiceEntries[i] = c
@@ -114,7 +118,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		// The port of a service that others may route to.
 		i := r.IntN(len(snap.ServiceEntries))
 		port := uint32(20000 + r.IntN(1000))
-		m.replace(snap.ServiceEntries, i, func(c *config.Config) {
+		m.replace(snap.ServiceEntries, i, func(c *model.Object) {
 			se := proto.Clone(c.Spec.(*networking.ServiceEntry)).(*networking.ServiceEntry)
 			se.Ports[0].Number = port
 			c.Spec = se
@@ -136,15 +140,51 @@ func (m *mesh) mutate(r *rand.Rand) string {
 			Data:       map[string][]byte{"password": []byte(m.next())},
 		}
 		return "Secret changed, used by " + m.redisService(i).Name
+	case 7:
+		// The subsets of a DestinationRule, which its VirtualService may use.
+		if len(snap.DestinationRules) == 0 {
+			return "nothing"
+		}
+		i := r.IntN(len(snap.DestinationRules))
+		names := subsetSets[r.IntN(len(subsetSets))]
+		m.replace(snap.DestinationRules, i, func(c *model.Object) {
+			dr := proto.Clone(c.Spec.(*networking.DestinationRule)).(*networking.DestinationRule)
+			dr.Subsets = nil
+			for _, n := range names {
+				dr.Subsets = append(dr.Subsets, &networking.Subset{Name: n, Labels: map[string]string{"version": n}})
+			}
+			c.Spec = dr
+		})
+		return fmt.Sprintf("DestinationRule %s subsets %v", snap.DestinationRules[i].Name, names)
+	case 8:
+		// A VirtualService sending everything to one subset, which its DestinationRule
+		// may or may not define.
+		i := r.IntN(len(snap.VirtualServices))
+		subset := []string{"v1", "v2", "v3"}[r.IntN(3)]
+		m.replace(snap.VirtualServices, i, func(c *model.Object) {
+			host := c.Spec.(*networking.VirtualService).GetHosts()[0]
+			c.Spec = toSubset(host, subset)
+		})
+		return fmt.Sprintf("VirtualService %s to subset %s", snap.VirtualServices[i].Name, subset)
 	default:
 		// A second ServiceEntry for a host another one has: a conflict, and a host
 		// lookup that may now find another service.
 		i := r.IntN(len(snap.ServiceEntries))
-		c := snap.ServiceEntries[i].DeepCopy()
+		c := snap.ServiceEntries[i]
 		c.Name = "a-twin-" + strconv.Itoa(r.IntN(1000))
 		c.ResourceVersion = m.next()
 		snap.ServiceEntries = append(snap.ServiceEntries, c)
 		return "twin of " + snap.ServiceEntries[i].Name
+	}
+}
+
+// toSubset is a VirtualService for host sending everything to one subset.
+func toSubset(host, subset string) *networking.VirtualService {
+	return &networking.VirtualService{
+		Hosts: []string{host},
+		Http: []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{
+			{Destination: &networking.Destination{Host: host, Subset: subset}},
+		}}},
 	}
 }
 
@@ -154,11 +194,12 @@ type summary struct {
 	Failed   map[string]string
 	Skipped  map[string][]string
 	Services map[model.Protocol]int
+	Verdicts map[model.ObjectRef]model.Verdict
 }
 
 func summarize(t *testing.T, tr *translate.Translation) summary {
 	t.Helper()
-	s := summary{Filters: map[string]string{}, Failed: map[string]string{}, Skipped: map[string][]string{}, Services: tr.Services}
+	s := summary{Filters: map[string]string{}, Failed: map[string]string{}, Skipped: map[string][]string{}, Services: tr.Services, Verdicts: tr.Verdicts}
 	for k, ef := range tr.Filters {
 		doc, err := ef.Document()
 		if err != nil {
@@ -184,17 +225,38 @@ func TestTranslatorEqualsFullTranslation(t *testing.T) {
 	m := newMesh(60)
 	tr := translate.NewTranslator(translatorContext, reg)
 	r := rand.New(rand.NewPCG(1, 2))
+	var before summary
+	drEffects := 0
 	for step := range 300 {
 		change := m.mutate(r)
-		services := model.BuildServices(m.snap)
-		got, generated := tr.Translate(m.snap, services)
-		want := translate.Translate(translatorContext.ForPush(m.snap, services), reg, services)
-		if diff := cmp.Diff(summarize(t, want), summarize(t, got)); diff != "" {
+		got, err := tr.Translate(m.snap)
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", step, change, err)
+		}
+		want, err := translate.Translate(translatorContext, reg, m.snap)
+		if err != nil {
+			t.Fatalf("step %d (%s): full translation: %v", step, change, err)
+		}
+		full := summarize(t, want)
+		if diff := cmp.Diff(full, summarize(t, got)); diff != "" {
 			t.Fatalf("step %d (%s): incremental differs from full (-full +incremental):\n%s", step, change, diff)
 		}
-		if generated == len(services) && step > 0 {
+		if step > 0 && got.Reused == 0 {
 			t.Fatalf("step %d (%s): every service generated again", step, change)
 		}
+		if got.Generated+got.Reused != want.Generated || want.Reused != 0 {
+			t.Fatalf("step %d (%s): incremental generated %d and reused %d, full generated %d and reused %d",
+				step, change, got.Generated, got.Reused, want.Generated, want.Reused)
+		}
+		if strings.HasPrefix(change, "DestinationRule") && !cmp.Equal(before.Failed, full.Failed) {
+			drEffects++
+		}
+		before = full
+	}
+	// The DestinationRule changes must make some service fail or recover, or they
+	// test nothing.
+	if drEffects == 0 {
+		t.Error("no DestinationRule change changed which services fail")
 	}
 }
 
@@ -202,24 +264,32 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 	reg := plugin.Registry(plugin.Options{KafkaContribFilter: true})
 	m := newMesh(100)
 	tr := translate.NewTranslator(translatorContext, reg)
-	translate := func() (*translate.Translation, int) {
-		return tr.Translate(m.snap, model.BuildServices(m.snap))
+	translate := func() *translate.Translation {
+		t.Helper()
+		got, err := tr.Translate(m.snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Generated+got.Reused != len(m.snap.ServiceEntries) {
+			t.Fatalf("generated %d and reused %d of %d services", got.Generated, got.Reused, len(m.snap.ServiceEntries))
+		}
+		return got
 	}
-	first, generated := translate()
-	if generated != 100 || len(first.Failed) != 0 {
-		t.Fatalf("first translation generated %d of 100, failed %v", generated, first.Failed)
+	first := translate()
+	if first.Generated != 100 || len(first.Failed) != 0 {
+		t.Fatalf("first translation generated %d of 100, failed %v", first.Generated, first.Failed)
 	}
-	if _, generated := translate(); generated != 0 {
-		t.Errorf("nothing changed, %d services generated", generated)
+	if got := translate(); got.Generated != 0 {
+		t.Errorf("nothing changed, %d services generated", got.Generated)
 	}
 
 	// A VirtualService: its service only.
-	m.replace(m.snap.VirtualServices, 0, func(c *config.Config) {
+	m.replace(m.snap.VirtualServices, 0, func(c *model.Object) {
 		c.Spec = fixture.Split(c.Spec.(*networking.VirtualService).GetHosts()[0], 50)
 	})
-	second, generated := translate()
-	if generated != 1 {
-		t.Errorf("one VirtualService changed, %d services generated", generated)
+	second := translate()
+	if second.Generated != 1 {
+		t.Errorf("one VirtualService changed, %d services generated", second.Generated)
 	}
 	// Reused means the same objects: the plan then knows them unchanged without
 	// comparing them again.
@@ -233,24 +303,54 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("filters made again for %v, want those of bench/dubbo-0 only", regenerated)
 	}
 
+	// A DestinationRule: the VirtualService of dubbo-0 first sends everything to a
+	// subset no DestinationRule defines (the service fails), then its DestinationRule
+	// defines it (the service generates again, with the subset's cluster).
+	const dubbo0 = fixture.Namespace + "/dubbo-0"
+	dubboHost := m.snap.VirtualServices[0].Spec.(*networking.VirtualService).GetHosts()[0]
+	m.replace(m.snap.VirtualServices, 0, func(c *model.Object) { c.Spec = toSubset(dubboHost, "v3") })
+	undefined := translate()
+	if undefined.Generated != 1 || undefined.Failed[dubbo0] == nil || !strings.Contains(undefined.Failed[dubbo0].Error(), `subset "v3"`) {
+		t.Fatalf("VirtualService to an undefined subset: %d generated, failed %v; want 1 and %s failing on subset v3", undefined.Generated, undefined.Failed, dubbo0)
+	}
+	if m.snap.DestinationRules[0].Spec.(*networking.DestinationRule).GetHost() != dubboHost {
+		t.Fatalf("DestinationRule 0 is not for %s", dubboHost)
+	}
+	m.replace(m.snap.DestinationRules, 0, func(c *model.Object) {
+		dr := proto.Clone(c.Spec.(*networking.DestinationRule)).(*networking.DestinationRule)
+		dr.Subsets = append(dr.Subsets, &networking.Subset{Name: "v3", Labels: map[string]string{"version": "v3"}})
+		c.Spec = dr
+	})
+	defined := translate()
+	if defined.Generated != 1 || len(defined.Failed) != 0 {
+		t.Fatalf("DestinationRule defined the subset: %d generated, failed %v; want 1 and none", defined.Generated, defined.Failed)
+	}
+	wantCluster := model.OutboundClusterName(20880, "v3", dubboHost)
+	if !slices.ContainsFunc(slices.Collect(maps.Values(defined.Filters)), func(ef *model.EnvoyFilter) bool {
+		doc, _ := ef.Document()
+		return ef.Annotations[model.ServiceAnnotation] == dubbo0 && strings.Contains(string(doc), wantCluster)
+	}) {
+		t.Errorf("the filters of %s do not route to %s", dubbo0, wantCluster)
+	}
+
 	// A service that a Redis route names: the router too.
 	router, target := 0, 1
 	targetHost := m.redisService(target).Spec.Host[0]
 	m.setRedisService(router, func(rs *redisv1alpha1.RedisService) {
 		rs.Spec.Redis = []redisv1alpha1.RedisRoute{{Route: redisv1alpha1.RouteDestination{Host: targetHost}}}
 	})
-	if _, generated := translate(); generated != 1 {
-		t.Errorf("one RedisService changed, %d services generated", generated)
+	if got := translate(); got.Generated != 1 {
+		t.Errorf("one RedisService changed, %d services generated", got.Generated)
 	}
-	i := slices.IndexFunc(m.snap.ServiceEntries, func(c config.Config) bool { return c.Name == m.redisService(target).Name })
-	m.replace(m.snap.ServiceEntries, i, func(c *config.Config) {
+	i := slices.IndexFunc(m.snap.ServiceEntries, func(c model.Object) bool { return c.Name == m.redisService(target).Name })
+	m.replace(m.snap.ServiceEntries, i, func(c *model.Object) {
 		se := proto.Clone(c.Spec.(*networking.ServiceEntry)).(*networking.ServiceEntry)
 		se.Ports[0].Number = 7000
 		c.Spec = se
 	})
-	third, generated := translate()
-	if generated != 2 {
-		t.Errorf("the port of a routed-to service changed, %d services generated; want 2 (it and its router)", generated)
+	third := translate()
+	if third.Generated != 2 {
+		t.Errorf("the port of a routed-to service changed, %d services generated; want 2 (it and its router)", third.Generated)
 	}
 	routerKey := fixture.Namespace + "/" + m.redisService(router).Name
 	if !slices.ContainsFunc(slices.Collect(maps.Values(third.Filters)), func(ef *model.EnvoyFilter) bool {
@@ -261,7 +361,7 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 	}
 
 	tr.Reset()
-	if _, generated := translate(); generated != 100 {
-		t.Errorf("after Reset %d services generated, want all 100", generated)
+	if got := translate(); got.Generated != 100 {
+		t.Errorf("after Reset %d services generated, want all 100", got.Generated)
 	}
 }

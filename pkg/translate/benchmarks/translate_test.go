@@ -15,7 +15,6 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/generator"
-	"aeraki.io/aeraki/pkg/metrics"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
 	"aeraki.io/aeraki/pkg/plan"
@@ -47,10 +46,12 @@ func BenchmarkTranslate(b *testing.B) {
 					b.StopTimer()
 					runtime.GC()
 					b.StartTimer()
-					services := model.BuildServices(snap)
-					t, generated := translate.NewTranslator(base, reg).Translate(snap, services)
-					if len(t.Failed) > 0 || len(t.Filters) != 2*n || generated != n {
-						b.Fatalf("%d filters, %d generated, %d failed: %v", len(t.Filters), generated, len(t.Failed), translate.SortedErrors(t.Failed))
+					t, err := translate.NewTranslator(base, reg).Translate(snap)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(t.Failed) > 0 || len(t.Filters) != 2*n || t.Generated != n {
+						b.Fatalf("%d filters, %d generated, %d failed: %v", len(t.Filters), t.Generated, len(t.Failed), translate.SortedErrors(t.Failed))
 					}
 				}
 				peak()
@@ -72,11 +73,13 @@ func BenchmarkPushOneChange(b *testing.B) {
 			var planner plan.Planner
 			cluster := newCluster()
 			push := func() (generated, writes int) {
-				services := model.BuildServices(snap)
-				t, generated := tr.Translate(snap, services)
+				t, err := tr.Translate(snap)
+				if err != nil {
+					b.Fatal(err)
+				}
 				changes := planner.Plan(t.Filters, cluster.filters, t.Failed)
 				cluster.apply(changes)
-				return generated, len(changes.Create) + len(changes.Update) + len(changes.Delete)
+				return t.Generated, len(changes.Create) + len(changes.Update) + len(changes.Delete)
 			}
 			if _, writes := push(); writes != 2*n {
 				b.Fatalf("first push wrote %d, want %d", writes, 2*n)
@@ -85,7 +88,7 @@ func BenchmarkPushOneChange(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				vs := snap.VirtualServices[i%n].DeepCopy()
+				vs := snap.VirtualServices[i%n]
 				// 21..99: never the fixture's 20, nor (n is no multiple of 79) the
 				// weight this service got the last time round.
 				vs.Spec = fixture.Split(vs.Spec.(*networking.VirtualService).GetHosts()[0], int32(21+i%79))
