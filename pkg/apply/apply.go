@@ -70,8 +70,8 @@ func (a *Applier) Current(ctx context.Context) (map[string]*model.EnvoyFilter, e
 	return out, nil
 }
 
-// ApplyResult counts the writes that succeeded and failed.
-type ApplyResult struct {
+// Result counts the writes of an Apply that succeeded and failed.
+type Result struct {
 	Created, Updated, Deleted, Failed int
 }
 
@@ -80,7 +80,7 @@ type ApplyResult struct {
 // server-side apply would leave alone) and keeps labels and annotations others added.
 // A create never takes over an EnvoyFilter of the same name that is not ours; that is
 // reported. It goes on after a failed write and returns all errors, in key order.
-func (a *Applier) Apply(ctx context.Context, c plan.Changes) (ApplyResult, error) {
+func (a *Applier) Apply(ctx context.Context, c plan.Changes) (Result, error) {
 	type job struct {
 		verb  string
 		ef    *model.EnvoyFilter
@@ -134,7 +134,7 @@ func (a *Applier) Apply(ctx context.Context, c plan.Changes) (ApplyResult, error
 		}
 	}
 	a.awaitCache(ctx, done)
-	var res ApplyResult
+	var res Result
 	retry := false
 	for i, j := range jobs {
 		switch {

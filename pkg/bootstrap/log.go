@@ -27,7 +27,7 @@ func (s *stopSink) Init(info logr.RuntimeInfo) {
 
 func (s *stopSink) Error(err error, msg string, kv ...any) {
 	if s.stopping.Load() && err != nil && err.Error() == errLeaderElectionLost {
-		s.LogSink.Info(0, "leader election ended with the stop", "reason", err.Error())
+		s.Info(0, "leader election ended with the stop", "reason", err.Error())
 		return
 	}
 	s.LogSink.Error(err, msg, kv...)

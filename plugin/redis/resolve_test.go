@@ -21,14 +21,14 @@ import (
 )
 
 // push reads YAML documents and returns what a push would give the generator.
-func push(t *testing.T, docs string) (*generator.Context, []*model.Service, *manifest.Objects) {
+func push(t *testing.T, docs string) (*generator.Context, []*model.Service) {
 	t.Helper()
 	objs := &manifest.Objects{}
 	if errs := objs.Decode(strings.NewReader(docs), t.Name()); len(errs) > 0 {
 		t.Fatalf("reading test input: %v", errors.Join(errs...))
 	}
 	ctx, services := generatortest.Push(t, objs.Snapshot(generatortest.Context.DomainSuffix))
-	return ctx, services, objs
+	return ctx, services
 }
 
 // find returns the service named namespace/name.
@@ -185,7 +185,7 @@ func TestSecretKeys(t *testing.T) {
 			if c.data != "" {
 				docs += secret(c.data)
 			}
-			ctx, _, _ := push(t, docs)
+			ctx, _ := push(t, docs)
 			ref := c.ref
 			ref.Name = "auth"
 			got, err := resolveAuth(ctx, &v1alpha1.Auth{Secret: &ref}, "redis", "auth")
@@ -221,7 +221,7 @@ func TestRouteDestinations(t *testing.T) {
 		serviceEntry("shadow", "shadow.redis.svc.cluster.local", "240.240.30.2", "tcp-redis:6390") +
 		serviceEntry("multi", "multi.redis.svc.cluster.local", "240.240.30.3", "tcp-redis:7000", "tcp-redis-b:7001") +
 		serviceEntry("dubbo", "dubbo.redis.svc.cluster.local", "240.240.30.4", "tcp-dubbo:20880")
-	ctx, services, _ := push(t, docs)
+	ctx, services := push(t, docs)
 	svc := find(t, services, "redis/cache")
 	for _, c := range []struct {
 		name string
@@ -265,7 +265,7 @@ spec:
   - route: {host: cache.redis.example}
     mirror: [{route: {host: shadow}}]
 `
-	ctx, services, _ = push(t, docs)
+	ctx, services = push(t, docs)
 	svc = find(t, services, "redis/cache")
 	efs, err := New().Generate(ctx, svc, svc.Ports[0])
 	if !generatortest.CheckResult(t, efs, err) {
@@ -291,7 +291,7 @@ func TestKeepalive(t *testing.T) {
 		{"whole seconds", "{time: 2h, interval: 75s}", 7200, 75},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, services, _ := push(t, cacheSE+`---
+			ctx, services := push(t, cacheSE+`---
 apiVersion: redis.aeraki.io/v1alpha1
 kind: RedisDestination
 metadata: {name: cache, namespace: redis}
@@ -326,7 +326,7 @@ spec:
 // TestTwoPorts: each tcp-redis port of a service gets its own filters and its own
 // cluster patches, to its own clusters.
 func TestTwoPorts(t *testing.T) {
-	ctx, services, _ := push(t, serviceEntry("cache", "cache.redis.example", "240.240.30.1", "tcp-redis:6379", "tcp-redis-b:6380")+`---
+	ctx, services := push(t, serviceEntry("cache", "cache.redis.example", "240.240.30.1", "tcp-redis:6379", "tcp-redis-b:6380")+`---
 apiVersion: redis.aeraki.io/v1alpha1
 kind: RedisDestination
 metadata: {name: cache, namespace: redis}
