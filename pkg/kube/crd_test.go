@@ -15,7 +15,7 @@ import (
 // what the schema must refuse is refused with a message naming the field, and a full
 // object is accepted.
 func TestCRDValidation(t *testing.T) {
-	c := adminClient(t, restConfig(t))
+	c := adminClient(t, apiserver.RestConfig(t))
 	ns := testNamespace(t, c, "crd-validation")
 	cases := []struct {
 		name string

@@ -24,22 +24,17 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
-// The kube-apiserver is started once, by the first test that needs it, so the unit
-// tests of this package run without one.
-var apiserver struct {
-	once sync.Once
-	env  *envtest.Environment
-	cfg  *rest.Config
-	err  error
-}
+// apiserver is a kube-apiserver (envtest) with our CRDs and Istio's, started by the
+// first test that needs it, so the unit tests of this package run without one.
+var apiserver controlplane.Envtest
 
 // logs collects what the managers log, to prove that no secret reaches a log.
 var logs syncBuffer
@@ -47,30 +42,7 @@ var logs syncBuffer
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") },
 		funcr.Options{Verbosity: 5}))
-	code := m.Run()
-	if apiserver.env != nil {
-		if err := apiserver.env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
-		}
-	}
-	os.Exit(code)
-}
-
-// restConfig returns the admin config of a kube-apiserver (envtest) with our CRDs and
-// Istio's.
-func restConfig(t *testing.T) *rest.Config {
-	t.Helper()
-	apiserver.once.Do(func() {
-		apiserver.env, apiserver.err = controlplane.NewEnvtest()
-		if apiserver.err != nil {
-			return
-		}
-		apiserver.cfg, apiserver.err = apiserver.env.Start()
-	})
-	if apiserver.err != nil {
-		t.Fatalf("kube-apiserver: %v", apiserver.err)
-	}
-	return rest.CopyConfig(apiserver.cfg)
+	os.Exit(apiserver.Run(m))
 }
 
 // adminClient talks to the apiserver directly, as a user would.
@@ -132,24 +104,24 @@ type translation struct {
 	name     string
 	triggers atomic.Int64
 	mu       sync.Mutex
-	verdict  func(client.Object) Verdict
+	verdict  func(client.Object) model.Verdict
 	checks   map[string]int
 }
 
-func newTranslation(name string, verdict func(client.Object) Verdict) *translation {
+func newTranslation(name string, verdict func(client.Object) model.Verdict) *translation {
 	return &translation{name: name, verdict: verdict, checks: map[string]int{}}
 }
 
 func (tr *translation) Trigger() { tr.triggers.Add(1) }
 
-func (tr *translation) Check(obj client.Object) Verdict {
+func (tr *translation) Verdict(obj client.Object) model.Verdict {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	tr.checks[objKey(obj)]++
 	return tr.verdict(obj)
 }
 
-func (tr *translation) setVerdict(v func(client.Object) Verdict) {
+func (tr *translation) setVerdict(v func(client.Object) model.Verdict) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	tr.verdict = v
@@ -249,7 +221,7 @@ type instance struct {
 func startInstance(t *testing.T, name string, opts Options, tr *translation) *instance {
 	t.Helper()
 	writes := &statusWrites{}
-	cfg := restConfig(t)
+	cfg := apiserver.RestConfig(t)
 	cfg.Wrap(writes.wrap)
 	opts.MetricsAddr = "0"
 	opts.SeveralManagersPerProcess = true
@@ -259,7 +231,7 @@ func startInstance(t *testing.T, name string, opts Options, tr *translation) *in
 	}
 	in := &instance{name: name, mgr: mgr, tr: tr, writes: writes, done: make(chan error, 1)}
 	in.recorder = &countingRecorder{next: mgr.GetEventRecorder(EventRecorderName)}
-	in.recheck, err = setupRedis(mgr, RedisOptions{Trigger: tr.Trigger, Check: tr.Check}, in.recorder)
+	in.recheck, err = setupRedis(mgr, RedisOptions{Trigger: tr.Trigger, Verdict: tr.Verdict}, in.recorder)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,8 +271,8 @@ func (in *instance) elected() bool {
 }
 
 // settle returns once a reconcile of obj has run from start to end after the call.
-// The reconcilers have one worker, so the second recheck's Check of obj comes after
-// the whole first reconcile.
+// The reconcilers have one worker, so the second recheck's Verdict call for obj
+// comes after the whole first reconcile.
 func (in *instance) settle(t *testing.T, obj client.Object) {
 	t.Helper()
 	for range 2 {

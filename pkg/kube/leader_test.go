@@ -11,13 +11,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/model"
 )
 
 // TestRedisLeaderElection runs two managers with the reconcilers against one apiserver:
 // only the leader triggers pushes, checks and writes status; when it stops, the other
 // takes over and writes.
 func TestRedisLeaderElection(t *testing.T) {
-	c := adminClient(t, restConfig(t))
+	c := adminClient(t, apiserver.RestConfig(t))
 	leak.Check(t, idleConnections) // after the apiserver and the admin client, which outlive the test
 	ns := testNamespace(t, c, "redis-leader")
 	opts := Options{
@@ -30,9 +31,9 @@ func TestRedisLeaderElection(t *testing.T) {
 		RenewDeadline: 4 * time.Second,
 		RetryPeriod:   200 * time.Millisecond,
 	}
-	checkedBy := func(name string) func(client.Object) Verdict {
-		return func(client.Object) Verdict {
-			return Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "checked by " + name}
+	checkedBy := func(name string) func(client.Object) model.Verdict {
+		return func(client.Object) model.Verdict {
+			return model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "checked by " + name}
 		}
 	}
 	a := startInstance(t, "a", opts, newTranslation("a", checkedBy("a")))

@@ -14,7 +14,7 @@ import (
 func TestNewManagerLogger(t *testing.T) {
 	var lines []string
 	log := funcr.New(func(prefix, args string) { lines = append(lines, prefix+" "+args) }, funcr.Options{})
-	mgr, err := NewManager(restConfig(t), Options{Logger: log, MetricsAddr: "0", ProbeAddr: "0"})
+	mgr, err := NewManager(apiserver.RestConfig(t), Options{Logger: log, MetricsAddr: "0", ProbeAddr: "0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -243,9 +243,11 @@ func (r *redisReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		prev = c.DeepCopy()
 	}
 	gen := obj.GetGeneration()
-	if v.Reason == v1alpha1.ReasonPending && !v.Ready && prev != nil && prev.ObservedGeneration == gen {
-		// No verdict yet (a new leader waits for the mesh config): the last one stands,
-		// rather than every object flapping to Pending and back on each failover.
+	if v.Reason == v1alpha1.ReasonPending && !v.Ready && prev != nil {
+		// No verdict yet: a new leader waits for the mesh config, or the push that reads
+		// a new generation has not run. The last verdict stands, with the generation it
+		// was made for, rather than every object flapping to Pending and back on each
+		// failover and each edit; the push's verdict brings the reconciler back.
 		return reconcile.Result{}, nil
 	}
 	cond := metav1.Condition{

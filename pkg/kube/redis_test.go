@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/model"
 )
 
 const (
@@ -27,20 +28,20 @@ const (
 // verdict and the spec, a verdict is written and announced once, and recheckAll makes a
 // new verdict visible.
 func TestRedisServiceStatus(t *testing.T) {
-	c := adminClient(t, restConfig(t))
+	c := adminClient(t, apiserver.RestConfig(t))
 	leak.Check(t, idleConnections) // after the apiserver and the admin client, which outlive the test
 	ns := testNamespace(t, c, "redis-status")
 	var serviceExists, conflict, pending atomic.Bool
-	tr := newTranslation("a", func(client.Object) Verdict {
+	tr := newTranslation("a", func(client.Object) model.Verdict {
 		switch {
 		case pending.Load():
-			return Verdict{Reason: v1alpha1.ReasonPending, Message: "waiting for the mesh config"}
+			return model.Verdict{Reason: v1alpha1.ReasonPending, Message: "waiting for the mesh config"}
 		case conflict.Load():
-			return Verdict{Reason: v1alpha1.ReasonConflict, Message: "host redis.example.com is also claimed by RedisService other"}
+			return model.Verdict{Reason: v1alpha1.ReasonConflict, Message: "host redis.example.com is also claimed by RedisService other"}
 		case serviceExists.Load():
-			return Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: accepted}
+			return model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: accepted}
 		default:
-			return Verdict{Reason: v1alpha1.ReasonNoMatchingService, Message: noService}
+			return model.Verdict{Reason: v1alpha1.ReasonNoMatchingService, Message: noService}
 		}
 	})
 	in := startInstance(t, "a", Options{}, tr)
@@ -119,30 +120,39 @@ func TestRedisServiceStatus(t *testing.T) {
 		}
 	})
 
-	t.Run("Pending keeps the last verdict of the same generation", func(t *testing.T) {
+	t.Run("Pending keeps the last verdict, also across a spec change", func(t *testing.T) {
 		pending.Store(true)
 		writes := in.writes.count.Load()
 		in.settle(t, rs)
 		if got := in.writes.count.Load(); got != writes {
 			t.Errorf("%d status writes for a Pending verdict", got-writes)
 		}
+		// A new generation has no verdict until the push that reads it: the condition
+		// keeps the last one, for the generation it was made for.
+		before := rs.Generation
 		rs.Spec.Host = rs.Spec.Host[:1]
 		if err := c.Update(t.Context(), rs); err != nil {
 			t.Fatal(err)
 		}
-		waitCondition(t, c, rs, metav1.ConditionFalse, v1alpha1.ReasonPending, "waiting for the mesh config")
 		in.settle(t, rs)
-		if got := in.recorder.of(rs); len(got) != 3 {
-			t.Errorf("Events %+v, want none for Pending", got)
+		if got := in.writes.count.Load(); got != writes {
+			t.Errorf("%d status writes while the new generation has no verdict", got-writes)
 		}
+		cond, _, err := readyCondition(t.Context(), c, rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cond.Reason != v1alpha1.ReasonConflict || cond.ObservedGeneration != before {
+			t.Errorf("condition %+v while generation %d has no verdict, want the Conflict of generation %d", *cond, rs.Generation, before)
+		}
+		// The push's verdict for the new generation: written, and not announced again
+		// (it says what the last one said).
 		pending.Store(false)
 		in.recheck()
 		waitCondition(t, c, rs, metav1.ConditionFalse, v1alpha1.ReasonConflict, "host redis.example.com is also claimed by RedisService other")
 		in.settle(t, rs)
-		// Said again: Pending hid it, and the spec changed meanwhile.
-		got := in.recorder.of(rs)
-		if len(got) != 4 || got[3].reason != v1alpha1.ReasonConflict {
-			t.Errorf("Events %+v, want the Conflict Warning again", got)
+		if got := in.recorder.of(rs); len(got) != 3 {
+			t.Errorf("Events %+v, want no new one: the verdict did not change", got)
 		}
 	})
 
@@ -165,17 +175,17 @@ func TestRedisServiceStatus(t *testing.T) {
 // that the verdict reads the Secret from the manager's cache.
 func TestRedisSecretReferences(t *testing.T) {
 	ctx := t.Context()
-	c := adminClient(t, restConfig(t))
+	c := adminClient(t, apiserver.RestConfig(t))
 	leak.Check(t, idleConnections) // after the apiserver and the admin client, which outlive the test
 	ns := testNamespace(t, c, "redis-secrets")
 	const password, password2 = "pa55-never-logged", "n3w-pa55-never-logged"
 
-	tr := newTranslation("a", func(client.Object) Verdict {
-		return Verdict{Reason: v1alpha1.ReasonInvalid, Message: "not ready for objects yet"}
+	tr := newTranslation("a", func(client.Object) model.Verdict {
+		return model.Verdict{Reason: v1alpha1.ReasonInvalid, Message: "not ready for objects yet"}
 	})
 	in := startInstance(t, "a", Options{}, tr)
 	cache := in.mgr.GetClient()
-	tr.setVerdict(func(obj client.Object) Verdict {
+	tr.setVerdict(func(obj client.Object) model.Verdict {
 		kind := redisServiceKind()
 		if _, ok := obj.(*v1alpha1.RedisDestination); ok {
 			kind = redisDestinationKind()
@@ -184,14 +194,14 @@ func TestRedisSecretReferences(t *testing.T) {
 		s := &corev1.Secret{}
 		if err := cache.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: name}, s); err != nil {
 			if apierrors.IsNotFound(err) {
-				return Verdict{Reason: v1alpha1.ReasonSecretNotFound, Message: "Secret " + name + " not found"}
+				return model.Verdict{Reason: v1alpha1.ReasonSecretNotFound, Message: "Secret " + name + " not found"}
 			}
-			return Verdict{Reason: v1alpha1.ReasonInvalid, Message: err.Error()}
+			return model.Verdict{Reason: v1alpha1.ReasonInvalid, Message: err.Error()}
 		}
 		if _, ok := s.Data["password"]; !ok {
-			return Verdict{Reason: v1alpha1.ReasonSecretKeyNotFound, Message: fmt.Sprintf("Secret %s has no key password", name)}
+			return model.Verdict{Reason: v1alpha1.ReasonSecretKeyNotFound, Message: fmt.Sprintf("Secret %s has no key password", name)}
 		}
-		return Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "auth from Secret " + name}
+		return model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "auth from Secret " + name}
 	})
 
 	secret := func(name string, data map[string]string) *corev1.Secret {

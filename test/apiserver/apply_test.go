@@ -1,4 +1,6 @@
-package envoyfilter_test
+// Package apiserver_test drives the push loop, the apply step and their metrics
+// against a real kube-apiserver and etcd (envtest).
+package apiserver_test
 
 import (
 	"context"
@@ -20,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,32 +39,13 @@ import (
 	"aeraki.io/aeraki/test/controlplane"
 )
 
-var restConfig *rest.Config
+// apiserver is a real kube-apiserver and etcd (envtest) with Istio's CRDs and ours,
+// started by the first test that needs it.
+var apiserver controlplane.Envtest
 
-// TestMain runs the tests against a real kube-apiserver and etcd (envtest) with
-// Istio's CRDs.
 func TestMain(m *testing.M) {
-	os.Exit(runWithAPIServer(m))
-}
-
-func runWithAPIServer(m *testing.M) int {
 	ctrllog.SetLogger(logr.Discard()) // the tests log through testr
-	env, err := controlplane.NewEnvtest()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	restConfig, err = env.Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
-		}
-	}()
-	return m.Run()
+	os.Exit(apiserver.Run(m))
 }
 
 // writeCounter counts the requests that change something.
@@ -87,10 +69,10 @@ type staticSource struct {
 
 func (s *staticSource) HasSynced() bool { return true }
 
-func (s *staticSource) Snapshot() *model.Snapshot {
+func (s *staticSource) Snapshot() (*model.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.snap
+	return s.snap, nil
 }
 
 func (s *staticSource) set(t *testing.T, docs ...string) {
@@ -131,7 +113,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	ctx := t.Context()
 	counter := &writeCounter{}
-	cfg := rest.CopyConfig(restConfig)
+	cfg := apiserver.RestConfig(t)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
 	scheme, err := kube.NewScheme()
 	if err != nil {
@@ -154,7 +136,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := client.New(restConfig, client.Options{Scheme: scheme})
+	admin, err := client.New(apiserver.RestConfig(t), client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}

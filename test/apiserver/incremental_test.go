@@ -1,4 +1,4 @@
-package envoyfilter_test
+package apiserver_test
 
 import (
 	"strings"
@@ -43,7 +43,7 @@ func TestPushAfterOneChange(t *testing.T) {
 
 	g0, r0 := translated()
 	h.source.mu.Lock()
-	vs := snap.VirtualServices[7].DeepCopy()
+	vs := snap.VirtualServices[7]
 	vs.Spec = fixture.Split(vs.Spec.(*networking.VirtualService).GetHosts()[0], 50)
 	vs.ResourceVersion = "2"
 	snap.VirtualServices[7] = vs

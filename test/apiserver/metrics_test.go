@@ -1,4 +1,4 @@
-package envoyfilter_test
+package apiserver_test
 
 import (
 	"context"

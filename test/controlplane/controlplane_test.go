@@ -64,11 +64,7 @@ func TestIstioCRDsEmbedded(t *testing.T) {
 func TestControlPlane(t *testing.T) {
 	ctx := t.Context()
 	begin := time.Now()
-	cp, err := Start(ctx, Options{WorkDir: t.TempDir(), Istiod: true, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
+	cp := StartForTest(t, Options{WorkDir: t.TempDir(), Istiod: true})
 	t.Logf("control plane up in %s", time.Since(begin).Round(time.Millisecond))
 
 	istio, err := istioclient.NewForConfig(cp.RestConfig)

@@ -20,7 +20,6 @@ import (
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/metrics"
-	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
 )
@@ -175,9 +174,11 @@ func demoFilters(t *testing.T) []filterPrefix {
 		}
 	}
 	snap := objs.Snapshot("cluster.local")
-	services := model.BuildServices(snap)
-	base := &generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
-	tr := translate.Translate(base.ForPush(snap, services), plugin.Registry(plugin.Options{}), services)
+	tr, err := translate.Translate(generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"},
+		plugin.Registry(plugin.Options{}), snap)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, serr := range translate.SortedErrors(tr.Failed) {
 		t.Errorf("generating for the demo: %s/%s port %d: %v", serr.Service.Namespace, serr.Service.ObjectName(), serr.Port.Number, serr.Err)
 	}

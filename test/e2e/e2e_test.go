@@ -60,15 +60,7 @@ func start(t *testing.T) *env {
 func startControlPlane(t *testing.T) *env {
 	t.Helper()
 	ctx := t.Context()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Istiod: true, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cp := controlplane.StartForTest(t, controlplane.Options{Istiod: true})
 	e := &env{cp: cp, kube: kubernetes.NewForConfigOrDie(cp.RestConfig), istio: istioclient.NewForConfigOrDie(cp.RestConfig)}
 	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -80,8 +80,11 @@ func TestRedis(t *testing.T) {
 	host := "cache." + appNS + ".svc.cluster.local"
 	outbound := "aeraki-outbound-" + host + "-6379"
 	e.waitEnvoyFilter(t, rootNS, outbound, true)
-	spec := e.envoyFilterYAML(t, rootNS, outbound)
-	for _, want := range []string{redisFilter, "opTimeout: 2s", "readPolicy: PREFER_REPLICA", "applyTo: CLUSTER", "e2e-s3cret"} {
+	// A push may come between the Service and the Redis objects reaching the controller:
+	// the filter's first version can be the one of a Service without them.
+	wants := []string{redisFilter, "opTimeout: 2s", "readPolicy: PREFER_REPLICA", "applyTo: CLUSTER", "e2e-s3cret"}
+	spec := e.waitEnvoyFilterYAML(t, rootNS, outbound, wants...)
+	for _, want := range wants {
 		if !strings.Contains(spec, want) {
 			t.Errorf("outbound EnvoyFilter lacks %q:\n%s", want, spec)
 		}
@@ -119,6 +122,26 @@ func (e *env) envoyFilterYAML(t *testing.T, namespace, name string) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// waitEnvoyFilterYAML waits until an EnvoyFilter's spec, as YAML, contains every one of
+// wants, and returns the spec it read last.
+func (e *env) waitEnvoyFilterYAML(t *testing.T, namespace, name string, wants ...string) string {
+	t.Helper()
+	var spec string
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		spec = e.envoyFilterYAML(t, namespace, name)
+		for _, want := range wants {
+			if !strings.Contains(spec, want) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Logf("EnvoyFilter %s/%s never carried all of %q: %v", namespace, name, wants, err)
+	}
+	return spec
 }
 
 // waitReady waits until the Redis object's Ready condition has the status and reason,

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/manifest"
 	amodel "aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/patch"
 	"aeraki.io/aeraki/plugin"
@@ -623,7 +624,7 @@ spec:
 `) {
 		svc := svc.(*corev1.Service)
 		want := IstiodServiceEntry(svc)
-		got := amodel.SyntheticServiceEntry(svc, DomainSuffix)
+		got := manifest.SyntheticServiceEntry(svc, DomainSuffix)
 		if got.Name != want.Name || got.Namespace != want.Namespace {
 			t.Errorf("%s: name %s/%s, istiod %s/%s", svc.Name, got.Namespace, got.Name, want.Namespace, want.Name)
 		}

@@ -25,6 +25,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
@@ -43,20 +44,20 @@ const (
 )
 
 var (
-	// restConfig is the envtest admin (system:masters).
-	restConfig *rest.Config
+	// apiserver is a real etcd and kube-apiserver (envtest) with Istio's CRDs and ours,
+	// RBAC authorization, and the service IP range of a kubeadm cluster (the demos name
+	// ClusterIPs in it); the first test that needs it starts it.
+	apiserver = controlplane.Envtest{Configure: func(env *envtest.Environment) {
+		flags := env.ControlPlane.GetAPIServer().Configure()
+		// envtest defaults to RBAC today; the RBAC test depends on it, so say it.
+		flags.Set("authorization-mode", "RBAC")
+		flags.Set("service-cluster-ip-range", "10.96.0.0/12")
+	}}
 	// repoRoot is the repository's top directory.
 	repoRoot string
 )
 
-// TestMain starts a real etcd and kube-apiserver (envtest) with Istio's CRDs and ours,
-// RBAC authorization, and the service IP range of a kubeadm cluster (the demos name
-// ClusterIPs in it).
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
 	ctrllog.SetLogger(logr.Discard())
 	var err error
 	repoRoot, err = filepath.Abs(filepath.Join("..", ".."))
@@ -65,28 +66,9 @@ func run(m *testing.M) int {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "finding the repository root: %v\n", err)
-		return 1
+		os.Exit(1)
 	}
-	env, err := controlplane.NewEnvtest()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	apiserver := env.ControlPlane.GetAPIServer().Configure()
-	// envtest defaults to RBAC today; the RBAC test depends on it, so say it.
-	apiserver.Set("authorization-mode", "RBAC")
-	apiserver.Set("service-cluster-ip-range", "10.96.0.0/12")
-	restConfig, err = env.Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
-		}
-	}()
-	return m.Run()
+	os.Exit(apiserver.Run(m))
 }
 
 // document is one YAML document of a manifest file.
@@ -165,7 +147,7 @@ func (w *warnings) take() []string {
 func newClient(t *testing.T, cfg *rest.Config) (client.Client, *warnings) {
 	t.Helper()
 	if cfg == nil {
-		cfg = restConfig
+		cfg = apiserver.RestConfig(t)
 	}
 	cfg = rest.CopyConfig(cfg)
 	w := &warnings{}

@@ -145,7 +145,7 @@ func can(ctx context.Context, cs kubernetes.Interface, ns, verb string, a access
 // ServiceAccount with a token the apiserver issued for it (installAeraki first).
 func serviceAccountConfig(t *testing.T) *rest.Config {
 	t.Helper()
-	admin, err := kubernetes.NewForConfig(restConfig)
+	admin, err := kubernetes.NewForConfig(apiserver.RestConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func serviceAccountConfig(t *testing.T) *rest.Config {
 	if err != nil {
 		t.Fatalf("token for the ServiceAccount %s/aeraki: %v", installNamespace, err)
 	}
-	cfg := rest.AnonymousClientConfig(restConfig)
+	cfg := rest.AnonymousClientConfig(apiserver.RestConfig(t))
 	cfg.BearerToken = tok.Status.Token
 	return cfg
 }

@@ -115,15 +115,7 @@ func TestScale(t *testing.T) {
 	})
 	// On an early failure, the build ends (ctx is canceled) before binDir goes.
 	t.Cleanup(building.Wait)
-	cp, err := controlplane.Start(ctx, controlplane.Options{Istiod: true, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cp := controlplane.StartForTest(t, controlplane.Options{Istiod: true})
 	b := <-built
 	if b.err != nil {
 		t.Fatal(b.err)

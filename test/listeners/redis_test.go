@@ -1,4 +1,4 @@
-package redis
+package listeners
 
 import (
 	"bytes"
@@ -11,18 +11,16 @@ import (
 	redis "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	pilotmodel "istio.io/istio/pilot/pkg/model"
-	"istio.io/istio/pilot/test/xds"
-	istiocluster "istio.io/istio/pkg/cluster"
 
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/manifest"
-	"aeraki.io/aeraki/pkg/model"
+	amodel "aeraki.io/aeraki/pkg/model"
+	redisplugin "aeraki.io/aeraki/plugin/redis"
 )
 
-// istioConfig is what istiod reads: a Redis service with one workload, a service to
-// route to, a Redis Cluster service and a service that probes plain MERGE patches.
-const istioConfig = `
+// redisIstioConfig is what istiod reads: a Redis service with one workload, a service
+// to route to, a Redis Cluster service and a service that probes plain MERGE patches.
+const redisIstioConfig = `
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: cache, namespace: redis}
@@ -129,27 +127,26 @@ spec:
       redis: {mode: CLUSTER}
 `
 
-// TestIstiod feeds the generated EnvoyFilters to istiod's own config generation and
-// checks what a client sidecar and the server's sidecar get: redis_proxy with the
-// routes on the client's listener, the RedisDestination's settings in effect on the
-// client's cluster, a Redis Cluster cluster Envoy accepts, and the server side
-// accepting the client sidecar's AUTH. It also pins why the generator does not use
-// plain MERGE for max connections and cluster mode.
-func TestIstiod(t *testing.T) {
+// TestRedisOnIstiod feeds the Redis generator's EnvoyFilters (RedisServices and
+// RedisDestinations are not Istio config, so Mesh cannot take them) to istiod's own
+// config generation and checks what a client sidecar and the server's sidecar get:
+// redis_proxy with the routes on the client's listener, the RedisDestination's
+// settings in effect on the client's cluster, a Redis Cluster cluster Envoy accepts,
+// and the server side accepting the client sidecar's AUTH. It also pins why the
+// generator does not use plain MERGE for max connections and cluster mode.
+func TestRedisOnIstiod(t *testing.T) {
 	objs := &manifest.Objects{}
-	if errs := objs.Decode(strings.NewReader(istioConfig+"\n---\n"+redisConfig), "config"); len(errs) > 0 {
+	if errs := objs.Decode(strings.NewReader(redisIstioConfig+"\n---\n"+redisConfig), "config"); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	snap := objs.Snapshot("cluster.local")
-	services := model.BuildServices(snap)
-	ctx := generatortest.Context.ForPush(snap, services)
-	var efs []*model.EnvoyFilter
+	ctx, services := generatortest.Push(t, objs.Snapshot(DomainSuffix))
+	var efs []*amodel.EnvoyFilter
 	for _, svc := range services {
 		for _, port := range svc.Ports {
-			if port.Protocol != model.Redis {
+			if port.Protocol != amodel.Redis {
 				continue
 			}
-			got, err := New().Generate(ctx, svc, port)
+			got, err := redisplugin.New().Generate(ctx, svc, port)
 			if err != nil {
 				t.Fatalf("%s: %v", svc.Key(), err)
 			}
@@ -161,16 +158,10 @@ func TestIstiod(t *testing.T) {
 	if err := manifest.WriteEnvoyFilters(&buf, efs); err != nil {
 		t.Fatal(err)
 	}
-	s := xds.NewFakeDiscoveryServer(t, xds.FakeOptions{ConfigString: istioConfig + "\n---\n" + buf.String()})
-	proxy := func(name, ns, ip string, labels map[string]string) *pilotmodel.Proxy {
-		return s.SetupProxy(&pilotmodel.Proxy{
-			Type: pilotmodel.SidecarProxy, ID: name + "." + ns, IPAddresses: []string{ip}, ConfigNamespace: ns, Labels: labels,
-			DNSDomain: ns + ".svc.cluster.local",
-			Metadata:  &pilotmodel.NodeMetadata{Namespace: ns, Labels: labels, ClusterID: istiocluster.ID("Kubernetes"), IstioVersion: "1.31.0"},
-		})
-	}
-	client := proxy("client", "default", "10.0.0.99", map[string]string{"app": "client"})
-	server := proxy("cache-0", "redis", "10.0.0.10", map[string]string{"app": "cache"})
+	m := &Mesh{Server: Istiod(t, redisIstioConfig+"\n---\n"+buf.String())}
+	s := m.Server
+	client := m.SetupProxy(Proxy{Name: "client", Namespace: "default", IP: "10.0.0.99", Labels: map[string]string{"app": "client"}})
+	server := m.SetupProxy(Proxy{Name: "cache-0", Namespace: "redis", IP: "10.0.0.10", Labels: map[string]string{"app": "cache"}})
 
 	// Client listener: redis_proxy with the routes, mirror and downstream auth.
 	out := redisProxyOn(t, findListener(t, s.Listeners(client), "240.240.30.1_6379").GetFilterChains()...)
@@ -208,7 +199,7 @@ func TestIstiod(t *testing.T) {
 	if n := countClusters(clusters, shards.GetName()); n != 1 {
 		t.Errorf("%d clusters named %s", n, shards.GetName())
 	}
-	if shards.GetClusterType().GetName() != RedisClusterType || shards.GetEdsClusterConfig() != nil || shards.GetLbPolicy() != cluster.Cluster_CLUSTER_PROVIDED {
+	if shards.GetClusterType().GetName() != redisplugin.RedisClusterType || shards.GetEdsClusterConfig() != nil || shards.GetLbPolicy() != cluster.Cluster_CLUSTER_PROVIDED {
 		t.Errorf("shards cluster: type %v, eds_cluster_config %v, lb_policy %v", shards.GetClusterDiscoveryType(), shards.GetEdsClusterConfig(), shards.GetLbPolicy())
 	}
 	if th := shards.GetCircuitBreakers().GetThresholds(); len(th) != 1 || th[0].GetMaxConnections().GetValue() != 3 {
@@ -234,13 +225,9 @@ func TestIstiod(t *testing.T) {
 
 	// Server side: redis_proxy on the workload port accepts the client sidecar's AUTH,
 	// and the inbound cluster authenticates to the local server.
-	var chains []*listener.FilterChain
-	for _, fc := range findListener(t, s.Listeners(server), "virtualInbound").GetFilterChains() {
-		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() == 6379 {
-			chains = append(chains, fc)
-		}
-	}
-	in := redisProxyOn(t, chains...)
+	serverListeners := s.Listeners(server)
+	findListener(t, serverListeners, VirtualInbound)
+	in := redisProxyOn(t, InboundChains(serverListeners, 6379)...)
 	if len(in.GetDownstreamAuthPasswords()) != 1 || in.GetDownstreamAuthPasswords()[0].GetInlineString() != "server-pw" ||
 		in.GetDownstreamAuthUsername().GetInlineString() != "app" || len(in.GetPrefixRoutes().GetRoutes()) != 0 {
 		t.Errorf("server redis_proxy: auth %v %v, routes %v", in.GetDownstreamAuthUsername(), in.GetDownstreamAuthPasswords(), in.GetPrefixRoutes())
@@ -252,17 +239,14 @@ func TestIstiod(t *testing.T) {
 	validateCluster(t, inbound)
 }
 
+// findListener returns the listener named name, and fails t if there is none.
 func findListener(t *testing.T, ls []*listener.Listener, name string) *listener.Listener {
 	t.Helper()
-	var names []string
-	for _, l := range ls {
-		if l.GetName() == name {
-			return l
-		}
-		names = append(names, l.GetName())
+	l := Find(ls, name)
+	if l == nil {
+		t.Fatalf("no listener %s in %v", name, Names(ls))
 	}
-	t.Fatalf("no listener %s in %v", name, names)
-	return nil
+	return l
 }
 
 func findCluster(t *testing.T, cs []*cluster.Cluster, name string) *cluster.Cluster {
@@ -296,7 +280,7 @@ func redisProxyOn(t *testing.T, chains ...*listener.FilterChain) *redis.RedisPro
 			switch f.GetName() {
 			case "envoy.filters.network.tcp_proxy":
 				t.Errorf("chain %q still has tcp_proxy", fc.GetName())
-			case FilterName:
+			case redisplugin.FilterName:
 				got = &redis.RedisProxy{}
 				if err := f.GetTypedConfig().UnmarshalTo(got); err != nil {
 					t.Fatal(err)
@@ -320,7 +304,7 @@ func redisProxyOn(t *testing.T, chains ...*listener.FilterChain) *redis.RedisPro
 
 func protocolOptionsOf(t *testing.T, c *cluster.Cluster) *redis.RedisProtocolOptions {
 	t.Helper()
-	a := c.GetTypedExtensionProtocolOptions()[FilterName]
+	a := c.GetTypedExtensionProtocolOptions()[redisplugin.FilterName]
 	if a == nil {
 		t.Errorf("cluster %s has no redis protocol options", c.GetName())
 		return nil
