@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"aeraki.io/aeraki/pkg/apply"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
 	"aeraki.io/aeraki/plugin"
@@ -34,6 +36,16 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.snap, s.err
+}
+
+// setYAML serves the snapshot of YAML documents.
+func (s *source) setYAML(t *testing.T, docs ...string) {
+	t.Helper()
+	objs := &manifest.Objects{}
+	if errs := objs.Decode(strings.NewReader(strings.Join(docs, "\n---\n")), t.Name()); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	s.set(objs.Snapshot("cluster.local"), nil)
 }
 
 func (s *source) set(snap *model.Snapshot, err error) {

@@ -5,7 +5,6 @@ package apiserver_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -84,18 +83,6 @@ func (s *staticSource) set(t *testing.T, docs ...string) {
 	s.mu.Lock()
 	s.snap = objs.Snapshot("cluster.local")
 	s.mu.Unlock()
-}
-
-func dubboEntry(name, iface, vip string) string {
-	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: %[1]s, namespace: dubbo, annotations: {interface: %[2]q}}
-spec:
-  hosts: [%[1]s.dubbo.example]
-  addresses: [%[3]s]
-  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
-  resolution: STATIC
-  workloadSelector: {labels: {app: %[1]s}}`, name, iface, vip)
 }
 
 type harness struct {
@@ -257,7 +244,7 @@ func TestApplyLifecycle(t *testing.T) {
 	userRV := h.get("user-filter").ResourceVersion
 
 	t.Log("create")
-	h.source.set(t, dubboEntry("a", "org.example.A", "240.0.0.1"), dubboEntry("b", "org.example.B", "240.0.0.2"))
+	h.source.set(t, fixture.DubboEntry("a", "org.example.A", "240.0.0.1"), fixture.DubboEntry("b", "org.example.B", "240.0.0.2"))
 	if n, err := h.push(); err != nil || n != 4 {
 		t.Fatalf("first push: %d writes, err %v; want 4 creates", n, err)
 	}
@@ -269,7 +256,7 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 
 	t.Log("update")
-	h.source.set(t, dubboEntry("a", "org.example.A2", "240.0.0.1"), dubboEntry("b", "org.example.B", "240.0.0.2"))
+	h.source.set(t, fixture.DubboEntry("a", "org.example.A2", "240.0.0.1"), fixture.DubboEntry("b", "org.example.B", "240.0.0.2"))
 	if n, err := h.push(); err != nil || n != 2 {
 		t.Fatalf("update push: %d writes, err %v; want 2 (outbound and inbound of a)", n, err)
 	}
@@ -293,7 +280,7 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 
 	t.Log("a service that fails keeps its EnvoyFilters")
-	h.source.set(t, dubboEntry("a", "org.example.A2", "240.0.0.1"), dubboEntry("b", "", "240.0.0.2"))
+	h.source.set(t, fixture.DubboEntry("a", "org.example.A2", "240.0.0.1"), fixture.DubboEntry("b", "", "240.0.0.2"))
 	if n, err := h.push(); err != nil || n != 0 {
 		t.Fatalf("push with b broken: %d writes, err %v; want 0", n, err)
 	}
@@ -322,7 +309,7 @@ func TestApplyLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	squatterRV := h.get(squatter.Name).ResourceVersion
-	h.source.set(t, dubboEntry("c", "org.example.C", "240.0.0.3"))
+	h.source.set(t, fixture.DubboEntry("c", "org.example.C", "240.0.0.3"))
 	_, err := h.push()
 	if err == nil || !strings.Contains(err.Error(), "without our label") || !errors.Is(err, apply.ErrNotRetriable) {
 		t.Fatalf("push onto a foreign name: err %v; want it reported, as not retriable", err)

@@ -7,6 +7,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/metrics/metricstest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
 )
@@ -22,8 +23,8 @@ func TestPushAfterOneChange(t *testing.T) {
 	h.source.snap = snap
 	h.source.mu.Unlock()
 	translated := func() (generated, reused float64) {
-		return value(t, h.metrics, "aeraki_translated_services_total", "result", metrics.TranslateGenerated),
-			value(t, h.metrics, "aeraki_translated_services_total", "result", metrics.TranslateReused)
+		return metricstest.Value(t, h.metrics, "aeraki_translated_services_total", "result", metrics.TranslateGenerated),
+			metricstest.Value(t, h.metrics, "aeraki_translated_services_total", "result", metrics.TranslateReused)
 	}
 
 	// Converge first (other tests of this apiserver may have left filters of ours).

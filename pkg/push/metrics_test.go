@@ -1,4 +1,4 @@
-package apiserver_test
+package push
 
 import (
 	"context"
@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -22,8 +24,9 @@ import (
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/metrics/metricstest"
 	"aeraki.io/aeraki/pkg/model"
-	"aeraki.io/aeraki/pkg/push"
+	"aeraki.io/aeraki/pkg/model/fixture"
 	"aeraki.io/aeraki/plugin"
 )
 
@@ -32,15 +35,15 @@ import (
 type metricsHarness struct {
 	t          *testing.T
 	reg        *prometheus.Registry
-	source     *staticSource
-	ctrl       *push.Controller
+	source     *source
+	ctrl       *Controller
 	kube       client.Client
 	failUpdate atomic.Bool
 }
 
-func newMetricsHarness(t *testing.T, debounce push.DebounceOptions) *metricsHarness {
+func newMetricsHarness(t *testing.T, debounce DebounceOptions) *metricsHarness {
 	t.Helper()
-	h := &metricsHarness{t: t, reg: prometheus.NewRegistry(), source: &staticSource{}}
+	h := &metricsHarness{t: t, reg: prometheus.NewRegistry(), source: &source{}}
 	scheme, err := kube.NewScheme()
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +60,7 @@ func newMetricsHarness(t *testing.T, debounce push.DebounceOptions) *metricsHarn
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.ctrl = push.NewController(push.ControllerOptions{
+	h.ctrl = NewController(ControllerOptions{
 		Context:  generator.Context{RootNamespace: "istio-system"},
 		Registry: plugin.Registry(plugin.Options{}),
 		Debounce: debounce,
@@ -74,35 +77,9 @@ func newMetricsHarness(t *testing.T, debounce push.DebounceOptions) *metricsHarn
 // lines left out: they are added from the registry).
 func (h *metricsHarness) expect(want string, names ...string) {
 	h.t.Helper()
-	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(withMetadata(h.t, h.reg, want)), names...); err != nil {
+	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(metricstest.WithMetadata(h.t, h.reg, want)), names...); err != nil {
 		h.t.Error(err)
 	}
-}
-
-// withMetadata adds the HELP and TYPE lines of every family in want.
-func withMetadata(t *testing.T, reg *prometheus.Registry, want string) string {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for _, mf := range families {
-		var lines []string
-		for _, l := range strings.Split(want, "\n") {
-			l = strings.TrimSpace(l)
-			if strings.HasPrefix(l, mf.GetName()+"{") || strings.HasPrefix(l, mf.GetName()+" ") {
-				lines = append(lines, l)
-			}
-		}
-		if len(lines) == 0 {
-			continue
-		}
-		b.WriteString("# HELP " + mf.GetName() + " " + mf.GetHelp() + "\n")
-		b.WriteString("# TYPE " + mf.GetName() + " " + strings.ToLower(mf.GetType().String()) + "\n")
-		b.WriteString(strings.Join(lines, "\n") + "\n")
-	}
-	return b.String()
 }
 
 func (h *metricsHarness) ours() int {
@@ -125,16 +102,18 @@ spec:
   workloadSelector: {labels: {app: a2}}`
 
 func TestPushMetrics(t *testing.T) {
-	h := newMetricsHarness(t, push.DebounceOptions{})
+	h := newMetricsHarness(t, DebounceOptions{})
 	ctx := t.Context()
-	pushes := func(result string) float64 { return value(t, h.reg, "aeraki_pushes_total", "result", result) }
+	pushes := func(result string) float64 {
+		return metricstest.Value(t, h.reg, "aeraki_pushes_total", "result", result)
+	}
 	genErrors := func(reason string) float64 {
-		return value(t, h.reg, "aeraki_generation_errors_total", "protocol", "dubbo", "reason", reason)
+		return metricstest.Value(t, h.reg, "aeraki_generation_errors_total", "protocol", "dubbo", "reason", reason)
 	}
 
 	t.Log("one good, one failing and one headless service (its outbound side left as TCP)")
-	good, bad, headless := dubboEntry("a", "org.example.A", "240.0.0.1"), dubboEntry("b", "", "240.0.0.2"), dubboEntry("h", "org.example.H", "")
-	h.source.set(t, good, bad, headless)
+	good, bad, headless := fixture.DubboEntry("a", "org.example.A", "240.0.0.1"), fixture.DubboEntry("b", "", "240.0.0.2"), fixture.DubboEntry("h", "org.example.H", "")
+	h.source.setYAML(t, good, bad, headless)
 	if err := h.ctrl.Push(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -188,20 +167,20 @@ func TestPushMetrics(t *testing.T) {
 	}
 
 	t.Log("a name conflict is counted as such")
-	h.source.set(t, good, bad, headless, conflictingEntry)
+	h.source.setYAML(t, good, bad, headless, conflictingEntry)
 	if err := h.ctrl.Push(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := genErrors(metrics.ReasonConflict); got != 1 {
 		t.Errorf("conflict errors = %v, want 1", got)
 	}
-	if got := value(t, h.reg, "aeraki_generation_failures", "protocol", "dubbo"); got != 2 {
+	if got := metricstest.Value(t, h.reg, "aeraki_generation_failures", "protocol", "dubbo"); got != 2 {
 		t.Errorf("failing dubbo services = %v, want 2", got)
 	}
 
 	t.Log("an update the apiserver rejects is a write error and a failed push")
 	h.failUpdate.Store(true)
-	h.source.set(t, dubboEntry("a", "org.example.A2", "240.0.0.1"), headless)
+	h.source.setYAML(t, fixture.DubboEntry("a", "org.example.A2", "240.0.0.1"), headless)
 	if err := h.ctrl.Push(ctx); err == nil {
 		t.Fatal("push with rejected updates: no error")
 	}
@@ -209,31 +188,31 @@ func TestPushMetrics(t *testing.T) {
 	if got := pushes(metrics.PushError); got != 1 {
 		t.Errorf("failed pushes = %v, want 1", got)
 	}
-	writeErrs := value(t, h.reg, "aeraki_envoyfilter_write_errors_total", "operation", metrics.OpUpdate)
+	writeErrs := metricstest.Value(t, h.reg, "aeraki_envoyfilter_write_errors_total", "operation", metrics.OpUpdate)
 	if writeErrs != 2 { // a's outbound and inbound
 		t.Errorf("update errors = %v, want 2", writeErrs)
 	}
 
 	t.Log("everything goes away: the gauges read 0, the deletes are counted")
-	h.source.set(t)
+	h.source.setYAML(t)
 	if err := h.ctrl.Push(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"aeraki_services", "aeraki_generation_failures", "aeraki_ports_left_tcp"} {
 		for _, p := range model.Protocols {
-			if got := value(t, h.reg, name, "protocol", string(p)); got != 0 {
+			if got := metricstest.Value(t, h.reg, name, "protocol", string(p)); got != 0 {
 				t.Errorf("%s{protocol=%q} = %v, want 0", name, p, got)
 			}
 		}
 	}
-	if got := value(t, h.reg, "aeraki_envoyfilter_writes_total", "operation", metrics.OpDelete); got != float64(created) {
+	if got := metricstest.Value(t, h.reg, "aeraki_envoyfilter_writes_total", "operation", metrics.OpDelete); got != float64(created) {
 		t.Errorf("deletes = %v, want %d", got, created)
 	}
 }
 
 func TestPushMetricsCountMergedTriggers(t *testing.T) {
-	h := newMetricsHarness(t, push.DebounceOptions{Quiet: 10 * time.Millisecond, Max: 50 * time.Millisecond})
-	h.source.set(t, dubboEntry("a", "org.example.A", "240.0.0.1"))
+	h := newMetricsHarness(t, DebounceOptions{Quiet: 10 * time.Millisecond, Max: 50 * time.Millisecond})
+	h.source.setYAML(t, fixture.DubboEntry("a", "org.example.A", "240.0.0.1"))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- h.ctrl.Start(ctx) }()
@@ -242,87 +221,15 @@ func TestPushMetricsCountMergedTriggers(t *testing.T) {
 		<-done
 	}()
 	pushed := func() float64 {
-		return value(t, h.reg, "aeraki_pushes_total", "result", metrics.PushChanged) +
-			value(t, h.reg, "aeraki_pushes_total", "result", metrics.PushUnchanged)
+		return metricstest.Value(t, h.reg, "aeraki_pushes_total", "result", metrics.PushChanged) +
+			metricstest.Value(t, h.reg, "aeraki_pushes_total", "result", metrics.PushUnchanged)
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		return pushed() >= 1, nil
 	}); err != nil {
 		t.Fatal("no push")
 	}
-	if got := value(t, h.reg, "aeraki_push_triggers_merged_total"); got < 1 {
+	if got := metricstest.Value(t, h.reg, "aeraki_push_triggers_merged_total"); got < 1 {
 		t.Errorf("merged triggers = %v, want at least the first push's", got)
 	}
-}
-
-func TestMetricsRegisterOnceAndLint(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	if _, err := metrics.NewMetrics(reg, func() bool { return true }); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := metrics.NewMetrics(reg, nil); err == nil {
-		t.Error("registering twice on one registry: no error")
-	}
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("%s: %s", p.Metric, p.Text)
-	}
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP aeraki_xds_synced 1 once the full Istio config was received from istiod (pushes wait for it), 0 before.
-# TYPE aeraki_xds_synced gauge
-aeraki_xds_synced 1
-`), "aeraki_xds_synced"); err != nil {
-		t.Error(err)
-	}
-}
-
-func TestMetricsObserveConnection(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m, err := metrics.NewMetrics(reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.ObserveConnection(true, false)
-	m.ObserveConnection(false, false)
-	m.ObserveConnection(true, true)
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(withMetadata(t, reg, `
-		aeraki_xds_connected 1
-		aeraki_xds_reconnects_total 1
-	`)), "aeraki_xds_connected", "aeraki_xds_reconnects_total"); err != nil {
-		t.Error(err)
-	}
-	var nilMetrics *metrics.Metrics
-	nilMetrics.ObserveConnection(true, true) // nil records nothing, and does not panic
-}
-
-// value returns the counter or gauge series name{labels...} (pairs of name, value), or
-// 0 if it does not exist.
-func value(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range families {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return 0
 }

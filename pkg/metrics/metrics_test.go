@@ -1,0 +1,55 @@
+package metrics_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/metrics/metricstest"
+)
+
+func TestMetricsRegisterOnceAndLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := metrics.NewMetrics(reg, func() bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := metrics.NewMetrics(reg, nil); err == nil {
+		t.Error("registering twice on one registry: no error")
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP aeraki_xds_synced 1 once the full Istio config was received from istiod (pushes wait for it), 0 before.
+# TYPE aeraki_xds_synced gauge
+aeraki_xds_synced 1
+`), "aeraki_xds_synced"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMetricsObserveConnection(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.NewMetrics(reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveConnection(true, false)
+	m.ObserveConnection(false, false)
+	m.ObserveConnection(true, true)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(metricstest.WithMetadata(t, reg, `
+		aeraki_xds_connected 1
+		aeraki_xds_reconnects_total 1
+	`)), "aeraki_xds_connected", "aeraki_xds_reconnects_total"); err != nil {
+		t.Error(err)
+	}
+	var nilMetrics *metrics.Metrics
+	nilMetrics.ObserveConnection(true, true) // nil records nothing, and does not panic
+}
