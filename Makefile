@@ -35,11 +35,12 @@ deps: ## Install the system packages the tests need when missing (shellcheck, re
 	@hack/deps.sh
 
 # Tests that need no control-plane binaries: everything but the Kubernetes manager's
-# tests (envtest) and test/ (real etcd, kube-apiserver, istiod, the built binary).
-UNIT_PKGS = $(shell $(GO) list ./cmd/... ./pkg/... ./plugin/... | grep -v '/pkg/kube$$')
+# tests (envtest) and the parts of test/ that start etcd, kube-apiserver, istiod or
+# the built binary. test/listeners runs istiod's listener generation in process.
+UNIT_PKGS = $(shell $(GO) list ./cmd/... ./pkg/... ./plugin/... ./test/listeners/... ./test/dashboard/... | grep -v '/pkg/kube$$')
 
 .PHONY: unit
-unit: ## Run the tests that need no cluster: generators and goldens, fuzz seeds, translate, plan, push loop, model, manifest, CLI
+unit: ## Run the tests that need no cluster: generators and goldens, fuzz seeds, translate, plan, push loop, model, manifest, CLI, istiod's listeners in process
 	$(GO) test -count=1 -timeout 5m $(UNIT_PKGS)
 
 .PHONY: test
