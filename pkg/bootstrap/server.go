@@ -120,7 +120,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		Recorder: mgr.GetEventRecorder("aeraki"),
 		Metrics:  metrics,
 		Status:   status,
-		Log:      log.WithName("envoyfilter"),
+		Log:      log.WithName("push"),
 	})
 	if err := mgr.Add(s.controller); err != nil {
 		return nil, fmt.Errorf("adding the EnvoyFilter controller: %w", err)

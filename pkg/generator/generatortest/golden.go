@@ -156,7 +156,7 @@ func Validate(t *testing.T, efs []*model.EnvoyFilter) {
 
 // sameAsProtoJSON checks that a patch value is exactly what protojson writes for the
 // Envoy message it decodes to. Generators build values by walking the message (see
-// envoyfilter's toStruct); protojson is the reference.
+// patch's toStruct); protojson is the reference.
 func sameAsProtoJSON(value *structpb.Struct, into proto.Message) error {
 	raw, err := protojson.Marshal(value)
 	if err != nil {
