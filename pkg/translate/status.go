@@ -17,10 +17,12 @@ import (
 //     same services (it is in effect there, this one is not);
 //   - the Reason of the first generation error the object caused (see
 //     generator.ObjectError: Conflict, SecretNotFound, SecretKeyNotFound, Invalid);
+//   - ServiceFailed: a service it configures failed for another reason (another port,
+//     a second service with the same host and port), so it is not in effect there;
 //   - else Ready, Accepted, naming the services.
 //
 // Messages never hold a credential.
-func verdicts(snap *model.Snapshot, services []*model.Service, results []*serviceResult) map[model.ObjectRef]model.Verdict {
+func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string]*ServiceError) map[model.ObjectRef]model.Verdict {
 	// One walk over the services, in order: the first service that makes an object
 	// fail decides its verdict.
 	type state struct {
@@ -28,7 +30,7 @@ func verdicts(snap *model.Snapshot, services []*model.Service, results []*servic
 		applied []string
 	}
 	states := map[model.ObjectRef]*state{}
-	for i, svc := range services {
+	for _, svc := range services {
 		if !hasRedisPort(svc) {
 			continue
 		}
@@ -51,16 +53,9 @@ func verdicts(snap *model.Snapshot, services []*model.Service, results []*servic
 						"%s %s, earlier by namespace/name, already configures %s: this one is not in effect there", kind, keys[0], name)}
 					continue
 				}
-				if serr := results[i].err; serr != nil {
-					for _, oe := range generator.ObjectErrors(serr.Err) {
-						if oe.Ref == ref {
-							st.failed = &model.Verdict{Reason: oe.Reason, Message: fmt.Sprintf("%s port %d: %v", name, serr.Port.Number, oe.Err)}
-							break
-						}
-					}
-					if st.failed != nil {
-						continue
-					}
+				if serr := failed[svc.Key()]; serr != nil {
+					st.failed = failure(ref, name, serr)
+					continue
 				}
 				st.applied = append(st.applied, name)
 			}
@@ -91,6 +86,18 @@ func verdicts(snap *model.Snapshot, services []*model.Service, results []*servic
 	objects(model.KindRedisService, snap.RedisServices)
 	objects(model.KindRedisDestination, snap.RedisDestinations)
 	return out
+}
+
+// failure is the verdict of an object on a service that failed: the object's own
+// error when it caused the failure, else ServiceFailed with the service's error.
+func failure(ref model.ObjectRef, name string, serr *ServiceError) *model.Verdict {
+	for _, oe := range generator.ObjectErrors(serr.Err) {
+		if oe.Ref == ref {
+			return &model.Verdict{Reason: oe.Reason, Message: fmt.Sprintf("%s port %d: %v", name, serr.Port.Number, oe.Err)}
+		}
+	}
+	return &model.Verdict{Reason: v1alpha1.ReasonServiceFailed, Message: fmt.Sprintf(
+		"%s cannot be generated, so this is not in effect there: port %d (%s): %v", name, serr.Port.Number, serr.Protocol, serr.Err)}
 }
 
 func keysOf[T any](cfgs []*model.Config[T]) []string {

@@ -158,6 +158,26 @@ stringData: {password: ` + password + `}
 			checked: "RedisService/cache", reason: v1alpha1.ReasonInvalid, message: "not a Redis service",
 		},
 		{
+			name:    "a service failing on another port",
+			docs:    rs("mixed", "  host: [mixed]\n") + serviceEntry("mixed", "mixed.redis.svc.cluster.local", "240.240.30.5", "tcp-redis:6379", "tcp-dubbo:20880"),
+			checked: "RedisService/mixed", reason: v1alpha1.ReasonServiceFailed, message: `ServiceEntry redis/mixed cannot be generated, so this is not in effect there: port 20880 (dubbo): missing annotation "interface"`,
+		},
+		{
+			name:    "a second ServiceEntry with the same host and port",
+			docs:    rd("cache", "  host: cache.redis.example\n") + serviceEntry("cache2", "cache.redis.example", "240.240.30.1", "tcp-redis:6379"),
+			checked: "RedisDestination/cache", reason: v1alpha1.ReasonServiceFailed, message: "ServiceEntry redis/cache2 cannot be generated",
+		},
+		{
+			name:    "both objects fail on one service: the RedisService's own error",
+			docs:    rs("cache", "  host: [cache.redis.example]\n  settings: {auth: {secret: {name: gone}}}\n") + rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {mode: CLUSTER, discoveryEndpoints: ['shard-0']}}}\n"),
+			checked: "RedisService/cache", reason: v1alpha1.ReasonSecretNotFound, message: "Secret redis/gone",
+		},
+		{
+			name:    "both objects fail on one service: the RedisDestination's own error",
+			docs:    rs("cache", "  host: [cache.redis.example]\n  settings: {auth: {secret: {name: gone}}}\n") + rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {mode: CLUSTER, discoveryEndpoints: ['shard-0']}}}\n"),
+			checked: "RedisDestination/cache", reason: v1alpha1.ReasonInvalid, message: "discoveryEndpoints[0]",
+		},
+		{
 			name:    "bad discovery endpoint",
 			docs:    rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {mode: CLUSTER, discoveryEndpoints: ['shard-0']}}}\n"),
 			checked: "RedisDestination/cache", reason: v1alpha1.ReasonInvalid, message: "discoveryEndpoints[0]",

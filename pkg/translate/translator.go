@@ -64,7 +64,7 @@ func (tr *Translator) Translate(snap *model.Snapshot) (*Translation, error) {
 	tr.cache = next
 	t := assemble(services, results)
 	t.Generated, t.Reused = generated, len(services)-generated
-	t.Verdicts = verdicts(snap, services, results)
+	t.Verdicts = verdicts(snap, services, t.Failed)
 	return t, nil
 }
 

@@ -68,7 +68,8 @@ const ConditionReady = "Ready"
 
 // Reasons of the Ready condition.
 const (
-	// ReasonPending: the controller has not received the mesh config yet.
+	// ReasonPending: the controller has not received the mesh config yet, or not
+	// translated the object's current generation.
 	ReasonPending = "Pending"
 	// ReasonAccepted: the object is valid and applies to at least one service.
 	ReasonAccepted = "Accepted"
@@ -84,4 +85,9 @@ const (
 	// ReasonInvalid: the object is valid to the API server but cannot be turned into
 	// proxy config (for example a route to a host that is no Redis service).
 	ReasonInvalid = "Invalid"
+	// ReasonServiceFailed: a service the object configures cannot be generated for a
+	// reason outside the object (another port of the service, a second service with
+	// the same host and port): it keeps its earlier EnvoyFilters, and the object is not
+	// in effect there. The service's Warning Events say what to fix.
+	ReasonServiceFailed = "ServiceFailed"
 )
