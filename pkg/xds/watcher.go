@@ -50,8 +50,11 @@ const (
 
 // Options configure a Watcher.
 type Options struct {
-	// Address is istiod's plaintext xDS address, host:port (e.g. istiod.istio-system:15010).
+	// Address is istiod's xDS address, host:port: the secure port
+	// (istiod.istio-system.svc:15012), or 15010 with Security.Plaintext.
 	Address string
+	// Security says how istiod and the watcher authenticate each other.
+	Security Security
 	// DomainSuffix completes short VirtualService and DestinationRule hosts
 	// (default cluster.local).
 	DomainSuffix string
