@@ -42,10 +42,12 @@ istioctl install -y -f "$here/istio/istio-demo.iop"
 say "Prometheus and Grafana from $addons"
 kubectl apply -f "$addons/prometheus.yaml" -f "$addons/grafana.yaml"
 
-say "aeraki ($AERAKI_IMAGE)"
+# aeraki lives in istio-system, Istio's root namespace: istiod serves its config only to
+# identities of that namespace (k8s/aeraki.yaml says more).
+say "aeraki ($AERAKI_IMAGE, in istio-system)"
 sed "s|image: aeraki:latest|image: $AERAKI_IMAGE|" "$root/k8s/aeraki.yaml" | kubectl apply -f -
 # Istio's Prometheus scrapes Services annotated for it.
-kubectl -n aeraki-system annotate service aeraki-metrics --overwrite \
+kubectl -n istio-system annotate service aeraki-metrics --overwrite \
 	prometheus.io/scrape=true prometheus.io/port=8080 prometheus.io/path=/metrics
 kubectl wait --for=condition=Established --timeout=60s \
 	crd/redisservices.redis.aeraki.io crd/redisdestinations.redis.aeraki.io
@@ -59,7 +61,7 @@ done
 
 say "waiting for Grafana, aeraki and the samples"
 kubectl -n istio-system rollout status deployment/grafana --timeout=300s
-kubectl -n aeraki-system rollout status deployment/aeraki --timeout=300s
+kubectl -n istio-system rollout status deployment/aeraki --timeout=300s
 for ns in dubbo thrift kafka redis; do
 	kubectl -n "$ns" wait --for=condition=Available deployment --all --timeout=300s ||
 		echo "install-demo: some deployments in $ns are not available yet (kubectl -n $ns get pods)" >&2

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/plugin/kafka"
 )
 
@@ -23,7 +24,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("aeraki", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o bootstrap.Options
-	fs.StringVar(&o.IstiodAddr, "istiod-addr", "istiod.istio-system:15010", "istiod's xDS address (host:port); istiod must serve the \"api\" generator to this client")
+	istiodFlags(fs, &o)
 	fs.StringVar(&o.RootNamespace, "root-namespace", "istio-system", "Istio's root namespace, where outbound EnvoyFilters go")
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "the cluster's DNS domain, for short hosts")
 	fs.DurationVar(&o.Debounce.Quiet, "debounce-quiet", 500*time.Millisecond, "push after this long without a config change")
@@ -72,6 +73,26 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// istiodFlags are the flags of the connection to istiod: TLS verified against the mesh
+// root and the pod's token, as istio-agent connects sidecars, unless plaintext.
+func istiodFlags(fs *flag.FlagSet, o *bootstrap.Options) {
+	sec := &o.IstiodSecurity
+	fs.StringVar(&o.IstiodAddr, "istiod-addr", defaultIstiodAddr,
+		"istiod's secure xDS address (host:port); with --istiod-plaintext its plaintext port, 15010")
+	fs.StringVar(&sec.RootCertFile, "istiod-root-cert", xds.DefaultRootCertFile,
+		"the mesh root certificate istiod's certificate must chain to (key root-cert.pem of the ConfigMap istio-ca-root-cert); "+
+			"read on every connection")
+	fs.StringVar(&sec.TokenFile, "istiod-token", xds.DefaultTokenFile,
+		"a projected ServiceAccount token with audience istio-ca, sent to istiod as a bearer token; read on every connection")
+	fs.StringVar(&sec.ServerName, "istiod-server-name", "",
+		"the name istiod's certificate must carry; empty means the host of --istiod-addr")
+	fs.BoolVar(&sec.Plaintext, "istiod-plaintext", false,
+		"connect without TLS or identity, to an istiod running with ENABLE_XDS_API_GENERATOR_AUTH=false: local development only")
+}
+
+// defaultIstiodAddr is istiod's secure xDS port in the default root namespace.
+const defaultIstiodAddr = "istiod.istio-system.svc:15012"
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/pkg/xds"
 )
 
 // A kubeconfig file must not bring client-go's default rate limit (5 requests a
@@ -29,5 +33,30 @@ current-context: x
 	}
 	if cfg.Host != "https://127.0.0.1:6443" {
 		t.Errorf("host %q: the kubeconfig was not read", cfg.Host)
+	}
+}
+
+// The flags of the connection to istiod: secure by default, with the paths the
+// Deployment mounts (other parts rely on these names and defaults).
+func TestIstiodFlags(t *testing.T) {
+	parse := func(args ...string) bootstrap.Options {
+		t.Helper()
+		fs := flag.NewFlagSet("aeraki", flag.ContinueOnError)
+		var o bootstrap.Options
+		istiodFlags(fs, &o)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	o := parse()
+	want := xds.Security{RootCertFile: "/var/run/secrets/istio/root-cert.pem", TokenFile: "/var/run/secrets/tokens/istio-token"}
+	if o.IstiodAddr != "istiod.istio-system.svc:15012" || o.IstiodSecurity != want {
+		t.Errorf("defaults: address %q, security %+v; want istiod.istio-system.svc:15012, %+v", o.IstiodAddr, o.IstiodSecurity, want)
+	}
+	o = parse("--istiod-addr=127.0.0.1:15010", "--istiod-plaintext", "--istiod-root-cert=/r", "--istiod-token=/t", "--istiod-server-name=istiod.x.svc")
+	want = xds.Security{Plaintext: true, RootCertFile: "/r", TokenFile: "/t", ServerName: "istiod.x.svc"}
+	if o.IstiodAddr != "127.0.0.1:15010" || o.IstiodSecurity != want {
+		t.Errorf("set: address %q, security %+v; want %+v", o.IstiodAddr, o.IstiodSecurity, want)
 	}
 }

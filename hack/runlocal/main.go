@@ -25,6 +25,7 @@ import (
 	"aeraki.io/aeraki/pkg/bootstrap"
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/push"
+	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
@@ -63,6 +64,7 @@ func run() error {
 
 	srv, err := bootstrap.New(cp.RestConfig, bootstrap.Options{
 		IstiodAddr:        cp.IstiodAddr,
+		IstiodSecurity:    xds.Security{Plaintext: true},
 		RootNamespace:     controlplane.IstioNamespace,
 		DomainSuffix:      "cluster.local",
 		Debounce:          push.DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second},

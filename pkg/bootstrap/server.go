@@ -36,13 +36,16 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	IstiodAddr    string
-	RootNamespace string
-	DomainSuffix  string
-	Debounce      push.DebounceOptions
-	Resync        time.Duration
-	Manager       kube.Options
-	Plugins       plugin.Options
+	IstiodAddr string
+	// IstiodSecurity is how aeraki and istiod authenticate each other (TLS and the
+	// pod's token by default).
+	IstiodSecurity xds.Security
+	RootNamespace  string
+	DomainSuffix   string
+	Debounce       push.DebounceOptions
+	Resync         time.Duration
+	Manager        kube.Options
+	Plugins        plugin.Options
 	// Writers is how many EnvoyFilter writes run at once; 0 means DefaultWriters.
 	Writers int
 	// XDSBackoff bounds reconnects to istiod.
@@ -90,6 +93,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	}
 	s.watcher = xds.NewWatcher(xds.Options{
 		Address:      opts.IstiodAddr,
+		Security:     opts.IstiodSecurity,
 		DomainSuffix: opts.DomainSuffix,
 		// istiod scopes what it sends like a sidecar's view from this namespace; the
 		// root namespace sees every exported service.
@@ -132,12 +136,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("xds", func(*http.Request) error {
-		if !s.watcher.HasSynced() {
-			return errors.New("istiod config not synced yet")
-		}
-		return nil
-	}); err != nil {
+	if err := mgr.AddReadyzCheck("xds", func(*http.Request) error { return xdsReady(s.watcher) }); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddReadyzCheck("cache", func(*http.Request) error {
@@ -149,6 +148,24 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// xdsState is what /readyz needs of the config watcher.
+type xdsState interface {
+	LastError() (reason, message string)
+	HasSynced() bool
+}
+
+// xdsReady fails while the connection to istiod fails, saying why and what to fix,
+// and until istiod's config has been received.
+func xdsReady(w xdsState) error {
+	if reason, message := w.LastError(); reason != "" {
+		return fmt.Errorf("istiod connection failing (%s): %s", reason, message)
+	}
+	if !w.HasSynced() {
+		return errors.New("istiod config not synced yet")
+	}
+	return nil
 }
 
 // Run runs everything until ctx is done.

@@ -33,6 +33,12 @@ const (
 	ReasonInvalid  = "invalid"
 )
 
+// xdsFailureReasons are the reasons of aeraki_xds_connection_failures_total: the xds
+// watcher's (xds.FailureReasons), which this package does not import, so that the
+// parts that record metrics need not link the xDS client. A test in pkg/xds keeps
+// the two lists equal.
+var xdsFailureReasons = []string{"unreachable", "tls", "token", "unauthenticated", "permission_denied", "root_cert"}
+
 // Metrics are the controller's own Prometheus metrics: pushes, EnvoyFilter writes,
 // generation results and the xDS connection to istiod. A nil *Metrics records
 // nothing, so every part works without it.
@@ -53,6 +59,7 @@ type Metrics struct {
 
 	xdsConnected  prometheus.Gauge
 	xdsReconnects prometheus.Counter
+	xdsFailures   *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (the manager's
@@ -123,6 +130,13 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 			Name: "aeraki_xds_reconnects_total",
 			Help: "Times the xDS stream to istiod came up again after having been up (istiod restarts, network loss).",
 		}),
+		xdsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aeraki_xds_connection_failures_total",
+			Help: "Failed attempts to connect to istiod and lost streams, by reason: unreachable, tls (istiod's certificate " +
+				"does not verify against the root), token (the token file), unauthenticated (istiod rejected the token), " +
+				"permission_denied (not istiod's root namespace), root_cert (the root certificate file); the log and " +
+				"/readyz say what to fix.",
+		}, []string{"reason"}),
 	}
 	synced := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "aeraki_xds_synced",
@@ -145,6 +159,9 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 	for _, r := range []string{TranslateGenerated, TranslateReused} {
 		m.translatedServices.WithLabelValues(r)
 	}
+	for _, r := range xdsFailureReasons {
+		m.xdsFailures.WithLabelValues(r)
+	}
 	for _, p := range model.Protocols {
 		for _, r := range []string{ReasonConflict, ReasonInvalid} {
 			m.generationErrors.WithLabelValues(string(p), r)
@@ -154,7 +171,7 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 	var errs []error
 	for _, c := range []prometheus.Collector{
 		m.pushes, m.triggersMerged, m.translateDuration, m.translatedServices, m.pushDuration, m.writes, m.writeErrors,
-		m.services, m.failures, m.portsLeftTCP, m.generationErrors, m.xdsConnected, m.xdsReconnects, synced,
+		m.services, m.failures, m.portsLeftTCP, m.generationErrors, m.xdsConnected, m.xdsReconnects, m.xdsFailures, synced,
 	} {
 		errs = append(errs, reg.Register(c))
 	}
@@ -254,6 +271,15 @@ func (m *Metrics) ObserveConnection(up, again bool) {
 	if again {
 		m.xdsReconnects.Inc()
 	}
+}
+
+// ObserveConnectionFailure counts a failed attempt to connect to istiod, or a lost
+// stream, by reason (one of xds's Reason constants).
+func (m *Metrics) ObserveConnectionFailure(reason string) {
+	if m == nil {
+		return
+	}
+	m.xdsFailures.WithLabelValues(reason).Inc()
 }
 
 // failureReason classifies a failure for the reason label.

@@ -52,4 +52,27 @@ func TestMetricsObserveConnection(t *testing.T) {
 	}
 	var nilMetrics *metrics.Metrics
 	nilMetrics.ObserveConnection(true, true) // nil records nothing, and does not panic
+	nilMetrics.ObserveConnectionFailure("tls")
+}
+
+// Every reason's series exists from the start, so that an alert on its rate sees 0.
+func TestMetricsObserveConnectionFailure(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.NewMetrics(reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveConnectionFailure("tls")
+	m.ObserveConnectionFailure("tls")
+	m.ObserveConnectionFailure("unreachable")
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(metricstest.WithMetadata(t, reg, `
+		aeraki_xds_connection_failures_total{reason="permission_denied"} 0
+		aeraki_xds_connection_failures_total{reason="root_cert"} 0
+		aeraki_xds_connection_failures_total{reason="tls"} 2
+		aeraki_xds_connection_failures_total{reason="token"} 0
+		aeraki_xds_connection_failures_total{reason="unauthenticated"} 0
+		aeraki_xds_connection_failures_total{reason="unreachable"} 1
+	`)), "aeraki_xds_connection_failures_total"); err != nil {
+		t.Error(err)
+	}
 }

@@ -2,14 +2,18 @@ package xds
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/metrics/metricstest"
 )
 
 // TestConnectionMetricsFollowTheStream drives streamResult as the stream interceptor
@@ -22,14 +26,17 @@ func TestConnectionMetricsFollowTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls []bool
-	w := NewWatcher(Options{Address: "istiod:15010", Logger: testr.New(t), Observer: ConnectionObserverFunc(func(up, again bool) {
-		calls = append(calls, up, again)
-		m.ObserveConnection(up, again)
-	})}, nil)
+	w := NewWatcher(Options{Address: "istiod:15010", Logger: testr.New(t), Observer: ConnectionObserverFuncs{
+		Connection: func(up, again bool) {
+			calls = append(calls, up, again)
+			m.ObserveConnection(up, again)
+		},
+		Failure: m.ObserveConnectionFailure,
+	}}, nil)
 	connected := func() float64 { return read(t, reg, "aeraki_xds_connected") }
 	reconnects := func() float64 { return read(t, reg, "aeraki_xds_reconnects_total") }
 
-	lost := errors.New("connection reset")
+	lost := status.Error(codes.Unavailable, "connection reset")
 	steps := []struct {
 		err                   error
 		connected, reconnects float64
@@ -50,6 +57,12 @@ func TestConnectionMetricsFollowTheStream(t *testing.T) {
 		if got := reconnects(); got != s.reconnects {
 			t.Errorf("step %d: reconnects = %v, want %v", i, got, s.reconnects)
 		}
+		if reason, _ := w.LastError(); (reason == "") != (s.err == nil) {
+			t.Errorf("step %d: LastError reason %q after error %v", i, reason, s.err)
+		}
+	}
+	if got := metricstest.Value(t, reg, "aeraki_xds_connection_failures_total", "reason", ReasonUnreachable); got != 3 {
+		t.Errorf("unreachable failures = %v, want 3", got)
 	}
 	// Up, down, up again, down, up again: a call per change, not per response.
 	want := []bool{true, false, false, false, true, true, false, false, true, true}
@@ -86,4 +99,65 @@ func read(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestFailureReasonsHaveSeries: the metrics package keeps its own copy of the
+// reasons (it does not import this one); every reason must have its series from the
+// start, and no other.
+func TestFailureReasonsHaveSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := metrics.NewMetrics(reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var series []string
+	for _, mf := range families {
+		if mf.GetName() != "aeraki_xds_connection_failures_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				series = append(series, l.GetValue())
+			}
+		}
+	}
+	want := FailureReasons()
+	slices.Sort(want)
+	slices.Sort(series)
+	if !slices.Equal(series, want) {
+		t.Errorf("aeraki_xds_connection_failures_total has reasons %v, want %v", series, want)
+	}
+}
+
+// A token the credentials could not read reaches the stream as gRPC's
+// Unauthenticated; what the credentials recorded decides, and is reported once per
+// reason while the attempts go on.
+func TestStreamResultPrefersTheLocalFailure(t *testing.T) {
+	var reasons []string
+	w := NewWatcher(Options{Address: "istiod:15012", Logger: testr.New(t), Observer: ConnectionObserverFuncs{
+		Failure: func(reason string) { reasons = append(reasons, reason) },
+	}}, nil)
+	local := w.noteLocal(ReasonToken, errors.New("reading the token: no such file"))
+	w.streamResult(status.Error(codes.Unauthenticated, "transport: per-RPC creds failed due to error: "+local.Error()))
+	reason, msg := w.LastError()
+	if reason != ReasonToken || !strings.Contains(msg, DefaultTokenFile) || !strings.Contains(msg, "no such file") {
+		t.Errorf("LastError = %q, %q; want token naming %s and the cause", reason, msg, DefaultTokenFile)
+	}
+	// istiod itself refuses the next attempt.
+	w.streamResult(status.Error(codes.Unauthenticated, "authentication failure"))
+	if reason, _ := w.LastError(); reason != ReasonUnauthenticated {
+		t.Errorf("LastError reason %q, want %s", reason, ReasonUnauthenticated)
+	}
+	// Our own shutdown is no failure.
+	w.streamResult(status.Error(codes.Canceled, "context canceled"))
+	if !slices.Equal(reasons, []string{ReasonToken, ReasonUnauthenticated}) {
+		t.Errorf("failures observed %v", reasons)
+	}
+	w.streamResult(nil)
+	if reason, msg := w.LastError(); reason != "" || msg != "" {
+		t.Errorf("LastError = %q, %q once connected; want none", reason, msg)
+	}
 }

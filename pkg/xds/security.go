@@ -1,5 +1,22 @@
 package xds
 
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+)
+
 // Security says how the watcher and istiod prove who they are to each other.
 //
 // By default (Plaintext false) the watcher speaks TLS to istiod's secure xDS port
@@ -24,4 +41,132 @@ type Security struct {
 	// projected token with the audience istiod checks (istio-ca). It is read for every
 	// connection, so the kubelet's rotation is followed.
 	TokenFile string
+}
+
+// Where istio-agent's recipe puts the mesh root certificate and the projected token;
+// the defaults of a Security that is not Plaintext.
+const (
+	DefaultRootCertFile = "/var/run/secrets/istio/root-cert.pem"
+	DefaultTokenFile    = "/var/run/secrets/tokens/istio-token" //nolint:gosec // G101: a path, not a credential
+)
+
+// withDefaults fills in the files and the server name (the host of address).
+func (s Security) withDefaults(address string) Security {
+	if s.Plaintext {
+		return s
+	}
+	if s.RootCertFile == "" {
+		s.RootCertFile = DefaultRootCertFile
+	}
+	if s.TokenFile == "" {
+		s.TokenFile = DefaultTokenFile
+	}
+	if s.ServerName == "" {
+		s.ServerName = address
+		if host, _, err := net.SplitHostPort(address); err == nil {
+			s.ServerName = host
+		}
+	}
+	return s
+}
+
+// rootTLS is gRPC transport security that verifies istiod against the root
+// certificate file as it is at each handshake: a rotated mesh root is followed
+// without a restart, and a root file that appears late is found.
+type rootTLS struct {
+	rootFile, serverName string
+	// note records a failure found here for the classification of the attempt it
+	// breaks (gRPC passes it on as text only) and returns it.
+	note func(reason string, err error) error
+}
+
+var _ credentials.TransportCredentials = (*rootTLS)(nil)
+
+func (c *rootTLS) ClientHandshake(ctx context.Context, _ string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	roots, err := loadRoots(c.rootFile)
+	if err != nil {
+		return nil, nil, c.note(ReasonRootCert, err)
+	}
+	tlsCreds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: c.serverName, MinVersion: tls.VersionTLS12})
+	// gRPC's TLS verifies the name it is given, not the config's ServerName: give it
+	// the name istiod's certificate carries, not the dialled address.
+	conn, info, err := tlsCreds.ClientHandshake(ctx, c.serverName, raw)
+	if err != nil {
+		if brokenConnection(err) {
+			return nil, nil, err
+		}
+		return nil, nil, c.note(ReasonTLS, err)
+	}
+	return conn, info, nil
+}
+
+// brokenConnection reports whether a handshake failed because the connection did
+// (closed, reset, timed out, cancelled), not because of what istiod presented.
+func brokenConnection(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func (c *rootTLS) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("istiod root TLS: client side only")
+}
+
+func (c *rootTLS) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
+}
+
+func (c *rootTLS) Clone() credentials.TransportCredentials {
+	clone := *c
+	return &clone
+}
+
+// OverrideServerName is deprecated in gRPC and unused; the server name is fixed.
+func (c *rootTLS) OverrideServerName(string) error { return nil }
+
+// loadRoots reads a PEM bundle of root certificates.
+func loadRoots(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(filepath.Clean(file))
+	if err != nil {
+		return nil, fmt.Errorf("reading the root certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("no PEM certificate in %s", file)
+	}
+	return pool, nil
+}
+
+// tokenCredentials send the ServiceAccount token, read from its file for every new
+// stream, as "authorization: Bearer", as istio-agent does: the kubelet rewrites the
+// file before the token expires.
+type tokenCredentials struct {
+	file string
+	note func(reason string, err error) error
+}
+
+var _ credentials.PerRPCCredentials = tokenCredentials{}
+
+func (c tokenCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	token, err := readToken(c.file)
+	if err != nil {
+		// Unavailable, not gRPC's default Unauthenticated: istiod did not refuse it.
+		return nil, status.Error(codes.Unavailable, c.note(ReasonToken, err).Error())
+	}
+	return map[string]string{"authorization": "Bearer " + token}, nil
+}
+
+// RequireTransportSecurity is true: a token must never travel in plaintext.
+func (tokenCredentials) RequireTransportSecurity() bool { return true }
+
+func readToken(file string) (string, error) {
+	data, err := os.ReadFile(filepath.Clean(file))
+	if err != nil {
+		return "", fmt.Errorf("reading the token: %w", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", fmt.Errorf("token file %s is empty", file)
+	}
+	return token, nil
 }

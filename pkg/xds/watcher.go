@@ -58,34 +58,53 @@ type Options struct {
 	// DomainSuffix completes short VirtualService and DestinationRule hosts
 	// (default cluster.local).
 	DomainSuffix string
-	// Namespace is the namespace the controller runs in, sent as the xDS node's
-	// namespace (default istio-system). istiod treats the client as a sidecar there:
-	// it lists Kubernetes Services, and decides which changes to push, by that
-	// sidecar's scope. Services and config not visible from it (exportTo elsewhere,
-	// or hidden by a Sidecar resource that applies there) are missed.
+	// Namespace is istiod's root namespace (default istio-system), the only one it
+	// serves the api generator to. The xDS node declares the namespace of the
+	// token's identity (Namespace itself with Security.Plaintext), which must be this
+	// one. istiod treats the client as a sidecar there: it lists Kubernetes Services,
+	// and decides which changes to push, by that sidecar's scope. Services and config
+	// not visible from it (exportTo elsewhere, or hidden by a Sidecar resource that
+	// applies there) are missed.
 	Namespace string
 	// InitialBackoff and MaxBackoff bound the exponential reconnect backoff, which
 	// retries for ever (defaults 500ms and 30s).
 	InitialBackoff, MaxBackoff time.Duration
 	// Logger receives the watcher's logs (keys: kind, namespace, name, address).
 	Logger logr.Logger
-	// Observer, if set, is told when the stream to istiod comes up and goes down
-	// (for metrics).
+	// Observer, if set, is told when the stream to istiod comes up and goes down,
+	// and why an attempt failed (for metrics).
 	Observer ConnectionObserver
 }
 
 // ConnectionObserver is told each time the xDS stream to istiod comes up (again:
-// after having been up before, a reconnect) or goes down. It is called from the
+// after having been up before, a reconnect) or goes down, and why each failed
+// attempt to connect failed (one of the Reason constants). It is called from the
 // stream's goroutine and must return quickly.
 type ConnectionObserver interface {
 	ObserveConnection(up, again bool)
+	ObserveConnectionFailure(reason string)
 }
 
-// ConnectionObserverFunc adapts a function to ConnectionObserver.
-type ConnectionObserverFunc func(up, again bool)
+// ConnectionObserverFuncs adapts functions to ConnectionObserver; a nil one is not
+// called.
+type ConnectionObserverFuncs struct {
+	Connection func(up, again bool)
+	Failure    func(reason string)
+}
 
-// ObserveConnection calls f.
-func (f ConnectionObserverFunc) ObserveConnection(up, again bool) { f(up, again) }
+// ObserveConnection calls f.Connection.
+func (f ConnectionObserverFuncs) ObserveConnection(up, again bool) {
+	if f.Connection != nil {
+		f.Connection(up, again)
+	}
+}
+
+// ObserveConnectionFailure calls f.Failure.
+func (f ConnectionObserverFuncs) ObserveConnectionFailure(reason string) {
+	if f.Failure != nil {
+		f.Failure(reason)
+	}
+}
 
 func (o Options) withDefaults() Options {
 	if o.DomainSuffix == "" {
@@ -103,6 +122,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxBackoff < o.InitialBackoff {
 		o.MaxBackoff = o.InitialBackoff
 	}
+	o.Security = o.Security.withDefaults(o.Address)
 	return o
 }
 
@@ -128,9 +148,16 @@ type Watcher struct {
 	// wasUp is set the first time the stream comes up: every later up is a reconnect.
 	wasUp atomic.Bool
 
+	// local is the latest failure the TLS handshake or the token credentials found,
+	// for the classification of the attempts it breaks.
+	local atomic.Pointer[localError]
+	// failure is why the watcher is not connected, if it knows.
+	failure failureState
+
 	mu     sync.RWMutex
 	client *adsc.ADSC         // set by Run
 	store  *memory.Controller // set by Run
+	id     identity           // the declared identity, set by Run
 
 	// filterMu guards hosts and serialises onChange, so that the decision about an
 	// event and its delivery see the same host index.
@@ -148,7 +175,7 @@ func NewWatcher(opts Options, onChange func(Event)) *Watcher {
 		onChange = func(Event) {}
 	}
 	if opts.Observer == nil {
-		opts.Observer = ConnectionObserverFunc(func(bool, bool) {})
+		opts.Observer = ConnectionObserverFuncs{}
 	}
 	return &Watcher{
 		opts:     opts,
@@ -185,21 +212,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return errors.New("config watcher: no istiod address")
 	}
 
-	requests := make([]*discovery.DiscoveryRequest, 0, len(watchedKinds()))
-	for _, k := range watchedKinds() {
-		requests = append(requests, &discovery.DiscoveryRequest{TypeUrl: k.gvk.String()})
+	id, err := w.waitIdentity(ctx)
+	if err != nil {
+		return nil // ctx is done
 	}
-	client, err := adsc.New(w.opts.Address, &adsc.ADSConfig{
-		Config: adsc.Config{
-			ClientName:    "aeraki",
-			Namespace:     w.opts.Namespace,
-			Workload:      "aeraki",
-			Meta:          istiomodel.NodeMetadata{Generator: "api"}.ToStruct(),
-			BackoffPolicy: newADSCBackOff(w.opts.InitialBackoff, w.opts.MaxBackoff),
-			GrpcOpts:      w.dialOptions(),
-		},
-		InitialDiscoveryRequests: requests,
-	})
+	w.mu.Lock()
+	w.id = id
+	w.mu.Unlock()
+	client, err := adsc.New(w.opts.Address, w.adscConfig(id))
 	if err != nil {
 		return fmt.Errorf("config watcher: creating xDS client for istiod at %s: %w", w.opts.Address, err)
 	}
@@ -236,7 +256,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.setDown()
 	}()
 
-	w.log.Info("connecting to istiod", "address", w.opts.Address)
+	// The stream interceptor reports every failed attempt; here only the retries.
 	err = backoff.RetryNotify(func() error {
 		if err := client.Run(); err != nil {
 			return fmt.Errorf("opening xDS stream to istiod at %s: %w", w.opts.Address, err)
@@ -244,13 +264,68 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return nil
 	}, backoff.WithContext(newExponentialBackOff(w.opts.InitialBackoff, w.opts.MaxBackoff), ctx),
 		func(err error, next time.Duration) {
-			w.log.Info("istiod not reachable, retrying", "address", w.opts.Address, "error", err.Error(), "retryIn", next)
+			w.log.V(1).Info("retrying the first connection to istiod", "address", w.opts.Address, "error", err.Error(), "retryIn", next)
 		})
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("config watcher: %w", err)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// waitIdentity returns the identity the xDS node declares: with TLS the one the
+// token carries, read again with backoff until it can be (a token is what istiod
+// checks the node against, so there is no connecting without one); in plaintext
+// none, in Options.Namespace. It fails only when ctx is done.
+func (w *Watcher) waitIdentity(ctx context.Context) (identity, error) {
+	sec := w.opts.Security
+	if sec.Plaintext {
+		w.log.Info("connecting to istiod in plaintext, without identity: only an istiod with "+
+			"ENABLE_XDS_API_GENERATOR_AUTH=false (or older than Istio 1.31) answers; for local development only",
+			"address", w.opts.Address, "namespace", w.opts.Namespace)
+		return identity{Namespace: w.opts.Namespace}, nil
+	}
+	var id identity
+	err := backoff.Retry(func() error {
+		var err error
+		if id, err = readIdentity(sec.TokenFile); err != nil {
+			w.attemptFailed(&localError{reason: ReasonToken, err: err}, false)
+		}
+		return err
+	}, backoff.WithContext(newExponentialBackOff(w.opts.InitialBackoff, w.opts.MaxBackoff), ctx))
+	if err != nil {
+		return identity{}, err
+	}
+	w.log.Info("connecting to istiod", "address", w.opts.Address, "serverName", sec.ServerName,
+		"rootCert", sec.RootCertFile, "token", sec.TokenFile, "namespace", id.Namespace, "serviceAccount", id.ServiceAccount)
+	if id.Namespace != w.opts.Namespace {
+		// istiod will refuse it (permission_denied); say why before it does.
+		w.log.Error(fmt.Errorf("aeraki runs in namespace %s but istiod serves its config only to its root namespace %s: "+
+			"install aeraki into %s", id.Namespace, w.opts.Namespace, w.opts.Namespace),
+			"wrong namespace for istiod", "namespace", id.Namespace, "rootNamespace", w.opts.Namespace)
+	}
+	return id, nil
+}
+
+// adscConfig configures the xDS client as a node of identity id: istiod checks a
+// verified identity against the node's namespace and service account.
+func (w *Watcher) adscConfig(id identity) *adsc.ADSConfig {
+	requests := make([]*discovery.DiscoveryRequest, 0, len(watchedKinds()))
+	for _, k := range watchedKinds() {
+		requests = append(requests, &discovery.DiscoveryRequest{TypeUrl: k.gvk.String()})
+	}
+	meta := istiomodel.NodeMetadata{Generator: "api", Namespace: id.Namespace, ServiceAccount: id.ServiceAccount}
+	return &adsc.ADSConfig{
+		Config: adsc.Config{
+			ClientName:    "aeraki",
+			Namespace:     id.Namespace,
+			Workload:      "aeraki",
+			Meta:          meta.ToStruct(),
+			BackoffPolicy: newADSCBackOff(w.opts.InitialBackoff, w.opts.MaxBackoff),
+			GrpcOpts:      w.dialOptions(),
+		},
+		InitialDiscoveryRequests: requests,
+	}
 }
 
 // adscStore is the store adsc writes to. It mends one quirk of adsc with the memory
@@ -270,10 +345,9 @@ func (s adscStore) Update(cfg config.Config) (string, error) {
 }
 
 // dialOptions are adsc's gRPC options. Passing any makes adsc leave transport
-// security to us: plaintext, like istiod's port 15010.
+// security to us.
 func (w *Watcher) dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	return append(w.credentials(),
 		// gRPC's own reconnect backoff grows to 120s; keep it within ours so that
 		// a restarted istiod is found as soon as adsc asks.
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -290,7 +364,28 @@ func (w *Watcher) dialOptions() []grpc.DialOption {
 		// an xDS config client.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.WithStreamInterceptor(w.observeStream),
+	)
+}
+
+// credentials are TLS against the mesh root and the ServiceAccount token, read
+// again for every connection and stream, or plaintext like istiod's port 15010.
+func (w *Watcher) credentials() []grpc.DialOption {
+	sec := w.opts.Security
+	if sec.Plaintext {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(&rootTLS{rootFile: sec.RootCertFile, serverName: sec.ServerName, note: w.noteLocal}),
+		grpc.WithPerRPCCredentials(tokenCredentials{file: sec.TokenFile, note: w.noteLocal}),
+	}
+}
+
+// noteLocal records a failure found on our side for the attempts it breaks, and
+// returns it.
+func (w *Watcher) noteLocal(reason string, err error) error {
+	le := &localError{reason: reason, err: err}
+	w.local.Store(le)
+	return le
 }
 
 // observeStream wraps adsc's stream so the watcher knows whether it is up and can say
@@ -300,6 +395,7 @@ func (w *Watcher) observeStream(ctx context.Context, desc *grpc.StreamDesc, cc *
 ) (grpc.ClientStream, error) {
 	cs, err := streamer(ctx, desc, cc, method, opts...)
 	if err != nil {
+		w.streamResult(err)
 		return nil, err
 	}
 	return &observedStream{ClientStream: cs, w: w}, nil
@@ -316,27 +412,47 @@ func (s *observedStream) RecvMsg(m any) error {
 	return err
 }
 
+// streamResult follows the stream: up on a response, down on an error, which it
+// classifies and reports.
 func (w *Watcher) streamResult(err error) {
 	if err == nil {
 		if !w.connected.Swap(true) {
+			w.failure.clear()
 			w.opts.Observer.ObserveConnection(true, w.wasUp.Swap(true))
 			w.log.Info("connected to istiod", "address", w.opts.Address)
 		}
 		return
 	}
 	wasUp := w.setDown()
-	switch status.Code(err) {
-	case codes.Canceled:
-		// Our own shutdown.
-	case codes.Unauthenticated, codes.PermissionDenied:
-		w.log.Error(err, "istiod refused the api generator stream: run istiod with ENABLE_XDS_API_GENERATOR_AUTH=false "+
-			"(Istio 1.31+) or connect over mTLS with a control-plane identity", "address", w.opts.Address)
+	if status.Code(err) == codes.Canceled {
+		return // our own shutdown
+	}
+	w.attemptFailed(err, wasUp)
+}
+
+// attemptFailed reports a failed attempt to connect (or the loss of the stream, if
+// wasUp): counted every time, logged when its reason is not the one logged last,
+// with its cause and fix.
+func (w *Watcher) attemptFailed(err error, wasUp bool) {
+	w.mu.RLock()
+	id := w.id
+	w.mu.RUnlock()
+	reason, cause := classify(err, w.local.Load())
+	e := w.opts.explain(reason, cause, id)
+	w.opts.Observer.ObserveConnectionFailure(reason)
+	changed := w.failure.set(reason, e.message())
+	log := w.log.WithValues("address", w.opts.Address, "reason", reason)
+	switch {
+	case wasUp && reason == ReasonUnreachable:
+		// istiod restarting, or the network: the retries tell whether it lasts.
+		log.Info("lost connection to istiod, reconnecting", "error", err.Error())
+	case !changed:
+		log.V(1).Info("connecting to istiod failed again", "error", err.Error())
+	case reason == ReasonUnreachable:
+		// Expected while istiod starts; nothing to fix unless it lasts.
+		log.Info("cannot connect to istiod", "problem", e.problem, "error", cause.Error(), "fix", e.fix)
 	default:
-		if wasUp {
-			w.log.Info("lost connection to istiod, reconnecting", "address", w.opts.Address, "error", err.Error())
-		} else {
-			w.log.V(1).Info("xDS stream to istiod failed", "address", w.opts.Address, "error", err.Error())
-		}
+		log.Error(cause, "cannot connect to istiod", "problem", e.problem, "fix", e.fix)
 	}
 }
 
@@ -395,6 +511,13 @@ func (w *Watcher) HasSynced() bool {
 	client := w.client
 	w.mu.RUnlock()
 	return client != nil && client.HasSynced()
+}
+
+// LastError returns why the watcher is not connected to istiod: one of the Reason
+// constants and a message naming the cause and the fix. Both are empty while
+// connected, and before the first attempt has ended.
+func (w *Watcher) LastError() (reason, message string) {
+	return w.failure.get()
 }
 
 // Connected reports whether the stream to istiod is up (best effort: it turns true on

@@ -109,6 +109,7 @@ func TestWatcherAgainstIstiod(t *testing.T) {
 	rec := &recorder{}
 	w := NewWatcher(Options{
 		Address:        addr,
+		Security:       Security{Plaintext: true},
 		InitialBackoff: 20 * time.Millisecond,
 		MaxBackoff:     200 * time.Millisecond,
 		Logger:         logs.logger(),
@@ -132,9 +133,12 @@ func TestWatcherAgainstIstiod(t *testing.T) {
 	}
 
 	// istiod is not up: the first stream fails and Run keeps retrying.
-	eventually(t, "a retry of the first connection", func() bool { return logs.contains("istiod not reachable, retrying") })
+	eventually(t, "a failed first connection", func() bool { r, _ := w.LastError(); return r == ReasonUnreachable })
 	if w.HasSynced() || w.Connected() {
 		t.Fatal("synced or connected without istiod")
+	}
+	if _, msg := w.LastError(); !strings.Contains(msg, addr) {
+		t.Errorf("LastError message %q does not name the address", msg)
 	}
 
 	istiod := startIstiod(t, addr, seDubboA+"---\n"+seDubboGone+"---\n"+sePlain, dubboService())
@@ -144,6 +148,9 @@ func TestWatcherAgainstIstiod(t *testing.T) {
 
 	// Initial sync.
 	eventually(t, "sync", func() bool { return w.HasSynced() && w.Connected() })
+	if reason, msg := w.LastError(); reason != "" {
+		t.Errorf("LastError = %s, %q once connected", reason, msg)
+	}
 	eventually(t, "events for the initial ServiceEntries", func() bool {
 		return rec.count(seEvent("dubbo-a")) == 1 && rec.count(seEvent("dubbo-gone")) == 1 &&
 			rec.count(seEvent("synthetic-dubbo-svc")) == 1
@@ -282,7 +289,8 @@ func TestWatcherAgainstIstiod(t *testing.T) {
 }
 
 // TestWatcherReportsAuthGate: Istio 1.31 refuses an unauthenticated api-generator
-// client on plaintext; the watcher must say so in its log, not just stay unsynced.
+// client on plaintext; the watcher must say so in its log and LastError, not just
+// stay unsynced.
 func TestWatcherReportsAuthGate(t *testing.T) {
 	test.SetForTest(t, &features.EnableXDSAPIGeneratorAuth, true)
 	logs := &logBuffer{}
@@ -293,7 +301,10 @@ func TestWatcherReportsAuthGate(t *testing.T) {
 	})
 	addr := freeAddress(t)
 	startIstiod(t, addr, seDubboA)
-	w := NewWatcher(Options{Address: addr, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: logs.logger()}, nil)
+	w := NewWatcher(Options{
+		Address: addr, Security: Security{Plaintext: true},
+		InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: logs.logger(),
+	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -303,7 +314,13 @@ func TestWatcherReportsAuthGate(t *testing.T) {
 			t.Errorf("Run = %v", err)
 		}
 	}()
-	eventually(t, "the refusal in the log", func() bool { return logs.contains("ENABLE_XDS_API_GENERATOR_AUTH=false") })
+	eventually(t, "the refusal in the log", func() bool { return logs.contains(`"reason"="unauthenticated"`) })
+	if logs.count(`"reason"="unauthenticated"`, "ENABLE_XDS_API_GENERATOR_AUTH=false") != 1 {
+		t.Error("the log does not say once how to fix it")
+	}
+	if reason, msg := w.LastError(); reason != ReasonUnauthenticated || !strings.Contains(msg, "ENABLE_XDS_API_GENERATOR_AUTH=false") {
+		t.Errorf("LastError = %s, %q", reason, msg)
+	}
 	if w.HasSynced() || w.Connected() {
 		t.Error("synced or connected although istiod refused the stream")
 	}
@@ -352,12 +369,18 @@ type fakeIstiod struct {
 
 func startIstiod(t *testing.T, addr, configYAML string, kubeObjects ...runtime.Object) *fakeIstiod {
 	t.Helper()
+	return startIstiodOn(t, func() (net.Listener, error) { return net.Listen("tcp", addr) }, configYAML, kubeObjects...)
+}
+
+// startIstiodOn starts an istiod that serves on the listener listen returns.
+func startIstiodOn(t *testing.T, listen func() (net.Listener, error), configYAML string, kubeObjects ...runtime.Object) *fakeIstiod {
+	t.Helper()
 	f := &fakeIstiod{T: t}
 	t.Cleanup(f.stop)
 	f.server = istioxds.NewFakeDiscoveryServer(f, istioxds.FakeOptions{
 		ConfigString:      configYAML,
 		KubernetesObjects: kubeObjects,
-		ListenerBuilder:   func() (net.Listener, error) { return net.Listen("tcp", addr) },
+		ListenerBuilder:   listen,
 	})
 	return f
 }
@@ -524,6 +547,19 @@ func (b *logBuffer) contains(s string) bool {
 		}
 	}
 	return false
+}
+
+// count returns how many lines contain every one of parts.
+func (b *logBuffer) count(parts ...string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, l := range b.lines {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(l, p) }) {
+			n++
+		}
+	}
+	return n
 }
 
 func (b *logBuffer) String() string {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,9 @@ type Aeraki struct {
 	ProbeAddr string
 	// LogPath is the file that collects its stdout and stderr.
 	LogPath string
+	// Istiod is its client's files and identity on istiod's secure port (nil in
+	// plaintext): a test may replace its token or root certificate file.
+	Istiod *IstiodClient
 
 	p *process
 }
@@ -49,13 +53,31 @@ func BuildAeraki(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
+// AerakiServiceAccount is the controller's ServiceAccount in the root namespace, as
+// the chart installs it: its identity towards istiod on the secure path.
+const AerakiServiceAccount = "aeraki"
+
 // StartAeraki starts the controller binary bin against this control plane with the
-// admin kubeconfig, istiod's plaintext xDS address, the root namespace istio-system,
-// the leader election Lease in it, and metrics and probes on free loopback ports; args
-// come after those flags, so a flag given there wins. It waits until /readyz passes
-// (Kubernetes caches and istiod's config synced). The process runs until Stop or the
-// end of ctx; its log is aeraki/aeraki.log in WorkDir.
+// admin kubeconfig, the root namespace istio-system, the leader election Lease in it,
+// and metrics and probes on free loopback ports. Towards istiod it connects as
+// installed: with Options.StockIstiod to the secure port, verifying istiod against the
+// mesh root certificate and authenticating with a token of the ServiceAccount
+// istio-system/aeraki (Aeraki.Istiod says where those files are); otherwise in
+// plaintext. args come after those flags, so a flag given there wins. It waits until
+// /readyz passes (Kubernetes caches and istiod's config synced). The process runs
+// until Stop or the end of ctx; its log is aeraki/aeraki.log in WorkDir.
 func (c *ControlPlane) StartAeraki(ctx context.Context, bin string, args ...string) (*Aeraki, error) {
+	return c.startAeraki(ctx, bin, "/readyz", args)
+}
+
+// StartAerakiUnready starts the controller as StartAeraki does but waits only until
+// it serves /healthz, ready or not: for a controller that is to report a failure
+// (Aeraki.Ready, Aeraki.Metrics).
+func (c *ControlPlane) StartAerakiUnready(ctx context.Context, bin string, args ...string) (*Aeraki, error) {
+	return c.startAeraki(ctx, bin, "/healthz", args)
+}
+
+func (c *ControlPlane) startAeraki(ctx context.Context, bin, probe string, args []string) (*Aeraki, error) {
 	if c.IstiodAddr == "" || c.Kubeconfig == "" {
 		return nil, errors.New("controlplane: aeraki needs the apiserver and istiod: start with Options.Istiod")
 	}
@@ -71,30 +93,50 @@ func (c *ControlPlane) StartAeraki(ctx context.Context, bin string, args ...stri
 		MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(free[0])),
 		ProbeAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(free[1])),
 	}
+	istiod := []string{"--istiod-addr=" + c.IstiodAddr, "--istiod-plaintext"}
+	if c.IstiodSecureAddr != "" {
+		// Files of its own, so that a test may replace them under one controller.
+		clientDir, err := os.MkdirTemp(dir, "istiod-client-")
+		if err != nil {
+			return nil, fmt.Errorf("create work dir: %w", err)
+		}
+		if a.Istiod, err = c.IstiodClient(ctx, clientDir, IstioNamespace, AerakiServiceAccount); err != nil {
+			return nil, err
+		}
+		istiod = a.Istiod.Flags()
+	}
 	flags := []string{
 		"--kubeconfig=" + c.Kubeconfig,
-		"--istiod-addr=" + c.IstiodAddr,
 		"--root-namespace=" + IstioNamespace,
 		"--leader-election-namespace=" + IstioNamespace,
 		"--metrics-addr=" + a.MetricsAddr,
 		"--probe-addr=" + a.ProbeAddr,
 	}
 	begin := time.Now()
-	p, err := startProcess(ctx, spec{name: "aeraki", bin: bin, dir: dir, args: append(flags, args...)})
+	p, err := startProcess(ctx, spec{name: "aeraki", bin: bin, dir: dir, args: slices.Concat(istiod, flags, args)})
 	if err != nil {
 		return nil, err
 	}
 	a.p, a.LogPath = p, p.logPath
 	client := &http.Client{Timeout: 2 * time.Second}
 	err = p.waitReady(ctx, aerakiTimeout, func(ctx context.Context) error {
-		_, err := get(ctx, client, "http://"+a.ProbeAddr+"/readyz", "")
+		_, err := get(ctx, client, "http://"+a.ProbeAddr+probe, "")
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start aeraki: %w", stopAfter(err, p))
 	}
-	c.opts.Logf("controlplane: aeraki (pid %d) ready in %s", p.pid(), time.Since(begin).Round(time.Millisecond))
+	c.opts.Logf("controlplane: aeraki (pid %d) serving %s in %s", p.pid(), probe, time.Since(begin).Round(time.Millisecond))
 	return a, nil
+}
+
+// Ready returns nil if the controller's /readyz passes, and otherwise an error with
+// the verbose answer, which names the failing checks (controller-runtime withholds
+// their reasons: the log and the metrics have them).
+func (a *Aeraki) Ready(ctx context.Context) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	_, err := get(ctx, client, "http://"+a.ProbeAddr+"/readyz?verbose", "")
+	return err
 }
 
 // PID is the controller's process id.

@@ -37,6 +37,10 @@ type Options struct {
 	WorkDir string
 	// Istiod also starts pilot-discovery.
 	Istiod bool
+	// StockIstiod starts pilot-discovery as a stock install runs it (implies Istiod):
+	// its own CA, TLS on the secure xDS port, and the "api" generator served only to
+	// authenticated identities of the root namespace. See stockIstiodEnv.
+	StockIstiod bool
 	// ExtraCRDs are CRD YAML files installed after Istio's CRDs.
 	ExtraCRDs []string
 	// Logf receives progress lines; nil discards them.
@@ -55,6 +59,9 @@ type ControlPlane struct {
 	IstiodAddr string
 	// IstiodHTTPAddr is host:port of istiod's HTTP server (/ready, /debug); "" without istiod.
 	IstiodHTTPAddr string
+	// IstiodSecureAddr is host:port of istiod's TLS xDS gRPC (a stock install's 15012);
+	// "" unless Options.StockIstiod. Its certificate carries IstiodServerName.
+	IstiodSecureAddr string
 	// WorkDir is the directory holding data, certificates, logs and the kubeconfig.
 	WorkDir string
 
@@ -75,6 +82,7 @@ type ports struct {
 	etcdClient, etcdPeer                         int
 	apiserver                                    int
 	istiodGRPC, istiodHTTP, istiodMon, istiodCtl int
+	istiodSecure, istiodHTTPS                    int
 }
 
 // Start starts etcd and kube-apiserver, installs Istio's CRDs, ours and opts.ExtraCRDs,
@@ -87,6 +95,9 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	}
 	if opts.BinDir == "" {
 		opts.BinDir = os.Getenv(EnvBinDir)
+	}
+	if opts.StockIstiod {
+		opts.Istiod = true
 	}
 	if err := checkBinaries(opts); err != nil {
 		return nil, err
@@ -129,13 +140,14 @@ func (c *ControlPlane) start(ctx context.Context) error {
 			return fmt.Errorf("create work dir: %w", err)
 		}
 	}
-	free, err := freePorts(7)
+	free, err := freePorts(9)
 	if err != nil {
 		return err
 	}
 	c.ports = ports{
 		etcdClient: free[0], etcdPeer: free[1], apiserver: free[2],
 		istiodGRPC: free[3], istiodHTTP: free[4], istiodMon: free[5], istiodCtl: free[6],
+		istiodSecure: free[7], istiodHTTPS: free[8],
 	}
 	if err := c.writeAPIServerFiles(); err != nil {
 		return err

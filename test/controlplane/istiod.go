@@ -61,24 +61,30 @@ func (c *ControlPlane) StartIstiod(ctx context.Context) error {
 		"--grpcAddr=" + c.IstiodAddr,
 		"--httpAddr=" + c.IstiodHTTPAddr,
 		"--monitoringAddr=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodMon)),
-		// Empty disables the webhook server and the mTLS xDS port, both of
-		// which need certificates.
-		"--httpsAddr=",
-		"--secureGRPCAddr=",
 		// ControlZ defaults to the fixed port 9876: parallel istiods would collide.
 		"--ctrlz_address=127.0.0.1",
 		"--ctrlz_port=" + strconv.Itoa(c.ports.istiodCtl),
 		// The default 10s grace would make every restart test 10s slower.
 		"--shutdownDuration=1s",
 	}
-	p, err := startProcess(ctx, spec{name: "istiod", bin: bin, dir: dir, args: args, env: istiodEnv})
+	env := istiodEnv
+	if c.opts.StockIstiod {
+		env, args = stockIstiodEnv, append(args, c.stockIstiodArgs()...)
+	} else {
+		// Empty disables the webhook server and the mTLS xDS port, both of
+		// which need certificates.
+		args = append(args, "--httpsAddr=", "--secureGRPCAddr=")
+	}
+	p, err := startProcess(ctx, spec{name: "istiod", bin: bin, dir: dir, args: args, env: env})
 	if err != nil {
 		return err
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
 	err = p.waitReady(ctx, istiodTimeout, func(ctx context.Context) error {
-		_, err := get(ctx, client, "http://"+c.IstiodHTTPAddr+"/ready", "")
-		return err
+		if _, err := get(ctx, client, "http://"+c.IstiodHTTPAddr+"/ready", ""); err != nil {
+			return err
+		}
+		return c.secureListening(ctx)
 	})
 	if err != nil {
 		return fmt.Errorf("start istiod: %w", stopAfter(err, p))
@@ -86,13 +92,20 @@ func (c *ControlPlane) StartIstiod(ctx context.Context) error {
 	if err := c.setOne(&c.istiod, p); err != nil {
 		return err
 	}
-	c.opts.Logf("controlplane: istiod ready on %s in %s", c.IstiodAddr, time.Since(begin).Round(time.Millisecond))
+	addrs := c.IstiodAddr
+	if c.IstiodSecureAddr != "" {
+		addrs += " and " + c.IstiodSecureAddr + " (TLS)"
+	}
+	c.opts.Logf("controlplane: istiod ready on %s in %s", addrs, time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 
 func (c *ControlPlane) setIstiodAddrs() {
 	c.IstiodAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodGRPC))
 	c.IstiodHTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodHTTP))
+	if c.opts.StockIstiod {
+		c.IstiodSecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodSecure))
+	}
 }
 
 // StopIstiod stops istiod; apiserver and etcd keep running.

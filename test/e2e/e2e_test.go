@@ -30,6 +30,7 @@ import (
 	"aeraki.io/aeraki/pkg/bootstrap"
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/push"
+	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
@@ -73,6 +74,7 @@ func startControlPlane(t *testing.T) *env {
 func (e *env) options() bootstrap.Options {
 	return bootstrap.Options{
 		IstiodAddr:        e.cp.IstiodAddr,
+		IstiodSecurity:    xds.Security{Plaintext: true},
 		RootNamespace:     rootNS,
 		DomainSuffix:      "cluster.local",
 		Debounce:          push.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second},

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +26,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -213,12 +217,20 @@ func moduleDirs(t *testing.T, pkg string) []string {
 }
 
 // TestImageBinary builds the binary with the Dockerfile's own build command (only the
-// output directory differs), checks it is static, stripped and path-free, then runs
-// it with the Deployment's arguments from k8s/aeraki.yaml as aeraki's ServiceAccount,
-// against envtest's apiserver and an istiod address where nothing listens. It must
-// serve /healthz and /metrics, report not ready on /readyz, become leader (Lease and
-// Event in its namespace), write a RedisService's status, log no "forbidden", and
-// stop on SIGTERM, releasing the Lease.
+// output directory differs), checks it is static, stripped and path-free and that its
+// flags' defaults read istiod's root certificate and token where the Deployment mounts
+// them, then runs it as a pod of k8s/aeraki.yaml runs: with the Deployment's arguments,
+// as aeraki's ServiceAccount, in istio-system, against a real kube-apiserver and an
+// istiod run as a stock install runs it (TLS on its secure port, the "api" generator
+// only for verified identities of the root namespace, nothing switched off). Only what
+// loopback needs differs: istiod's address and the name its certificate is checked
+// for, the files of the mesh root certificate and of the token (the ConfigMap
+// istio-ca-root-cert istiod wrote, and a token of the ServiceAccount for the audience
+// istio-ca, as the kubelet mounts them), and the metrics and probe addresses. It must
+// become ready (istiod accepted its identity and sent its config), serve /metrics,
+// become leader (Lease and Event in its namespace), write a Redis Service's EnvoyFilter
+// and its RedisService's status, log no "forbidden", and stop on SIGTERM, releasing the
+// Lease.
 func TestImageBinary(t *testing.T) {
 	ib := readImageBuild(t)
 	if t.Failed() {
@@ -226,90 +238,136 @@ func TestImageBinary(t *testing.T) {
 	}
 	bin := buildLikeTheImage(t, ib)
 	checkReleaseBinary(t, bin)
+	checkFlagDefaults(t, bin, map[string]string{
+		"istiod-addr": defaultIstiodAddr, "istiod-root-cert": defaultRootCert, "istiod-token": defaultToken,
+		"istiod-server-name": "", "istiod-plaintext": "", "leader-election-id": defaultLeaseName,
+	})
+	if t.Failed() {
+		t.FailNow() // the Deployment below would not run as k8s/aeraki.yaml means it to
+	}
 
-	installAeraki(t)
-	deploy := readDeployment(t)
-	ctr := deploy.Spec.Template.Spec.Containers[0]
-	addrs, err := controlplane.FreeAddrs(3)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*timeout)
+	defer cancel()
+	cp := controlplane.StartForTest(t, controlplane.Options{WorkDir: t.TempDir(), StockIstiod: true})
+	if err := installManifest(t, cp.RestConfig); err != nil {
+		t.Fatal(err)
+	}
+	// What the kubelet would mount: the root certificate of the ConfigMap istiod wrote,
+	// a token of aeraki's ServiceAccount for istiod's audience.
+	ic, err := cp.IstiodClient(ctx, filepath.Join(t.TempDir(), "secrets"), installNamespace, "aeraki")
 	if err != nil {
 		t.Fatal(err)
 	}
-	closedIstiod, metricsAddr, probeAddr := addrs[0], addrs[1], addrs[2]
+	deploy := readDeployment(t)
+	ctr := deploy.Spec.Template.Spec.Containers[0]
+	addrs, err := controlplane.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr, probeAddr := addrs[0], addrs[1]
 	args := containerArgs(t, ctr, map[string]string{"POD_NAMESPACE": installNamespace})
-	args = setFlag(args, "istiod-addr", closedIstiod)
+	args = setFlag(args, "istiod-addr", ic.Addr)
+	args = setFlag(args, "istiod-server-name", ic.ServerName)
+	args = setFlag(args, "istiod-root-cert", ic.RootCertFile)
+	args = setFlag(args, "istiod-token", ic.TokenFile)
 	args = setFlag(args, "metrics-addr", metricsAddr)
 	args = setFlag(args, "probe-addr", probeAddr)
-	args = setFlag(args, "kubeconfig", writeKubeconfig(t, serviceAccountConfig(t)))
-	leaseName := "aeraki-leader" // the --leader-election-id default
-	if v, ok := flagValue(args, "leader-election-id"); ok {
-		leaseName = v
+	args = setFlag(args, "kubeconfig", writeKubeconfig(t, serviceAccountConfigFor(t, cp.RestConfig)))
+	leaseName := leaderElectionID(args)
+	rootNamespace, ok := flagValue(args, "root-namespace")
+	if !ok {
+		t.Fatal("the Deployment's args lack --root-namespace")
 	}
 
-	admin, _ := newClient(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*timeout)
-	defer cancel()
+	admin, _ := newClient(t, cp.RestConfig)
 	if err := ensureNamespace(ctx, admin, "shop"); err != nil {
 		t.Fatal(err)
+	}
+	cache := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "cache"},
+			Ports:    []corev1.ServicePort{{Name: "tcp-redis", Port: 6379, TargetPort: intstr.FromInt32(6379)}},
+		},
 	}
 	rs := &redisv1alpha1.RedisService{
 		ObjectMeta: metav1.ObjectMeta{Name: "image-binary", Namespace: "shop"},
 		Spec:       redisv1alpha1.RedisServiceSpec{Host: []string{"cache"}},
 	}
-	if err := admin.Create(ctx, rs); err != nil {
-		t.Fatal(err)
+	for _, obj := range []client.Object{cache, rs} {
+		if err := admin.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(withoutEnv(os.Environ(), "KUBECONFIG"), "POD_NAMESPACE="+installNamespace)
+	cmd.Env = append(withoutEnv(os.Environ(), "KUBECONFIG", "POD_NAMESPACE"), "POD_NAMESPACE="+installNamespace)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	// running fails the waits below at once if aeraki has exited.
+	running := func(cond func() (bool, error)) func() (bool, error) {
+		return func() (bool, error) {
+			select {
+			case <-done:
+				if waitErr == nil {
+					return false, errors.New("aeraki exited with status 0")
+				}
+				return false, fmt.Errorf("aeraki exited: %w", waitErr)
+			default:
+				return cond()
+			}
+		}
+	}
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
-			<-exited
+			<-done
 		}
 		if t.Failed() {
 			t.Logf("aeraki %q log:\n%s", args, logs.String())
 		}
 	})
-	t.Logf("started aeraki, pid %d, istiod %s (closed), probes %s, metrics %s", pid, closedIstiod, probeAddr, metricsAddr)
+	t.Logf("started aeraki, pid %d, istiod %s (TLS, %s), probes %s, metrics %s", pid, ic.Addr, ic.ServerName, probeAddr, metricsAddr)
 
-	waitFor(ctx, t, "/healthz to answer 200", func() (bool, error) {
+	waitFor(ctx, t, "/healthz to answer 200", running(func() (bool, error) {
 		code, _, err := httpGet(ctx, "http://"+probeAddr+"/healthz")
 		return err == nil && code == http.StatusOK, nil
-	})
-	// Ready needs both the caches' sync (which happens: the apiserver is up) and the
-	// first xDS sync (which cannot: istiod is unreachable).
+	}))
+	// Ready needs the caches' sync and the first xDS sync: istiod took the token.
 	var readyz string
-	waitFor(ctx, t, "/readyz to pass the cache check and fail the xds check", func() (bool, error) {
+	ready := running(func() (bool, error) {
 		code, body, err := httpGet(ctx, "http://"+probeAddr+"/readyz?verbose")
 		if err != nil {
 			return false, nil //nolint:nilerr // not listening yet
 		}
 		readyz = fmt.Sprintf("%d %q", code, body)
-		if code == http.StatusOK {
-			return false, fmt.Errorf("/readyz is ready with istiod unreachable: %s", readyz)
-		}
-		return strings.Contains(body, "[+]cache ok") && strings.Contains(body, "[-]xds failed"), nil
+		return code == http.StatusOK && strings.Contains(body, "[+]xds ok") && strings.Contains(body, "[+]cache ok"), nil
 	})
-	t.Logf("/readyz: %s", readyz)
-	if code, body, err := httpGet(ctx, "http://"+metricsAddr+"/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "leader_election_master_status") {
-		t.Errorf("/metrics: %d %v; want 200 with controller-runtime's metrics", code, err)
+	// Every failed /readyz is a log line of aeraki's: poll it gently.
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(context.Context) (bool, error) { return ready() })
+	if err != nil {
+		_, why, _ := httpGet(ctx, "http://"+probeAddr+"/readyz/xds")
+		t.Fatalf("not ready with istiod's secure port: /readyz %s; /readyz/xds %q", readyz, why)
+	}
+	if code, body, err := httpGet(ctx, "http://"+metricsAddr+"/metrics"); err != nil || code != http.StatusOK ||
+		!strings.Contains(body, "leader_election_master_status") || !strings.Contains(body, "\naeraki_xds_connected 1\n") {
+		t.Errorf("/metrics: %d %v; want 200 with controller-runtime's metrics and aeraki_xds_connected 1", code, err)
 	}
 
 	lease := &coordinationv1.Lease{}
-	waitFor(ctx, t, "the leader Lease", func() (bool, error) {
+	waitFor(ctx, t, "the leader Lease", running(func() (bool, error) {
 		err := admin.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: leaseName}, lease)
 		return err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", client.IgnoreNotFound(err)
-	})
-	waitFor(ctx, t, "the LeaderElection Event", func() (bool, error) {
+	}))
+	waitFor(ctx, t, "the LeaderElection Event", running(func() (bool, error) {
 		var evs corev1.EventList
 		if err := admin.List(ctx, &evs, client.InNamespace(installNamespace)); err != nil {
 			return false, err
@@ -317,23 +375,31 @@ func TestImageBinary(t *testing.T) {
 		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool {
 			return e.Reason == "LeaderElection" && e.InvolvedObject.Name == leaseName
 		}), nil
-	})
-	waitFor(ctx, t, "the RedisService's Ready condition", func() (bool, error) {
+	}))
+	// The Service's config came from istiod (its synthetic ServiceEntry), the
+	// EnvoyFilter goes to the root namespace.
+	outbound := &unstructured.Unstructured{}
+	outbound.SetGroupVersionKind(schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"})
+	waitFor(ctx, t, "the Redis Service's outbound EnvoyFilter", running(func() (bool, error) {
+		err := admin.Get(ctx, client.ObjectKey{Namespace: rootNamespace, Name: "aeraki-outbound-cache.shop.svc.cluster.local-6379"}, outbound)
+		return err == nil, client.IgnoreNotFound(err)
+	}))
+	waitFor(ctx, t, "the RedisService's Ready condition", running(func() (bool, error) {
 		if err := admin.Get(ctx, client.ObjectKeyFromObject(rs), rs); err != nil {
 			return false, err
 		}
 		c := apimeta.FindStatusCondition(rs.Status.Conditions, redisv1alpha1.ConditionReady)
-		return c != nil && c.Reason == redisv1alpha1.ReasonPending && rs.Status.ObservedGeneration == rs.Generation, nil
-	})
+		return c != nil && c.Reason == redisv1alpha1.ReasonAccepted && rs.Status.ObservedGeneration == rs.Generation, nil
+	}))
 
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
+	case <-done:
 		stopped = true
-		if err != nil {
-			t.Errorf("aeraki exited with %v after SIGTERM, want 0", err)
+		if waitErr != nil {
+			t.Errorf("aeraki exited with %v after SIGTERM, want 0", waitErr)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("aeraki did not stop within 30s of SIGTERM")
@@ -347,6 +413,61 @@ func TestImageBinary(t *testing.T) {
 	if strings.Contains(strings.ToLower(logs.String()), "forbidden") {
 		t.Errorf("the log shows a request RBAC denied")
 	}
+}
+
+// checkFlagDefaults checks the defaults `bin -h` prints for the given flags; "" is a
+// flag whose help shows none (an empty string, a false bool).
+func checkFlagDefaults(t *testing.T, bin string, want map[string]string) {
+	t.Helper()
+	out, err := exec.Command(bin, "-h").CombinedOutput()
+	if err != nil {
+		t.Errorf("%s -h: %v\n%s", bin, err, out)
+		return
+	}
+	got := flagDefaults(string(out))
+	for name, def := range want {
+		d, ok := got[name]
+		switch {
+		case !ok:
+			t.Errorf("the binary has no flag --%s", name)
+		case d != def:
+			t.Errorf("--%s defaults to %q, want %q (what k8s/aeraki.yaml relies on)", name, d, def)
+		}
+	}
+}
+
+// flagDefaults reads Go's flag.PrintDefaults output: each flag's default ("" when its
+// help shows none), by name.
+func flagDefaults(help string) map[string]string {
+	out := map[string]string{}
+	flagLine := regexp.MustCompile(`^  -([A-Za-z0-9][-A-Za-z0-9_.]*)(\s|$)`)
+	def := regexp.MustCompile(`\(default ("(?:[^"\\]|\\.)*"|[^)]*)\)\s*$`)
+	var name, text string
+	flush := func() {
+		if name == "" {
+			return
+		}
+		out[name] = ""
+		if m := def.FindStringSubmatch(text); m != nil {
+			v := m[1]
+			if u, err := strconv.Unquote(v); err == nil {
+				v = u
+			}
+			out[name] = v
+		}
+	}
+	for _, line := range strings.Split(help, "\n") {
+		if m := flagLine.FindStringSubmatch(line); m != nil {
+			flush()
+			name, text = m[1], ""
+			continue
+		}
+		if name != "" {
+			text += strings.TrimSpace(line) + " "
+		}
+	}
+	flush()
+	return out
 }
 
 // buildLikeTheImage runs the Dockerfile's build command in the repository root with

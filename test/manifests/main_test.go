@@ -36,8 +36,10 @@ import (
 const (
 	// installFile is the install manifest, relative to the repository root.
 	installFile = "k8s/aeraki.yaml"
-	// installNamespace is the namespace aeraki.yaml installs into.
-	installNamespace = "aeraki-system"
+	// installNamespace is the namespace aeraki.yaml installs into: Istio's root
+	// namespace, whose identities are the only ones istiod serves its config to through
+	// the "api" generator. Istio creates it; aeraki.yaml does not.
+	installNamespace = "istio-system"
 	// fieldOwner is the field manager of what these tests apply.
 	fieldOwner = "aeraki-manifests-test"
 	timeout    = 60 * time.Second
@@ -173,8 +175,22 @@ func apply(ctx context.Context, c client.Client, obj *unstructured.Unstructured,
 	return c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj.DeepCopy()), opts...)
 }
 
-// ensureNamespace creates a namespace unless it exists.
+// ensureNamespace creates a namespace unless it exists. The install namespace gets
+// the labels of the "restricted" Pod Security Standard: istio-system need not enforce
+// it, but aeraki's pod meets it, and the apiserver then says so (a pod template that
+// breaks it draws a warning, which fails the tests that apply it).
 func ensureNamespace(ctx context.Context, c client.Client, name string) error {
+	if name == installNamespace {
+		ns := &unstructured.Unstructured{}
+		ns.SetAPIVersion("v1")
+		ns.SetKind("Namespace")
+		ns.SetName(name)
+		ns.SetLabels(map[string]string{
+			"pod-security.kubernetes.io/enforce": "restricted",
+			"pod-security.kubernetes.io/warn":    "restricted",
+		})
+		return apply(ctx, c, ns, false)
+	}
 	err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 	if apierrors.IsAlreadyExists(err) {
 		return nil
@@ -187,34 +203,44 @@ var (
 	installErr  error
 )
 
-// installAeraki applies k8s/aeraki.yaml for real, once per test binary, namespace first.
-// There is no kube-controller-manager: the Deployment gets no pods.
+// installAeraki applies k8s/aeraki.yaml for real to envtest's apiserver, once per test
+// binary. There is no kube-controller-manager: the Deployment gets no pods.
 func installAeraki(t *testing.T) {
 	t.Helper()
 	installOnce.Do(func() {
-		docs, err := readDocuments(installFile)
-		if err != nil {
-			installErr = err
-			return
-		}
-		c, _ := newClient(t, nil)
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		for _, pass := range []func(document) bool{isNamespace, func(d document) bool { return !isNamespace(d) }} {
-			for _, d := range docs {
-				if !pass(d) {
-					continue
-				}
-				if err := apply(ctx, c, d.obj, false); err != nil {
-					installErr = fmt.Errorf("applying %s: %w", d, err)
-					return
-				}
-			}
-		}
+		installErr = installManifest(t, nil)
 	})
 	if installErr != nil {
 		t.Fatal(installErr)
 	}
+}
+
+// installManifest applies k8s/aeraki.yaml with the admin config cfg (envtest's when
+// nil), after creating its namespace as Istio would have (the file does not create it;
+// a Namespace document would still be applied first).
+func installManifest(t *testing.T, cfg *rest.Config) error {
+	t.Helper()
+	docs, err := readDocuments(installFile)
+	if err != nil {
+		return err
+	}
+	c, _ := newClient(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := ensureNamespace(ctx, c, installNamespace); err != nil {
+		return fmt.Errorf("creating the namespace %s: %w", installNamespace, err)
+	}
+	for _, pass := range []func(document) bool{isNamespace, func(d document) bool { return !isNamespace(d) }} {
+		for _, d := range docs {
+			if !pass(d) {
+				continue
+			}
+			if err := apply(ctx, c, d.obj, false); err != nil {
+				return fmt.Errorf("applying %s: %w", d, err)
+			}
+		}
+	}
+	return nil
 }
 
 func isNamespace(d document) bool {

@@ -2,9 +2,12 @@ package manifests
 
 import (
 	"context"
+	"encoding/json"
 	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,8 +154,10 @@ func TestInstallCRDsAreGenerated(t *testing.T) {
 }
 
 // TestInstallManifest checks what k8s/aeraki.yaml promises beyond what the apiserver
-// validates: the Deployment's flags, probes, ports and hardening, and RBAC without
-// wildcards bound to aeraki's ServiceAccount.
+// validates: everything in Istio's root namespace and no Namespace of its own; the
+// Deployment's flags, probes, ports and hardening, and its identity towards istiod (the
+// projected token and the mesh root certificate where the flags read them); RBAC
+// without wildcards bound to aeraki's ServiceAccount, its Lease by name.
 func TestInstallManifest(t *testing.T) {
 	docs, err := readDocuments(installFile)
 	if err != nil {
@@ -163,12 +168,14 @@ func TestInstallManifest(t *testing.T) {
 		metrics      *corev1.Service
 		namespaces   []string
 		roles        []rbacv1.PolicyRule
+		nsRoles      []rbacv1.PolicyRule // the Roles' rules, in installNamespace
 		bindSubjects []rbacv1.Subject
 		crds         int
 	)
+	clusterScoped := []string{"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 	for _, d := range docs {
-		if ns := d.obj.GetNamespace(); ns != "" && ns != installNamespace {
-			t.Errorf("%s: namespace %q, want %q", d, ns, installNamespace)
+		if ns := d.obj.GetNamespace(); ns != installNamespace && !slices.Contains(clusterScoped, d.obj.GetKind()) {
+			t.Errorf("%s: namespace %q, want %q (Istio's root namespace)", d, ns, installNamespace)
 		}
 		switch d.obj.GetKind() {
 		case "Namespace":
@@ -185,14 +192,17 @@ func TestInstallManifest(t *testing.T) {
 			var r rbacv1.ClusterRole // a Role has the same rules
 			fromUnstructured(t, d, &r)
 			roles = append(roles, r.Rules...)
+			if d.obj.GetKind() == "Role" {
+				nsRoles = append(nsRoles, r.Rules...)
+			}
 		case "ClusterRoleBinding", "RoleBinding":
 			var b rbacv1.ClusterRoleBinding
 			fromUnstructured(t, d, &b)
 			bindSubjects = append(bindSubjects, b.Subjects...)
 		}
 	}
-	if !slices.Equal(namespaces, []string{installNamespace}) || crds != 2 || deploy == nil || metrics == nil {
-		t.Fatalf("want the namespace %s, 2 CRDs, a Deployment and a Service; got namespaces %v, %d CRDs, Deployment %t, Service %t",
+	if len(namespaces) > 0 || crds != 2 || deploy == nil || metrics == nil {
+		t.Fatalf("want no Namespace (Istio creates and owns %s), 2 CRDs, a Deployment and a Service; got namespaces %v, %d CRDs, Deployment %t, Service %t",
 			installNamespace, namespaces, crds, deploy != nil, metrics != nil)
 	}
 	for _, r := range roles {
@@ -226,11 +236,27 @@ func TestInstallManifest(t *testing.T) {
 		t.Errorf("image %q, want the placeholder aeraki:latest", ctr.Image)
 	}
 	for _, want := range []string{
-		"--leader-elect", "--istiod-addr=istiod.istio-system.svc:15010", "--root-namespace=istio-system",
-		"--leader-election-namespace=$(POD_NAMESPACE)",
+		"--leader-elect", "--root-namespace=" + installNamespace, "--leader-election-namespace=$(POD_NAMESPACE)",
 	} {
 		if !slices.Contains(ctr.Args, want) {
 			t.Errorf("args %q lack %q", ctr.Args, want)
+		}
+	}
+	// istiod's secure port, as the flag's default says; never the plaintext path.
+	if v, ok := flagValue(ctr.Args, "istiod-addr"); ok && v != defaultIstiodAddr {
+		t.Errorf("--istiod-addr=%s, want istiod's TLS port in the root namespace, %s", v, defaultIstiodAddr)
+	}
+	if slices.ContainsFunc(ctr.Args, func(a string) bool { return a == "--istiod-plaintext" || strings.HasPrefix(a, "--istiod-plaintext=") }) {
+		t.Errorf("args %q connect to istiod in plaintext: a stock istiod refuses it", ctr.Args)
+	}
+	checkIstiodIdentity(t, pod.Spec, ctr)
+	leaseID := leaderElectionID(ctr.Args)
+	for _, verb := range []string{"get", "update"} {
+		if !slices.ContainsFunc(nsRoles, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.APIGroups, "coordination.k8s.io") && slices.Contains(r.Resources, "leases") &&
+				slices.Contains(r.Verbs, verb) && slices.Equal(r.ResourceNames, []string{leaseID})
+		}) {
+			t.Errorf("no Role rule allows %s on the Lease %q (--leader-election-id) by name alone", verb, leaseID)
 		}
 	}
 	if !slices.ContainsFunc(ctr.Env, func(e corev1.EnvVar) bool {
@@ -275,6 +301,101 @@ func TestInstallManifest(t *testing.T) {
 	case psc.RunAsUser == nil || *psc.RunAsUser != 65532:
 		t.Errorf("pod runAsUser %v, want 65532 (the image's user)", psc.RunAsUser)
 	}
+}
+
+// The defaults of aeraki's flags for its connection to istiod (cmd/aeraki; the image
+// test checks them against the binary's -h).
+const (
+	defaultIstiodAddr = "istiod.istio-system.svc:15012"
+	defaultRootCert   = "/var/run/secrets/istio/root-cert.pem"
+	defaultToken      = "/var/run/secrets/tokens/istio-token"
+	// defaultLeaseName is the default of --leader-election-id.
+	defaultLeaseName = "aeraki-leader"
+)
+
+// leaderElectionID returns the name of the leader election Lease args give.
+func leaderElectionID(args []string) string {
+	if v, ok := flagValue(args, "leader-election-id"); ok {
+		return v
+	}
+	return defaultLeaseName
+}
+
+// checkIstiodIdentity checks that the files aeraki reads to authenticate to istiod are
+// where the pod puts them: the mesh root certificate (key root-cert.pem of the
+// ConfigMap istio-ca-root-cert) at --istiod-root-cert, and a projected token of its
+// ServiceAccount for istiod's audience, istio-ca, at --istiod-token.
+func checkIstiodIdentity(t *testing.T, pod corev1.PodSpec, ctr corev1.Container) {
+	t.Helper()
+	for flag, def := range map[string]string{"istiod-root-cert": defaultRootCert, "istiod-token": defaultToken} {
+		file := def
+		if v, ok := flagValue(ctr.Args, flag); ok {
+			file = v
+		}
+		vol, mount, rel, ok := mountedAt(pod, ctr, file)
+		if !ok {
+			t.Errorf("--%s reads %s, but no volume is mounted there", flag, file)
+			continue
+		}
+		if !mount.ReadOnly {
+			t.Errorf("the volume %q at %s is mounted read-write, want readOnly", mount.Name, mount.MountPath)
+		}
+		switch flag {
+		case "istiod-root-cert":
+			cm := vol.ConfigMap
+			switch {
+			case cm == nil || cm.Name != "istio-ca-root-cert":
+				t.Errorf("--%s reads %s from the volume %s, want the ConfigMap istio-ca-root-cert", flag, file, volumeJSON(vol))
+			case cm.Optional != nil && *cm.Optional:
+				t.Errorf("the ConfigMap istio-ca-root-cert is optional: without it aeraki cannot verify istiod")
+			case len(cm.Items) == 0 && rel != "root-cert.pem",
+				len(cm.Items) > 0 && !slices.ContainsFunc(cm.Items, func(k corev1.KeyToPath) bool { return k.Key == "root-cert.pem" && k.Path == rel }):
+				t.Errorf("--%s reads %s, but the volume %s puts no key root-cert.pem at %s", flag, file, volumeJSON(vol), rel)
+			}
+		case "istiod-token":
+			if vol.Projected == nil || !slices.ContainsFunc(vol.Projected.Sources, func(p corev1.VolumeProjection) bool {
+				sat := p.ServiceAccountToken
+				return sat != nil && sat.Path == rel && sat.Audience == "istio-ca" && sat.ExpirationSeconds != nil
+			}) {
+				t.Errorf("--%s reads %s, but the volume %s projects no ServiceAccount token with audience istio-ca and an expiry at %s",
+					flag, file, volumeJSON(vol), rel)
+			}
+		}
+	}
+}
+
+// volumeJSON shows a volume in a message.
+func volumeJSON(v corev1.Volume) string {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return v.Name
+	}
+	return string(data)
+}
+
+// mountedAt returns the volume the container sees at file, its mount and file's path
+// inside the volume; the deepest mount wins, as in the container.
+func mountedAt(pod corev1.PodSpec, ctr corev1.Container, file string) (corev1.Volume, corev1.VolumeMount, string, bool) {
+	var best *corev1.VolumeMount
+	var rel string
+	for i, m := range ctr.VolumeMounts {
+		r, err := filepath.Rel(m.MountPath, file)
+		if err != nil || r == "." || r == ".." || strings.HasPrefix(r, "../") || m.SubPath != "" {
+			continue
+		}
+		if best == nil || len(m.MountPath) > len(best.MountPath) {
+			best, rel = &ctr.VolumeMounts[i], filepath.ToSlash(r)
+		}
+	}
+	if best == nil {
+		return corev1.Volume{}, corev1.VolumeMount{}, "", false
+	}
+	for _, v := range pod.Volumes {
+		if v.Name == best.Name {
+			return v, *best, rel, true
+		}
+	}
+	return corev1.Volume{}, corev1.VolumeMount{}, "", false
 }
 
 func fromUnstructured(t *testing.T, d document, into any) {
@@ -322,4 +443,61 @@ func flagValue(args []string, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// istiodWeakeners are istiod settings that would let aeraki in without proving its
+// identity: the "api" generator's root-namespace check, identities over plaintext, and
+// the match of identity and node. aeraki authenticates as a sidecar does; nothing we
+// ship turns one off.
+var istiodWeakeners = []string{"ENABLE_XDS_API_GENERATOR_AUTH", "XDS_AUTH_PLAINTEXT", "PILOT_ENABLE_XDS_IDENTITY_CHECK"}
+
+// TestNothingWeakensIstiod checks that no manifest, script or other file under k8s/
+// and demo/ names one of istiodWeakeners or aeraki's plaintext flag, and that no
+// Markdown document sets one (a doc may name it, not tell anyone to set it).
+func TestNothingWeakensIstiod(t *testing.T) {
+	names := strings.Join(istiodWeakeners, "|")
+	setting := regexp.MustCompile(`\b(` + names + `)\b\s*[=:]|\.env\.(` + names + `)\b`)
+	shipped := append(slices.Clone(istiodWeakeners), "istiod-plaintext")
+	checked := 0
+	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(repoRoot, path)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if d.Name() == ".git" || d.Name() == "testdata" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		inShipped := slices.ContainsFunc(manifestDirs, func(dir string) bool { return strings.HasPrefix(rel, dir+"/") })
+		if !d.Type().IsRegular() || (!inShipped && filepath.Ext(rel) != ".md") {
+			return nil
+		}
+		data, err := os.ReadFile(filepath.Clean(path))
+		if err != nil {
+			return err
+		}
+		checked++
+		for i, line := range strings.Split(string(data), "\n") {
+			if inShipped {
+				for _, name := range shipped {
+					if strings.Contains(line, name) {
+						t.Errorf("%s:%d names %s: istiod keeps its defaults and aeraki authenticates to it\n\t%s", rel, i+1, name, line)
+					}
+				}
+			} else if setting.MatchString(line) {
+				t.Errorf("%s:%d sets an istiod check off: aeraki needs none\n\t%s", rel, i+1, line)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d files checked", checked)
 }

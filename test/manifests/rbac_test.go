@@ -18,6 +18,8 @@ import (
 // controller needs it. Every other verb is denied.
 type access struct {
 	group, resource, subresource string
+	// name, when set, asks about one object by name (RBAC's resourceNames).
+	name string
 	// everywhere: in every namespace and cluster-wide (the ClusterRole);
 	// own: additionally in aeraki's own namespace (the Role).
 	everywhere, own []string
@@ -33,7 +35,9 @@ type access struct {
 //   - Events on users' objects go through events.k8s.io (create, patch for a series);
 //   - leader election (client-go's Lease lock) gets, creates and updates its Lease,
 //     releasing it with an update, and records a core/v1 Event on it, in aeraki's
-//     namespace.
+//     namespace. That namespace is istio-system, where istiod keeps leader Leases of
+//     its own: get and update are allowed on aeraki's Lease by name only (a create
+//     carries no name to authorize).
 //
 // Istio's ServiceEntries, VirtualServices and DestinationRules come from istiod over
 // xDS, not from the apiserver; only ServiceEntries' metadata is watched there too,
@@ -49,7 +53,10 @@ var wantAccess = []access{
 	{group: "redis.aeraki.io", resource: "redisdestinations", subresource: "status", everywhere: []string{"update"}},
 	{group: "events.k8s.io", resource: "events", everywhere: []string{"create", "patch"}},
 	{resource: "events", own: []string{"create", "patch"}},
-	{group: "coordination.k8s.io", resource: "leases", own: []string{"get", "create", "update"}},
+	{group: "coordination.k8s.io", resource: "leases", own: []string{"create"}},
+	{group: "coordination.k8s.io", resource: "leases", name: defaultLeaseName, own: []string{"get", "create", "update"}},
+	// istiod's own leader election (pilot/pkg/leaderelection): never touched.
+	{group: "coordination.k8s.io", resource: "leases", name: "istio-namespace-controller-election", own: []string{"create"}},
 	// Nothing at all:
 	{resource: "configmaps"},
 	{resource: "pods"},
@@ -92,7 +99,11 @@ func TestRBACAllowsWhatTheControllerDoes(t *testing.T) {
 		t.Fatalf("authenticated as %q, want %q", got, want)
 	}
 
+	leaseID := leaderElectionID(readDeployment(t).Spec.Template.Spec.Containers[0].Args)
 	for _, a := range wantAccess {
+		if a.name == defaultLeaseName {
+			a.name = leaseID
+		}
 		for _, ns := range []string{"shop", installNamespace, ""} {
 			allowed := slices.Clone(a.everywhere)
 			if ns == installNamespace {
@@ -119,6 +130,9 @@ func (a access) String() string {
 	if a.group != "" {
 		r += "." + a.group
 	}
+	if a.name != "" {
+		r += " " + a.name
+	}
 	return r
 }
 
@@ -132,7 +146,7 @@ func where(ns string) string {
 func can(ctx context.Context, cs kubernetes.Interface, ns, verb string, a access) (bool, error) {
 	r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Namespace: ns, Verb: verb, Group: a.group, Resource: a.resource, Subresource: a.subresource,
+			Namespace: ns, Verb: verb, Group: a.group, Resource: a.resource, Subresource: a.subresource, Name: a.name,
 		}},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -141,11 +155,19 @@ func can(ctx context.Context, cs kubernetes.Interface, ns, verb string, a access
 	return r.Status.Allowed, nil
 }
 
-// serviceAccountConfig returns a client config that authenticates as aeraki's
-// ServiceAccount with a token the apiserver issued for it (installAeraki first).
+// serviceAccountConfig returns a client config for envtest's apiserver that
+// authenticates as aeraki's ServiceAccount (installAeraki first).
 func serviceAccountConfig(t *testing.T) *rest.Config {
 	t.Helper()
-	admin, err := kubernetes.NewForConfig(apiserver.RestConfig(t))
+	return serviceAccountConfigFor(t, apiserver.RestConfig(t))
+}
+
+// serviceAccountConfigFor returns a client config that authenticates as aeraki's
+// ServiceAccount with a token the apiserver of the admin config adminCfg issued for it,
+// as the kubelet mounts one for the API (the manifest installed first).
+func serviceAccountConfigFor(t *testing.T, adminCfg *rest.Config) *rest.Config {
+	t.Helper()
+	admin, err := kubernetes.NewForConfig(adminCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +179,7 @@ func serviceAccountConfig(t *testing.T) *rest.Config {
 	if err != nil {
 		t.Fatalf("token for the ServiceAccount %s/aeraki: %v", installNamespace, err)
 	}
-	cfg := rest.AnonymousClientConfig(apiserver.RestConfig(t))
+	cfg := rest.AnonymousClientConfig(adminCfg)
 	cfg.BearerToken = tok.Status.Token
 	return cfg
 }
