@@ -47,9 +47,9 @@ func run() error {
 	log := zap.New(zap.UseDevMode(false), zap.StacktraceLevel(zapcore.DPanicLevel))
 	ctrl.SetLogger(log)
 
-	say("starting etcd, kube-apiserver and istiod on 127.0.0.1 ...")
+	say("starting etcd, kube-apiserver and istiod (its defaults: own CA, authenticated xDS) on 127.0.0.1 ...")
 	// Not bound to ctx: on Ctrl-C the controller stops first, then the control plane.
-	cp, err := controlplane.Start(context.WithoutCancel(ctx), controlplane.Options{Istiod: true})
+	cp, err := controlplane.Start(context.WithoutCancel(ctx), controlplane.Options{StockIstiod: true})
 	if err != nil {
 		return err
 	}
@@ -62,9 +62,21 @@ func run() error {
 	kubectl := filepath.Join(os.Getenv(controlplane.EnvBinDir), "kubectl")
 	say("control plane up; kubeconfig: %s", cp.Kubeconfig)
 
+	// The controller's identity, as a pod of the root namespace has it: a token of its
+	// ServiceAccount for istiod's audience, and the mesh root certificate.
+	dir, err := os.MkdirTemp("", "aeraki-run-local-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ic, err := cp.IstiodClient(ctx, dir, controlplane.IstioNamespace, controlplane.AerakiServiceAccount)
+	if err != nil {
+		return err
+	}
+	say("aeraki connects to istiod at %s over TLS as %s/%s", ic.Addr, ic.Namespace, ic.ServiceAccount)
 	srv, err := bootstrap.New(cp.RestConfig, bootstrap.Options{
-		IstiodAddr:        cp.IstiodAddr,
-		IstiodSecurity:    xds.Security{Plaintext: true},
+		IstiodAddr:        ic.Addr,
+		IstiodSecurity:    xds.Security{RootCertFile: ic.RootCertFile, ServerName: ic.ServerName, TokenFile: ic.TokenFile},
 		RootNamespace:     controlplane.IstioNamespace,
 		DomainSuffix:      "cluster.local",
 		Debounce:          push.DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second},

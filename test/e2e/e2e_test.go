@@ -147,8 +147,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// TestDubboServiceEntry is the main loop, on the secure path of a stock Istio: a
+// ServiceEntry applied gets its EnvoyFilters, a sidecar's listener carries the Dubbo
+// filter, and deleting it removes them.
 func TestDubboServiceEntry(t *testing.T) {
-	e := start(t)
+	e := startSecure(t)
 	d := dubboService{name: "dubbo-demo", host: "org.apache.dubbo.samples.basic.api.demoservice", vip: "240.240.0.10"}
 	e.createDubbo(t, d)
 	e.waitDubboFilters(t, d, true)

@@ -32,9 +32,10 @@ import (
 // TestIstiodRestart stops istiod, creates one service and deletes another while it is
 // down, and starts it again: the controller reconnects and, from the full state istiod
 // sends, creates the new service's EnvoyFilters and deletes the removed one's. The
-// untouched service's EnvoyFilters are never deleted or rewritten meanwhile.
+// untouched service's EnvoyFilters are never deleted or rewritten meanwhile. It runs on
+// the secure path: the reconnect authenticates again.
 func TestIstiodRestart(t *testing.T) {
-	e := start(t)
+	e := startSecure(t)
 	kept := dubboService{name: "kept", host: "kept.dubbo.example", vip: "240.240.0.21"}
 	removed := dubboService{name: "removed", host: "removed.dubbo.example", vip: "240.240.0.22"}
 	added := dubboService{name: "added", host: "added.dubbo.example", vip: "240.240.0.23"}

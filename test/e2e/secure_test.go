@@ -51,23 +51,17 @@ func (e *env) secureOptions(ic *controlplane.IstiodClient) bootstrap.Options {
 	return opts
 }
 
-// TestSecureDubboServiceEntry is the main loop on the secure path: a ServiceEntry
-// applied gets its EnvoyFilters, a sidecar's listener carries the Dubbo filter, and
-// deleting it removes them.
-func TestSecureDubboServiceEntry(t *testing.T) {
+// startSecure brings up a stock control plane and one controller on the secure path,
+// as the ServiceAccount istio-system/aeraki, stopped at the end of the test.
+func startSecure(t *testing.T) *env {
+	t.Helper()
 	e := startStockControlPlane(t)
 	ic, err := e.cp.IstiodClient(t.Context(), t.TempDir(), rootNS, controlplane.AerakiServiceAccount)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.runController(t, "controller", e.cp.RestConfig, e.secureOptions(ic))
-	d := dubboService{name: "dubbo-demo", host: "org.apache.dubbo.samples.basic.api.demoservice", vip: "240.240.0.10"}
-	e.createDubbo(t, d)
-	e.waitDubboFilters(t, d, true)
-	e.waitListenerFilter(t, d.vip+"_20880", dubboFilter)
-
-	e.deleteDubbo(t, d)
-	e.waitDubboFilters(t, d, false)
+	return e
 }
 
 // TestSecureBinary runs the controller binary as the chart runs it (its default
