@@ -8,6 +8,7 @@ import (
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/fixture"
 	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
 )
@@ -28,38 +29,12 @@ func translateDocs(t *testing.T, docs string) (*translate.Translation, *model.Sn
 }
 
 // serviceEntry is a ServiceEntry in namespace redis with a VIP and workloads, and the
-// given ports (name: number).
+// given ports (name:number).
 func serviceEntry(name, host, vip string, ports ...string) string {
-	doc := `---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ` + name + `, namespace: redis}
-spec:
-  hosts: [` + host + `]
-  addresses: [` + vip + `]
-  resolution: STATIC
-  workloadSelector: {labels: {app: ` + name + `}}
-  ports:
-`
-	for _, p := range ports {
-		n, number, _ := strings.Cut(p, ":")
-		doc += "  - {name: " + n + ", number: " + number + ", protocol: TCP}\n"
-	}
-	return doc
+	return fixture.ServiceEntryYAML("redis", name, host, vip, ports...)
 }
 
-const cacheSE = `---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: cache, namespace: redis}
-spec:
-  hosts: [cache.redis.example]
-  addresses: [240.240.30.1]
-  resolution: STATIC
-  workloadSelector: {labels: {app: cache}}
-  ports:
-  - {name: tcp-redis, number: 6379, protocol: TCP}
-`
+var cacheSE = serviceEntry("cache", "cache.redis.example", "240.240.30.1", "tcp-redis:6379")
 
 // TestVerdicts: one case per Reason, for both kinds. The verdicts are those of the
 // push's own translation; messages never show a password.
