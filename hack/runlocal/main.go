@@ -68,7 +68,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
 	ic, err := cp.IstiodClient(ctx, dir, controlplane.IstioNamespace, controlplane.AerakiServiceAccount)
 	if err != nil {
 		return err
