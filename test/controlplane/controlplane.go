@@ -59,6 +59,8 @@ type ControlPlane struct {
 	IstiodAddr string
 	// IstiodHTTPAddr is host:port of istiod's HTTP server (/ready, /debug); "" without istiod.
 	IstiodHTTPAddr string
+	// IstiodMonitoringAddr is host:port of istiod's Prometheus /metrics; "" without istiod.
+	IstiodMonitoringAddr string
 	// IstiodSecureAddr is host:port of istiod's TLS xDS gRPC (a stock install's 15012);
 	// "" unless Options.StockIstiod. Its certificate carries IstiodServerName.
 	IstiodSecureAddr string

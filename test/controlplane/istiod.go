@@ -60,7 +60,7 @@ func (c *ControlPlane) StartIstiod(ctx context.Context) error {
 		"--networksConfig=/dev/null",
 		"--grpcAddr=" + c.IstiodAddr,
 		"--httpAddr=" + c.IstiodHTTPAddr,
-		"--monitoringAddr=" + net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodMon)),
+		"--monitoringAddr=" + c.IstiodMonitoringAddr,
 		// ControlZ defaults to the fixed port 9876: parallel istiods would collide.
 		"--ctrlz_address=127.0.0.1",
 		"--ctrlz_port=" + strconv.Itoa(c.ports.istiodCtl),
@@ -103,6 +103,7 @@ func (c *ControlPlane) StartIstiod(ctx context.Context) error {
 func (c *ControlPlane) setIstiodAddrs() {
 	c.IstiodAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodGRPC))
 	c.IstiodHTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodHTTP))
+	c.IstiodMonitoringAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodMon))
 	if c.opts.StockIstiod {
 		c.IstiodSecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports.istiodSecure))
 	}

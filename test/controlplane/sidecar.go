@@ -46,7 +46,7 @@ func (c *ControlPlane) SidecarListeners(ctx context.Context, ip, namespace strin
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream
-	node, err := sidecarNode(ip, namespace, labels)
+	node, err := SidecarNode(ip, namespace, labels)
 	if err != nil {
 		return nil, err
 	}
@@ -76,11 +76,11 @@ func (c *ControlPlane) SidecarListeners(ctx context.Context, ip, namespace strin
 	}
 }
 
-// sidecarNode is the node a sidecar injected into a pod presents: the
+// SidecarNode is the node a sidecar injected into a pod presents: the
 // "sidecar~IP~POD.NS~NS.svc.cluster.local" id istiod parses, and the metadata
 // istiod reads for its scope (namespace, labels for workload selectors,
 // version for feature gates, cluster for the registry lookup).
-func sidecarNode(ip, namespace string, labels map[string]string) (*core.Node, error) {
+func SidecarNode(ip, namespace string, labels map[string]string) (*core.Node, error) {
 	podName := "sidecar-" + strings.NewReplacer(".", "-", ":", "-").Replace(ip)
 	labelValues := map[string]any{}
 	for k, v := range labels {

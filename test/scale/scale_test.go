@@ -2,7 +2,8 @@
 // istiod on loopback: N Dubbo services (a DestinationRule with two subsets and a
 // VirtualService splitting 20/80 between them, then the ServiceEntries, each wave
 // created at once), the time from each ServiceEntry's apply to its EnvoyFilters being
-// visible, the apiserver's EnvoyFilter writes, the controller's peak memory, and next
+// visible, the apiserver's EnvoyFilter writes, the controller's peak memory, istiod's
+// push time to one connected sidecar with our EnvoyFilters and without them, and next
 // to them the floor: the same apiserver creating the same EnvoyFilters directly. What
 // must hold is asserted (every service gets its EnvoyFilters with its routes, each
 // written once, no valid service reported as failing, and a push with nothing to
@@ -93,6 +94,11 @@ type result struct {
 	FloorSeqSecs       float64 `json:"floor_sequential_seconds"`
 	FloorParSecs       float64 `json:"floor_parallel_seconds"`
 	FloorWorkers       int     `json:"floor_parallel_workers"`
+	// IstiodWith is istiod's pushes to one sidecar while the ServiceEntries are created
+	// and the controller writes their EnvoyFilters; IstiodWithout the same
+	// ServiceEntries created again once the controller and its EnvoyFilters are gone.
+	IstiodWith    istiodPhase `json:"istiod_with_envoyfilters"`
+	IstiodWithout istiodPhase `json:"istiod_without_envoyfilters"`
 }
 
 func TestScale(t *testing.T) {
@@ -126,6 +132,8 @@ func TestScale(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// A sidecar for istiod to push to, in the mesh until the floor.
+	sc := connectSidecar(t, cp)
 
 	ae, err := cp.StartAeraki(ctx, b.bin,
 		"--debounce-quiet="+debounceQuiet.String(), "--debounce-max="+debounceMax.String())
@@ -158,7 +166,9 @@ func TestScale(t *testing.T) {
 	obs := observe(t, istio)
 	before := apiserverMetrics(t, kube)
 
-	applied, routing, created := createServices(t, istio, n)
+	routing := createRouting(t, istio, n)
+	istiodWith := startIstiod(t, cp, sc, "the ServiceEntries")
+	applied, created := createServiceEntries(t, istio, n)
 	res.RoutingSeconds, res.CreateSeconds = routing.Seconds(), created.Seconds()
 	t.Logf("created %d DestinationRules and VirtualServices in %s, then %d ServiceEntries in %s",
 		n, routing.Round(time.Millisecond), n, created.Round(time.Millisecond))
@@ -185,6 +195,9 @@ func TestScale(t *testing.T) {
 	res.MaxSeconds = slices.Max(latencies).Seconds()
 	res.AllVisibleSecs = last.Sub(applied.first).Seconds()
 	checkRouted(t, obs.firstVersions(), n, "as first written")
+	sc.waitListeners(t, n, n)
+	res.IstiodWith = istiodWith.end(t, cp, sc, "the EnvoyFilters")
+	checkPushed(t, res.IstiodWith, "with the EnvoyFilters")
 
 	wantWrites := map[string]int{"POST": 2 * n}
 	checkIdlePush(t, ae, istio, kube, before, wantWrites)
@@ -227,9 +240,13 @@ func TestScale(t *testing.T) {
 		t.Errorf("apiserver EnvoyFilter writes when aeraki stopped: %v, want exactly %v", res.APIServerWrites, wantWrites)
 	}
 
+	specs := obs.filters()
+	res.IstiodWithout = istiodBaseline(t, cp, sc, istio, n)
+	checkPushed(t, res.IstiodWithout, "without EnvoyFilters")
+	sc.stop()
+
 	// The floor: the same EnvoyFilters, without our label (so nothing of aeraki's
 	// would touch them), created directly on the same apiserver.
-	specs := obs.filters()
 	res.FloorSeqSecs = createFloor(t, istio, specs, "floor-seq-", 1).Seconds()
 	res.FloorParSecs = createFloor(t, istio, specs, "floor-par-", workers).Seconds()
 
@@ -322,16 +339,17 @@ type applyTimes struct {
 	at    []time.Time
 }
 
-// createServices creates n services "at once" with a pool of workers, in two waves:
-// every DestinationRule and VirtualService, then every ServiceEntry. A service exists
-// for the controller from its ServiceEntry on; its routing objects are already known
-// by then, so its first EnvoyFilters carry the routes and nothing needs an update.
+// createRouting and createServiceEntries create n services "at once" with a pool of
+// workers, in two waves: createRouting every DestinationRule and VirtualService, then
+// createServiceEntries every ServiceEntry. A service exists for the controller from
+// its ServiceEntry on; its routing objects are already known by then, so its first
+// EnvoyFilters carry the routes and nothing needs an update.
 // (Created service by service, a ServiceEntry can reach the controller before its
 // VirtualService, or a VirtualService before its DestinationRule: istiod sends each
 // kind in its own response, each listed when it is sent, in no fixed order. That
 // costs an update, or a transient GenerationFailed Event, per service caught in
 // between, which is why the routing objects go first.)
-func createServices(t *testing.T, istio istioclient.Interface, n int) (applyTimes, time.Duration, time.Duration) {
+func createRouting(t *testing.T, istio istioclient.Interface, n int) time.Duration {
 	t.Helper()
 	ctx := t.Context()
 	nw := istio.NetworkingV1()
@@ -349,9 +367,18 @@ func createServices(t *testing.T, istio istioclient.Interface, n int) (applyTime
 	if err != nil {
 		t.Fatal(err)
 	}
-	routing := time.Since(begin)
+	return time.Since(begin)
+}
+
+// createServiceEntries creates the second wave, and returns when each was applied
+// and how long the wave took.
+func createServiceEntries(t *testing.T, istio istioclient.Interface, n int) (applyTimes, time.Duration) {
+	t.Helper()
+	ctx := t.Context()
+	nw := istio.NetworkingV1()
+	opts := metav1.CreateOptions{}
 	times := applyTimes{first: time.Now(), at: make([]time.Time, n)}
-	err = inParallel(n, workers, func(i int) error {
+	err := inParallel(n, workers, func(i int) error {
 		se := serviceEntry(name(i), host(i), vip(i), map[string]string{"interface": fmt.Sprintf("org.example.Service%d", i)})
 		if _, err := nw.ServiceEntries(appNS).Create(ctx, se, opts); err != nil {
 			return fmt.Errorf("create ServiceEntry %s: %w", name(i), err)
@@ -362,7 +389,7 @@ func createServices(t *testing.T, istio istioclient.Interface, n int) (applyTime
 	if err != nil {
 		t.Fatal(err)
 	}
-	return times, routing, time.Since(times.first)
+	return times, time.Since(times.first)
 }
 
 // inParallel calls do for 0 to n-1 on the given number of goroutines and returns an
@@ -792,6 +819,14 @@ func report(t *testing.T, r result, took time.Duration) {
 	row("controller peak RSS (VmHWM)", fmt.Sprintf("%.1f MiB", float64(r.PeakRSSBytes)/(1<<20)))
 	row("controller log lines on client-side throttling", strconv.Itoa(r.ThrottledLines))
 	row("valid services with a GenerationFailed Event", strconv.Itoa(r.GenerationFailures))
+	istiodRows := func(which string, p istiodPhase) {
+		row("istiod -> sidecar, "+which, fmt.Sprintf("%s to the sidecar's final listeners; received %v", sec(p.Seconds), p.Received))
+		for _, typ := range slices.Sorted(maps.Keys(p.PushTime)) {
+			row("  pilot_xds_push_time "+typ, formatPushTime(p.PushTime[typ]))
+		}
+	}
+	istiodRows("ServiceEntries and our EnvoyFilters", r.IstiodWith)
+	istiodRows("the same ServiceEntries, no EnvoyFilters", r.IstiodWithout)
 	row("floor: direct creates, sequential", fmt.Sprintf("%s (%s per EnvoyFilter)", sec(r.FloorSeqSecs), perEF(r.FloorSeqSecs)))
 	row(fmt.Sprintf("floor: direct creates, %d workers", r.FloorWorkers), fmt.Sprintf("%s (%s per EnvoyFilter)", sec(r.FloorParSecs), perEF(r.FloorParSecs)))
 	row("test run time", took.Round(time.Second).String())
