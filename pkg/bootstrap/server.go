@@ -87,7 +87,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	if opts.Manager.SeveralManagersPerProcess {
 		reg = prometheus.NewRegistry()
 	}
-	metrics, err := metrics.NewMetrics(reg, func() bool { return s.watcher.HasSynced() })
+	metrics, err := metrics.NewMetrics(reg, metrics.XDS{Synced: func() bool { return s.watcher.HasSynced() }, FailureReasons: xds.FailureReasons()})
 	if err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}

@@ -33,11 +33,16 @@ const (
 	ReasonInvalid  = "invalid"
 )
 
-// xdsFailureReasons are the reasons of aeraki_xds_connection_failures_total: the xds
-// watcher's (xds.FailureReasons), which this package does not import, so that the
-// parts that record metrics need not link the xDS client. A test in pkg/xds keeps
-// the two lists equal.
-var xdsFailureReasons = []string{"unreachable", "tls", "token", "unauthenticated", "permission_denied", "root_cert"}
+// XDS is what the metrics of the xDS connection to istiod read from the watcher.
+// This package does not import it, so that the parts that record metrics need not
+// link the xDS client.
+type XDS struct {
+	// Synced, if set, is read at every scrape for aeraki_xds_synced.
+	Synced func() bool
+	// FailureReasons are the label values of aeraki_xds_connection_failures_total
+	// (xds.FailureReasons), each a series from the start.
+	FailureReasons []string
+}
 
 // Metrics are the controller's own Prometheus metrics: pushes, EnvoyFilter writes,
 // generation results and the xDS connection to istiod. A nil *Metrics records
@@ -63,9 +68,8 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics and registers them with reg (the manager's
-// ctrlmetrics.Registry in production, a fresh registry in tests). xdsSynced, if not
-// nil, is read at every scrape for aeraki_xds_synced.
-func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, error) {
+// ctrlmetrics.Registry in production, a fresh registry in tests).
+func NewMetrics(reg prometheus.Registerer, xds XDS) (*Metrics, error) {
 	protocol := []string{"protocol"}
 	operation := []string{"operation"}
 	m := &Metrics{
@@ -142,7 +146,7 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 		Name: "aeraki_xds_synced",
 		Help: "1 once the full Istio config was received from istiod (pushes wait for it), 0 before.",
 	}, func() float64 {
-		if xdsSynced != nil && xdsSynced() {
+		if xds.Synced != nil && xds.Synced() {
 			return 1
 		}
 		return 0
@@ -159,7 +163,7 @@ func NewMetrics(reg prometheus.Registerer, xdsSynced func() bool) (*Metrics, err
 	for _, r := range []string{TranslateGenerated, TranslateReused} {
 		m.translatedServices.WithLabelValues(r)
 	}
-	for _, r := range xdsFailureReasons {
+	for _, r := range xds.FailureReasons {
 		m.xdsFailures.WithLabelValues(r)
 	}
 	for _, p := range model.Protocols {

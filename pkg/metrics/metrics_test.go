@@ -13,10 +13,10 @@ import (
 
 func TestMetricsRegisterOnceAndLint(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if _, err := metrics.NewMetrics(reg, func() bool { return true }); err != nil {
+	if _, err := metrics.NewMetrics(reg, metrics.XDS{Synced: func() bool { return true }}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := metrics.NewMetrics(reg, nil); err == nil {
+	if _, err := metrics.NewMetrics(reg, metrics.XDS{}); err == nil {
 		t.Error("registering twice on one registry: no error")
 	}
 	problems, err := testutil.GatherAndLint(reg)
@@ -37,7 +37,7 @@ aeraki_xds_synced 1
 
 func TestMetricsObserveConnection(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, err := metrics.NewMetrics(reg, nil)
+	m, err := metrics.NewMetrics(reg, metrics.XDS{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,8 @@ func TestMetricsObserveConnection(t *testing.T) {
 // Every reason's series exists from the start, so that an alert on its rate sees 0.
 func TestMetricsObserveConnectionFailure(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, err := metrics.NewMetrics(reg, nil)
+	reasons := []string{"unreachable", "tls", "token", "unauthenticated", "permission_denied", "root_cert"}
+	m, err := metrics.NewMetrics(reg, metrics.XDS{FailureReasons: reasons})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func newMetricsHarness(t *testing.T, debounce DebounceOptions) *metricsHarness {
 			return c.Update(ctx, obj, opts...)
 		},
 	}).Build()
-	m, err := metrics.NewMetrics(h.reg, nil)
+	m, err := metrics.NewMetrics(h.reg, metrics.XDS{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // reconnect (not the first connection, nor repeated responses on one stream).
 func TestConnectionMetricsFollowTheStream(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, err := metrics.NewMetrics(reg, nil)
+	m, err := metrics.NewMetrics(reg, metrics.XDS{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,37 +99,6 @@ func read(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
-}
-
-// TestFailureReasonsHaveSeries: the metrics package keeps its own copy of the
-// reasons (it does not import this one); every reason must have its series from the
-// start, and no other.
-func TestFailureReasonsHaveSeries(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	if _, err := metrics.NewMetrics(reg, nil); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var series []string
-	for _, mf := range families {
-		if mf.GetName() != "aeraki_xds_connection_failures_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				series = append(series, l.GetValue())
-			}
-		}
-	}
-	want := FailureReasons()
-	slices.Sort(want)
-	slices.Sort(series)
-	if !slices.Equal(series, want) {
-		t.Errorf("aeraki_xds_connection_failures_total has reasons %v, want %v", series, want)
-	}
 }
 
 // A token the credentials could not read reaches the stream as gRPC's

@@ -135,7 +135,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h := &harness{t: t, ctx: ctx, counter: counter, source: &staticSource{}, admin: admin, events: events.NewFakeRecorder(10),
 		metrics: prometheus.NewRegistry()}
-	m, err := metrics.NewMetrics(h.metrics, nil)
+	m, err := metrics.NewMetrics(h.metrics, metrics.XDS{})
 	if err != nil {
 		t.Fatal(err)
 	}

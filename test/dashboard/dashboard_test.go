@@ -131,7 +131,7 @@ func (k *known) check(metric string) error {
 func controllerMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	if _, err := metrics.NewMetrics(reg, nil); err != nil {
+	if _, err := metrics.NewMetrics(reg, metrics.XDS{}); err != nil {
 		t.Fatal(err)
 	}
 	families, err := reg.Gather()
