@@ -33,8 +33,8 @@ func TestConnectionMetricsFollowTheStream(t *testing.T) {
 		},
 		Failure: m.ObserveConnectionFailure,
 	}}, nil)
-	connected := func() float64 { return read(t, reg, "aeraki_xds_connected") }
-	reconnects := func() float64 { return read(t, reg, "aeraki_xds_reconnects_total") }
+	connected := func() float64 { return metricstest.Value(t, reg, "aeraki_xds_connected") }
+	reconnects := func() float64 { return metricstest.Value(t, reg, "aeraki_xds_reconnects_total") }
 
 	lost := status.Error(codes.Unavailable, "connection reset")
 	steps := []struct {
@@ -82,23 +82,6 @@ aeraki_xds_connected 0
 `), "aeraki_xds_connected"); err != nil {
 		t.Errorf("after Run returned: %v", err)
 	}
-}
-
-// read returns the value of a metric without labels.
-func read(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range families {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			m := mf.GetMetric()[0]
-			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 // A token the credentials could not read reaches the stream as gRPC's

@@ -21,6 +21,7 @@ import (
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/metrics"
 	"aeraki.io/aeraki/pkg/translate"
+	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/plugin"
 )
 
@@ -131,7 +132,7 @@ func (k *known) check(metric string) error {
 func controllerMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	if _, err := metrics.NewMetrics(reg, metrics.XDS{}); err != nil {
+	if _, err := metrics.NewMetrics(reg, metrics.XDS{FailureReasons: xds.FailureReasons()}); err != nil {
 		t.Fatal(err)
 	}
 	families, err := reg.Gather()
