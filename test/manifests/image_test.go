@@ -229,8 +229,8 @@ func moduleDirs(t *testing.T, pkg string) []string {
 // istio-ca, as the kubelet mounts them), and the metrics and probe addresses. It must
 // become ready (istiod accepted its identity and sent its config), serve /metrics,
 // become leader (Lease and Event in its namespace), write a Redis Service's EnvoyFilter
-// and its RedisService's status, log no "forbidden", and stop on SIGTERM, releasing the
-// Lease.
+// and its RedisService's status, log no "forbidden", and stop on SIGTERM with no error
+// logged, releasing the Lease.
 func TestImageBinary(t *testing.T) {
 	ib := readImageBuild(t)
 	if t.Failed() {
@@ -392,6 +392,7 @@ func TestImageBinary(t *testing.T) {
 		return c != nil && c.Reason == redisv1alpha1.ReasonAccepted && rs.Status.ObservedGeneration == rs.Generation, nil
 	}))
 
+	beforeStop := len(logs.String())
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -412,6 +413,10 @@ func TestImageBinary(t *testing.T) {
 	}
 	if strings.Contains(strings.ToLower(logs.String()), "forbidden") {
 		t.Errorf("the log shows a request RBAC denied")
+	}
+	// A stop we asked for reads as one: no error and no stack trace after SIGTERM.
+	if stop := logs.String()[beforeStop:]; strings.Contains(stop, `"level":"error"`) || strings.Contains(stop, "stacktrace") {
+		t.Errorf("the log after SIGTERM shows an error:\n%s", stop)
 	}
 }
 
