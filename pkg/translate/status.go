@@ -35,10 +35,8 @@ func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string
 			continue
 		}
 		name := svc.Kind() + " " + svc.Namespace + "/" + svc.ObjectName()
-		bound := func(kind string, keys []string) {
-			for j, key := range keys {
-				ns, n, _ := strings.Cut(key, "/")
-				ref := model.ObjectRef{Kind: kind, Namespace: ns, Name: n}
+		bound := func(refs []model.ObjectRef) {
+			for j, ref := range refs {
 				st := states[ref]
 				if st == nil {
 					st = &state{}
@@ -50,7 +48,7 @@ func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string
 				// The service's objects are sorted by namespace/name: the first is in effect.
 				if j > 0 {
 					st.failed = &model.Verdict{Reason: v1alpha1.ReasonConflict, Message: fmt.Sprintf(
-						"%s %s, earlier by namespace/name, already configures %s: this one is not in effect there", kind, keys[0], name)}
+						"%s, earlier by namespace/name, already configures %s: this one is not in effect there", refs[0], name)}
 					continue
 				}
 				if serr := failed[svc.Key()]; serr != nil {
@@ -60,8 +58,8 @@ func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string
 				st.applied = append(st.applied, name)
 			}
 		}
-		bound(model.KindRedisService, keysOf(svc.RedisServices))
-		bound(model.KindRedisDestination, keysOf(svc.RedisDestinations))
+		bound(refsOf(model.KindRedisService, svc.RedisServices))
+		bound(refsOf(model.KindRedisDestination, svc.RedisDestinations))
 	}
 	out := make(map[model.ObjectRef]model.Verdict, len(snap.RedisServices)+len(snap.RedisDestinations))
 	objects := func(kind string, cfgs []model.Object) {
@@ -100,10 +98,10 @@ func failure(ref model.ObjectRef, name string, serr *ServiceError) *model.Verdic
 		"%s cannot be generated, so this is not in effect there: port %d (%s): %v", name, serr.Port.Number, serr.Protocol, serr.Err)}
 }
 
-func keysOf[T any](cfgs []*model.Config[T]) []string {
-	out := make([]string, 0, len(cfgs))
+func refsOf[T any](kind string, cfgs []*model.Config[T]) []model.ObjectRef {
+	out := make([]model.ObjectRef, 0, len(cfgs))
 	for _, c := range cfgs {
-		out = append(out, c.Namespace+"/"+c.Name)
+		out = append(out, model.ObjectRef{Kind: kind, Namespace: c.Namespace, Name: c.Name})
 	}
 	return out
 }
