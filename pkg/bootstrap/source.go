@@ -12,6 +12,7 @@ import (
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/kubeobj"
 )
 
 // configSource is the Istio config from istiod.
@@ -49,14 +50,14 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 		return nil, fmt.Errorf("listing RedisServices: %w", err)
 	}
 	for i := range rss.Items {
-		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(&rss.Items[i]))
+		snap.RedisServices = append(snap.RedisServices, kubeobj.RedisService(&rss.Items[i]))
 	}
 	var rds redisv1alpha1.RedisDestinationList
 	if err := s.cache.List(ctx, &rds); err != nil {
 		return nil, fmt.Errorf("listing RedisDestinations: %w", err)
 	}
 	for i := range rds.Items {
-		snap.RedisDestinations = append(snap.RedisDestinations, model.RedisConfig(&rds.Items[i]))
+		snap.RedisDestinations = append(snap.RedisDestinations, kubeobj.RedisDestination(&rds.Items[i]))
 	}
 	return snap, nil
 }
@@ -74,13 +75,13 @@ func (s *source) get(namespace, name string, obj client.Object) (bool, error) {
 	return true, nil
 }
 
-func (s *source) secret(namespace, name string) (*corev1.Secret, error) {
+func (s *source) secret(namespace, name string) (*model.Secret, error) {
 	secret := &corev1.Secret{}
 	found, err := s.get(namespace, name, secret)
 	if !found {
 		return nil, err
 	}
-	return secret, nil
+	return kubeobj.Secret(secret), nil
 }
 
 // serviceEntryMetadata is an empty ServiceEntry as metadata only: the cache keeps
@@ -98,11 +99,11 @@ func (s *source) serviceEntryAnnotations(namespace, name string) (map[string]str
 	return obj.Annotations, true, nil
 }
 
-func (s *source) kubeService(namespace, name string) (*corev1.Service, error) {
+func (s *source) kubeService(namespace, name string) (*model.KubeService, error) {
 	svc := &corev1.Service{}
 	found, err := s.get(namespace, name, svc)
 	if !found {
 		return nil, err
 	}
-	return svc, nil
+	return kubeobj.Service(svc), nil
 }

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -42,7 +43,7 @@ func (s *redisStatus) Publish(verdicts map[model.ObjectRef]model.Verdict) {
 // that asks has triggered it).
 func (s *redisStatus) verdict(obj client.Object) model.Verdict {
 	if !s.synced() {
-		return model.Verdict{Reason: redisv1alpha1.ReasonPending, Message: "waiting for the mesh config from istiod"}
+		return model.Verdict{Reason: redisspec.ReasonPending, Message: "waiting for the mesh config from istiod"}
 	}
 	kind := model.KindRedisService
 	if _, ok := obj.(*redisv1alpha1.RedisDestination); ok {
@@ -52,7 +53,7 @@ func (s *redisStatus) verdict(obj client.Object) model.Verdict {
 	v, ok := s.verdicts[model.ObjectRef{Kind: kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}]
 	s.mu.Unlock()
 	if !ok || v.Generation != obj.GetGeneration() {
-		return model.Verdict{Reason: redisv1alpha1.ReasonPending, Message: fmt.Sprintf("waiting for the push that reads generation %d", obj.GetGeneration())}
+		return model.Verdict{Reason: redisspec.ReasonPending, Message: fmt.Sprintf("waiting for the push that reads generation %d", obj.GetGeneration())}
 	}
 	return v
 }

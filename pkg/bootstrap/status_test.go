@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -16,16 +17,16 @@ func TestRedisStatus(t *testing.T) {
 	rs := &redisv1alpha1.RedisService{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "redis", Generation: 2}}
 	rd := &redisv1alpha1.RedisDestination{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "redis", Generation: 2}}
 
-	if v := st.verdict(rs); v.Reason != redisv1alpha1.ReasonPending || v.Message != "waiting for the mesh config from istiod" {
+	if v := st.verdict(rs); v.Reason != redisspec.ReasonPending || v.Message != "waiting for the mesh config from istiod" {
 		t.Errorf("before the mesh config: %+v", v)
 	}
 	synced = true
-	if v := st.verdict(rs); v.Reason != redisv1alpha1.ReasonPending {
+	if v := st.verdict(rs); v.Reason != redisspec.ReasonPending {
 		t.Errorf("before any push: %+v, want Pending", v)
 	}
 
-	accepted := model.Verdict{Ready: true, Reason: redisv1alpha1.ReasonAccepted, Message: "applies to Service redis/cache", Generation: 2}
-	conflict := model.Verdict{Reason: redisv1alpha1.ReasonConflict, Message: "earlier", Generation: 2}
+	accepted := model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: "applies to Service redis/cache", Generation: 2}
+	conflict := model.Verdict{Reason: redisspec.ReasonConflict, Message: "earlier", Generation: 2}
 	verdicts := map[model.ObjectRef]model.Verdict{
 		{Kind: model.KindRedisService, Namespace: "redis", Name: "cache"}:     accepted,
 		{Kind: model.KindRedisDestination, Namespace: "redis", Name: "cache"}: conflict,
@@ -51,7 +52,7 @@ func TestRedisStatus(t *testing.T) {
 	}
 	// A new generation has no verdict until a push has read it.
 	rs.Generation = 3
-	if v := st.verdict(rs); v.Reason != redisv1alpha1.ReasonPending || v.Ready {
+	if v := st.verdict(rs); v.Reason != redisspec.ReasonPending || v.Ready {
 		t.Errorf("generation 3 before its push: %+v, want Pending", v)
 	}
 	accepted.Generation = 3

@@ -4,8 +4,6 @@
 package generator
 
 import (
-	corev1 "k8s.io/api/core/v1"
-
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -28,7 +26,7 @@ type Lookup interface {
 	// Service returns the service that owns a fully qualified host, or nil.
 	Service(host string) *model.Service
 	// Secret returns a Secret, or nil.
-	Secret(namespace, name string) *corev1.Secret
+	Secret(namespace, name string) *model.Secret
 }
 
 // Service returns the service of the push that owns a fully qualified host, or nil.
@@ -41,7 +39,7 @@ func (c *Context) Service(host string) *model.Service {
 }
 
 // Secret returns a Secret of the push, or nil.
-func (c *Context) Secret(namespace, name string) *corev1.Secret {
+func (c *Context) Secret(namespace, name string) *model.Secret {
 	if c.Lookup == nil {
 		return nil
 	}

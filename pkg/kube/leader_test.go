@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -33,7 +34,7 @@ func TestRedisLeaderElection(t *testing.T) {
 	}
 	checkedBy := func(name string) func(client.Object) model.Verdict {
 		return func(client.Object) model.Verdict {
-			return model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "checked by " + name}
+			return model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: "checked by " + name}
 		}
 	}
 	a := startInstance(t, "a", opts, newTranslation("a", checkedBy("a")))
@@ -47,12 +48,12 @@ func TestRedisLeaderElection(t *testing.T) {
 
 	rs := &v1alpha1.RedisService{
 		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: ns},
-		Spec:       v1alpha1.RedisServiceSpec{Host: []string{"redis.example.com"}},
+		Spec:       redisspec.RedisServiceSpec{Host: []string{"redis.example.com"}},
 	}
 	if err := c.Create(t.Context(), rs); err != nil {
 		t.Fatal(err)
 	}
-	waitCondition(t, c, rs, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "checked by a")
+	waitCondition(t, c, rs, metav1.ConditionTrue, redisspec.ReasonAccepted, "checked by a")
 
 	// Give the follower every chance to act: rechecks (which must not block although
 	// nothing consumes them), a spec change, and full reconciles on the leader.
@@ -63,7 +64,7 @@ func TestRedisLeaderElection(t *testing.T) {
 	if err := c.Update(t.Context(), rs); err != nil {
 		t.Fatal(err)
 	}
-	waitCondition(t, c, rs, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "checked by a")
+	waitCondition(t, c, rs, metav1.ConditionTrue, redisspec.ReasonAccepted, "checked by a")
 	a.settle(t, rs)
 	if b.elected() {
 		t.Fatal("both managers lead")
@@ -73,7 +74,7 @@ func TestRedisLeaderElection(t *testing.T) {
 	}
 
 	a.stop(t)
-	waitCondition(t, c, rs, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "checked by b")
+	waitCondition(t, c, rs, metav1.ConditionTrue, redisspec.ReasonAccepted, "checked by b")
 	if !b.elected() {
 		t.Error("b writes status without leading")
 	}

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -140,7 +141,7 @@ func redisDestinationKind() *redisKind {
 	}
 }
 
-func authSecretName(a *v1alpha1.Auth) string {
+func authSecretName(a *redisspec.Auth) string {
 	if a == nil || a.Secret == nil {
 		return ""
 	}
@@ -243,7 +244,7 @@ func (r *redisReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		prev = c.DeepCopy()
 	}
 	gen := obj.GetGeneration()
-	if v.Reason == v1alpha1.ReasonPending && !v.Ready && prev != nil {
+	if v.Reason == redisspec.ReasonPending && !v.Ready && prev != nil {
 		// No verdict yet: a new leader waits for the mesh config, or the push that reads
 		// a new generation has not run. The last verdict stands, with the generation it
 		// was made for, rather than every object flapping to Pending and back on each
@@ -285,9 +286,9 @@ func (r *redisReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 // normalize makes a verdict a valid condition: a Reason is required.
 func normalize(v model.Verdict) model.Verdict {
 	if v.Reason == "" {
-		v.Reason = v1alpha1.ReasonInvalid
+		v.Reason = redisspec.ReasonInvalid
 		if v.Ready {
-			v.Reason = v1alpha1.ReasonAccepted
+			v.Reason = redisspec.ReasonAccepted
 		}
 	}
 	return v
@@ -298,7 +299,7 @@ func normalize(v model.Verdict) model.Verdict {
 // nothing to fix.
 func (r *redisReconciler) announce(obj client.Object, prev, cur *metav1.Condition) {
 	switch {
-	case cur.Reason == v1alpha1.ReasonPending:
+	case cur.Reason == redisspec.ReasonPending:
 	case cur.Status == metav1.ConditionFalse:
 		if prev != nil && prev.Status == metav1.ConditionFalse && prev.Reason == cur.Reason && prev.Message == cur.Message {
 			return

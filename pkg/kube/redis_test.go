@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -35,29 +36,29 @@ func TestRedisServiceStatus(t *testing.T) {
 	tr := newTranslation("a", func(client.Object) model.Verdict {
 		switch {
 		case pending.Load():
-			return model.Verdict{Reason: v1alpha1.ReasonPending, Message: "waiting for the mesh config"}
+			return model.Verdict{Reason: redisspec.ReasonPending, Message: "waiting for the mesh config"}
 		case conflict.Load():
-			return model.Verdict{Reason: v1alpha1.ReasonConflict, Message: "host redis.example.com is also claimed by RedisService other"}
+			return model.Verdict{Reason: redisspec.ReasonConflict, Message: "host redis.example.com is also claimed by RedisService other"}
 		case serviceExists.Load():
-			return model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: accepted}
+			return model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: accepted}
 		default:
-			return model.Verdict{Reason: v1alpha1.ReasonNoMatchingService, Message: noService}
+			return model.Verdict{Reason: redisspec.ReasonNoMatchingService, Message: noService}
 		}
 	})
 	in := startInstance(t, "a", Options{}, tr)
 
 	rs := &v1alpha1.RedisService{
 		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: ns},
-		Spec:       v1alpha1.RedisServiceSpec{Host: []string{"redis.example.com"}},
+		Spec:       redisspec.RedisServiceSpec{Host: []string{"redis.example.com"}},
 	}
 	if err := c.Create(t.Context(), rs); err != nil {
 		t.Fatal(err)
 	}
-	waitCondition(t, c, rs, metav1.ConditionFalse, v1alpha1.ReasonNoMatchingService, noService)
+	waitCondition(t, c, rs, metav1.ConditionFalse, redisspec.ReasonNoMatchingService, noService)
 	if tr.triggers.Load() == 0 {
 		t.Fatal("reconcile did not trigger a push")
 	}
-	ev := waitAPIEvent(t, c, rs, corev1.EventTypeWarning, v1alpha1.ReasonNoMatchingService)
+	ev := waitAPIEvent(t, c, rs, corev1.EventTypeWarning, redisspec.ReasonNoMatchingService)
 	if ev.Note != noService || ev.ReportingController != EventRecorderName {
 		t.Errorf("Event note %q by %q, want %q by %q", ev.Note, ev.ReportingController, noService, EventRecorderName)
 	}
@@ -87,7 +88,7 @@ func TestRedisServiceStatus(t *testing.T) {
 		if rs.Generation != 2 {
 			t.Fatalf("generation %d after a spec update, want 2", rs.Generation)
 		}
-		waitCondition(t, c, rs, metav1.ConditionFalse, v1alpha1.ReasonNoMatchingService, noService)
+		waitCondition(t, c, rs, metav1.ConditionFalse, redisspec.ReasonNoMatchingService, noService)
 		in.settle(t, rs)
 		if got := in.recorder.of(rs); len(got) != 1 {
 			t.Errorf("Events %+v, want no new one for the same verdict", got)
@@ -97,12 +98,12 @@ func TestRedisServiceStatus(t *testing.T) {
 	t.Run("recheckAll makes it Ready", func(t *testing.T) {
 		serviceExists.Store(true)
 		in.recheck()
-		waitCondition(t, c, rs, metav1.ConditionTrue, v1alpha1.ReasonAccepted, accepted)
-		waitAPIEvent(t, c, rs, corev1.EventTypeNormal, v1alpha1.ReasonAccepted)
+		waitCondition(t, c, rs, metav1.ConditionTrue, redisspec.ReasonAccepted, accepted)
+		waitAPIEvent(t, c, rs, corev1.EventTypeNormal, redisspec.ReasonAccepted)
 		in.settle(t, rs)
 		want := []recorded{
-			{objKey(rs), corev1.EventTypeWarning, v1alpha1.ReasonNoMatchingService, noService},
-			{objKey(rs), corev1.EventTypeNormal, v1alpha1.ReasonAccepted, accepted},
+			{objKey(rs), corev1.EventTypeWarning, redisspec.ReasonNoMatchingService, noService},
+			{objKey(rs), corev1.EventTypeNormal, redisspec.ReasonAccepted, accepted},
 		}
 		if got := in.recorder.of(rs); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("Events\n%+v\nwant\n%+v", got, want)
@@ -112,8 +113,8 @@ func TestRedisServiceStatus(t *testing.T) {
 	t.Run("a new reason is announced", func(t *testing.T) {
 		conflict.Store(true)
 		in.recheck()
-		waitCondition(t, c, rs, metav1.ConditionFalse, v1alpha1.ReasonConflict, "host redis.example.com is also claimed by RedisService other")
-		waitAPIEvent(t, c, rs, corev1.EventTypeWarning, v1alpha1.ReasonConflict)
+		waitCondition(t, c, rs, metav1.ConditionFalse, redisspec.ReasonConflict, "host redis.example.com is also claimed by RedisService other")
+		waitAPIEvent(t, c, rs, corev1.EventTypeWarning, redisspec.ReasonConflict)
 		in.settle(t, rs)
 		if got := in.recorder.of(rs); len(got) != 3 {
 			t.Errorf("Events %+v, want 3", got)
@@ -142,14 +143,14 @@ func TestRedisServiceStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cond.Reason != v1alpha1.ReasonConflict || cond.ObservedGeneration != before {
+		if cond.Reason != redisspec.ReasonConflict || cond.ObservedGeneration != before {
 			t.Errorf("condition %+v while generation %d has no verdict, want the Conflict of generation %d", *cond, rs.Generation, before)
 		}
 		// The push's verdict for the new generation: written, and not announced again
 		// (it says what the last one said).
 		pending.Store(false)
 		in.recheck()
-		waitCondition(t, c, rs, metav1.ConditionFalse, v1alpha1.ReasonConflict, "host redis.example.com is also claimed by RedisService other")
+		waitCondition(t, c, rs, metav1.ConditionFalse, redisspec.ReasonConflict, "host redis.example.com is also claimed by RedisService other")
 		in.settle(t, rs)
 		if got := in.recorder.of(rs); len(got) != 3 {
 			t.Errorf("Events %+v, want no new one: the verdict did not change", got)
@@ -181,7 +182,7 @@ func TestRedisSecretReferences(t *testing.T) {
 	const password, password2 = "pa55-never-logged", "n3w-pa55-never-logged"
 
 	tr := newTranslation("a", func(client.Object) model.Verdict {
-		return model.Verdict{Reason: v1alpha1.ReasonInvalid, Message: "not ready for objects yet"}
+		return model.Verdict{Reason: redisspec.ReasonInvalid, Message: "not ready for objects yet"}
 	})
 	in := startInstance(t, "a", Options{}, tr)
 	cache := in.mgr.GetClient()
@@ -194,14 +195,14 @@ func TestRedisSecretReferences(t *testing.T) {
 		s := &corev1.Secret{}
 		if err := cache.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: name}, s); err != nil {
 			if apierrors.IsNotFound(err) {
-				return model.Verdict{Reason: v1alpha1.ReasonSecretNotFound, Message: "Secret " + name + " not found"}
+				return model.Verdict{Reason: redisspec.ReasonSecretNotFound, Message: "Secret " + name + " not found"}
 			}
-			return model.Verdict{Reason: v1alpha1.ReasonInvalid, Message: err.Error()}
+			return model.Verdict{Reason: redisspec.ReasonInvalid, Message: err.Error()}
 		}
 		if _, ok := s.Data["password"]; !ok {
-			return model.Verdict{Reason: v1alpha1.ReasonSecretKeyNotFound, Message: fmt.Sprintf("Secret %s has no key password", name)}
+			return model.Verdict{Reason: redisspec.ReasonSecretKeyNotFound, Message: fmt.Sprintf("Secret %s has no key password", name)}
 		}
-		return model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "auth from Secret " + name}
+		return model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: "auth from Secret " + name}
 	})
 
 	secret := func(name string, data map[string]string) *corev1.Secret {
@@ -222,19 +223,19 @@ func TestRedisSecretReferences(t *testing.T) {
 	service := func(name, secret string) *v1alpha1.RedisService {
 		return &v1alpha1.RedisService{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: v1alpha1.RedisServiceSpec{
+			Spec: redisspec.RedisServiceSpec{
 				Host:     []string{"redis.example.com"},
-				Settings: &v1alpha1.RedisSettings{Auth: &v1alpha1.Auth{Secret: &v1alpha1.SecretReference{Name: secret}}},
+				Settings: &redisspec.RedisSettings{Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: secret}}},
 			},
 		}
 	}
 	destination := func(name, secret string) *v1alpha1.RedisDestination {
 		return &v1alpha1.RedisDestination{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: v1alpha1.RedisDestinationSpec{
+			Spec: redisspec.RedisDestinationSpec{
 				Host: "redis.example.com",
-				TrafficPolicy: &v1alpha1.TrafficPolicy{ConnectionPool: &v1alpha1.ConnectionPoolSettings{
-					Redis: &v1alpha1.RedisConnectionSettings{Auth: &v1alpha1.Auth{Secret: &v1alpha1.SecretReference{Name: secret}}},
+				TrafficPolicy: &redisspec.TrafficPolicy{ConnectionPool: &redisspec.ConnectionPoolSettings{
+					Redis: &redisspec.RedisConnectionSettings{Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: secret}}},
 				}},
 			},
 		}
@@ -247,11 +248,11 @@ func TestRedisSecretReferences(t *testing.T) {
 		}
 	}
 	for _, o := range []client.Object{rs, rd} {
-		waitCondition(t, c, o, metav1.ConditionFalse, v1alpha1.ReasonSecretKeyNotFound, "Secret redis-auth has no key password")
-		waitAPIEvent(t, c, o, corev1.EventTypeWarning, v1alpha1.ReasonSecretKeyNotFound)
+		waitCondition(t, c, o, metav1.ConditionFalse, redisspec.ReasonSecretKeyNotFound, "Secret redis-auth has no key password")
+		waitAPIEvent(t, c, o, corev1.EventTypeWarning, redisspec.ReasonSecretKeyNotFound)
 	}
 	for _, o := range []client.Object{markerRS, markerRD} {
-		waitCondition(t, c, o, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "auth from Secret marker-auth")
+		waitCondition(t, c, o, metav1.ConditionTrue, redisspec.ReasonAccepted, "auth from Secret marker-auth")
 	}
 
 	t.Run("unreferenced Secrets and label changes trigger nothing", func(t *testing.T) {
@@ -303,8 +304,8 @@ func TestRedisSecretReferences(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, o := range []client.Object{rs, rd} {
-			waitCondition(t, c, o, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "auth from Secret redis-auth")
-			waitAPIEvent(t, c, o, corev1.EventTypeNormal, v1alpha1.ReasonAccepted)
+			waitCondition(t, c, o, metav1.ConditionTrue, redisspec.ReasonAccepted, "auth from Secret redis-auth")
+			waitAPIEvent(t, c, o, corev1.EventTypeNormal, redisspec.ReasonAccepted)
 		}
 		if got := tr.triggers.Load(); got < triggers+2 {
 			t.Errorf("%d pushes triggered, want at least 2", got-triggers)
@@ -316,8 +317,8 @@ func TestRedisSecretReferences(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, o := range []client.Object{rs, rd} {
-			waitCondition(t, c, o, metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound, "Secret redis-auth not found")
-			waitAPIEvent(t, c, o, corev1.EventTypeWarning, v1alpha1.ReasonSecretNotFound)
+			waitCondition(t, c, o, metav1.ConditionFalse, redisspec.ReasonSecretNotFound, "Secret redis-auth not found")
+			waitAPIEvent(t, c, o, corev1.EventTypeWarning, redisspec.ReasonSecretNotFound)
 		}
 	})
 

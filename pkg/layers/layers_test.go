@@ -16,10 +16,14 @@ var pure = []string{
 	"aeraki.io/aeraki/pkg/plan",
 }
 
-// forbidden are the module paths of clients and servers, and of metrics.
+// forbidden are the module paths of clients and servers, of metrics, and of
+// Kubernetes' object types: the pure packages read the model's views of Secrets,
+// Services and Redis objects (see package kubeobj), which keeps them small to build.
 var forbidden = []string{
 	"sigs.k8s.io/controller-runtime",
 	"k8s.io/client-go",
+	"k8s.io/api/",
+	"k8s.io/apimachinery/",
 	"github.com/prometheus/",
 	"google.golang.org/grpc",
 }

@@ -29,6 +29,7 @@ import (
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/kubeobj"
 )
 
 // Objects are the inputs read from documents, in the order read.
@@ -49,28 +50,28 @@ type Objects struct {
 // controller does.
 func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 	ses := slices.Clone(o.ServiceEntries)
-	byName := map[string]*corev1.Service{}
+	byName := map[string]*model.KubeService{}
 	for _, svc := range o.Services {
 		ses = append(ses, SyntheticServiceEntry(svc, domainSuffix))
-		byName[svc.Namespace+"/"+svc.Name] = svc
+		byName[svc.Namespace+"/"+svc.Name] = kubeobj.Service(svc)
 	}
-	secrets := map[string]*corev1.Secret{}
+	secrets := map[string]*model.Secret{}
 	for _, s := range o.Secrets {
-		secrets[s.Namespace+"/"+s.Name] = s
+		secrets[s.Namespace+"/"+s.Name] = kubeobj.Secret(s)
 	}
 	snap := &model.Snapshot{
 		ServiceEntries:   objects(ses),
 		VirtualServices:  objects(o.VirtualServices),
 		DestinationRules: objects(o.DestinationRules),
 		DomainSuffix:     domainSuffix,
-		KubeService:      func(ns, name string) (*corev1.Service, error) { return byName[ns+"/"+name], nil },
-		Secret:           func(ns, name string) (*corev1.Secret, error) { return secrets[ns+"/"+name], nil },
+		KubeService:      func(ns, name string) (*model.KubeService, error) { return byName[ns+"/"+name], nil },
+		Secret:           func(ns, name string) (*model.Secret, error) { return secrets[ns+"/"+name], nil },
 	}
 	for _, rs := range o.RedisServices {
-		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(rs))
+		snap.RedisServices = append(snap.RedisServices, kubeobj.RedisService(rs))
 	}
 	for _, rd := range o.RedisDestinations {
-		snap.RedisDestinations = append(snap.RedisDestinations, model.RedisConfig(rd))
+		snap.RedisDestinations = append(snap.RedisDestinations, kubeobj.RedisDestination(rd))
 	}
 	return snap
 }
@@ -197,8 +198,6 @@ func (o *Objects) decodeDocument(raw []byte) error {
 			return fmt.Errorf("%s %s/%s: not a valid Secret", doc.Kind, ns, doc.Metadata.Name)
 		}
 		secret.Namespace = ns
-		// The API server folds stringData into data; do the same.
-		secret.Data, secret.StringData = model.SecretData(secret), nil
 		o.Secrets = append(o.Secrets, secret)
 		return nil
 	case gv == redisv1alpha1.GroupVersion && doc.Kind == "RedisService":

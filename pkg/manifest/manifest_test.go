@@ -139,10 +139,10 @@ func TestRedisObjectsBindByHost(t *testing.T) {
 	}
 	svc := services[0]
 	// The short host of other/elsewhere means cache.other.svc.cluster.local.
-	if len(svc.RedisServices) != 1 || svc.RedisServices[0].Name != "cache" || svc.RedisServices[0].Spec.Spec.Settings.Auth.Secret.Name != "cache-auth" {
+	if len(svc.RedisServices) != 1 || svc.RedisServices[0].Name != "cache" || svc.RedisServices[0].Spec.Settings.Auth.Secret.Name != "cache-auth" {
 		t.Errorf("RedisServices = %+v", svc.RedisServices)
 	}
-	if len(svc.RedisDestinations) != 1 || svc.RedisDestinations[0].Spec.Spec.TrafficPolicy.ConnectionPool.Redis.Mode != "CLUSTER" {
+	if len(svc.RedisDestinations) != 1 || svc.RedisDestinations[0].Spec.TrafficPolicy.ConnectionPool.Redis.Mode != "CLUSTER" {
 		t.Errorf("RedisDestinations = %+v", svc.RedisDestinations)
 	}
 	secret, err := snap.Secret("shop", "cache-auth")

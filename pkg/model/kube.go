@@ -1,25 +1,30 @@
 package model
 
-import (
-	corev1 "k8s.io/api/core/v1"
-)
+// Secret is what a translation reads of a Kubernetes Secret.
+type Secret struct {
+	Namespace, Name string
+	// ResourceVersion is empty for Secrets read from files.
+	ResourceVersion string
+	// Data has the Secret's stringData folded in, as the API server stores it.
+	Data map[string][]byte
+}
 
-// SecretData is a Secret's data with its stringData folded in, as the API server
-// stores it; nil for no Secret. Without stringData it is the Secret's own map: read
-// it, never change it.
-func SecretData(s *corev1.Secret) map[string][]byte {
-	if s == nil {
-		return nil
+// KubeService is what a translation reads of the Kubernetes Service behind a
+// synthetic ServiceEntry: istiod's synthetic entries carry neither annotations nor
+// target ports.
+type KubeService struct {
+	ResourceVersion string
+	Annotations     map[string]string
+	// TargetPorts maps each port of the Service to the port its pods listen on; 0
+	// when the target port is named, so only the pods know the number.
+	TargetPorts map[uint32]uint32
+}
+
+// TargetPort is the port the pods listen on for a port of the Service: the port
+// itself when the Service does not list it, 0 when only the pods know it.
+func (k *KubeService) TargetPort(port uint32) uint32 {
+	if target, ok := k.TargetPorts[port]; ok {
+		return target
 	}
-	if len(s.StringData) == 0 {
-		return s.Data
-	}
-	data := make(map[string][]byte, len(s.Data)+len(s.StringData))
-	for k, v := range s.Data {
-		data[k] = v
-	}
-	for k, v := range s.StringData {
-		data[k] = []byte(v)
-	}
-	return data
+	return port
 }

@@ -8,9 +8,8 @@ import (
 
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pkg/config/host"
-	corev1 "k8s.io/api/core/v1"
 
-	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 )
 
 // SyntheticPrefix starts the name istiod gives the ServiceEntry it derives from a
@@ -38,9 +37,9 @@ type Service struct {
 	// DestinationRules for any host of the service, by namespace and name.
 	DestinationRules []*Config[*networking.DestinationRule]
 	// RedisServices and RedisDestinations for any host of the service, by namespace
-	// and name. Spec is the whole object.
-	RedisServices     []*Config[*redisv1alpha1.RedisService]
-	RedisDestinations []*Config[*redisv1alpha1.RedisDestination]
+	// and name.
+	RedisServices     []*Config[*redisspec.RedisServiceSpec]
+	RedisDestinations []*Config[*redisspec.RedisDestinationSpec]
 	// Version fingerprints everything above: the ServiceEntry's content, the
 	// Kubernetes Service's resource version, and the identity and version of each
 	// related object. Equal versions build equal filters (see translate.Translator).
@@ -94,7 +93,10 @@ type Object struct {
 	Annotations     map[string]string
 	// ResourceVersion is empty for objects read from files.
 	ResourceVersion string
-	Spec            any
+	// Generation is the object's metadata.generation, where the object has one (our
+	// Redis objects): verdicts name the generation they were made from.
+	Generation int64
+	Spec       any
 }
 
 // Snapshot is the Istio config a translation starts from.
@@ -102,7 +104,7 @@ type Snapshot struct {
 	ServiceEntries   []Object
 	VirtualServices  []Object
 	DestinationRules []Object
-	// RedisServices and RedisDestinations hold the whole objects as Spec.
+	// RedisServices and RedisDestinations have their redisspec specs as Spec.
 	RedisServices     []Object
 	RedisDestinations []Object
 	// The lookups below return nil (or false) with no error when the object does not
@@ -110,10 +112,10 @@ type Snapshot struct {
 	// partial view would drop what the user still wants.
 
 	// Secret returns a Secret from the controller's cache.
-	Secret func(namespace, name string) (*corev1.Secret, error)
+	Secret func(namespace, name string) (*Secret, error)
 	// KubeService returns the Kubernetes Service behind a synthetic ServiceEntry.
 	// istiod's synthetic entries carry neither annotations nor target ports.
-	KubeService func(namespace, name string) (*corev1.Service, error)
+	KubeService func(namespace, name string) (*KubeService, error)
 	// ServiceEntryAnnotations returns a ServiceEntry's annotations as the apiserver
 	// has them, and whether it has the object. istiod pushes no change of a
 	// ServiceEntry's annotations alone, so its copy can be stale.
@@ -129,8 +131,8 @@ type Snapshot struct {
 func BuildServices(snap *Snapshot) ([]*Service, error) {
 	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix)
 	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix)
-	rsIndex := newHostIndex[*redisv1alpha1.RedisService](snap.RedisServices, snap.DomainSuffix)
-	rdIndex := newHostIndex[*redisv1alpha1.RedisDestination](snap.RedisDestinations, snap.DomainSuffix)
+	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](snap.RedisServices, snap.DomainSuffix)
+	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](snap.RedisDestinations, snap.DomainSuffix)
 
 	var out []*Service
 	for i := range snap.ServiceEntries {
@@ -139,7 +141,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		if !ok || se == nil {
 			continue
 		}
-		var kube *corev1.Service
+		var kube *KubeService
 		if strings.HasPrefix(c.Name, SyntheticPrefix) && snap.KubeService != nil {
 			name := strings.TrimPrefix(c.Name, SyntheticPrefix)
 			var err error
@@ -198,7 +200,7 @@ func HasSupportedPort(se *networking.ServiceEntry) bool {
 	return false
 }
 
-func supportedPorts(se *networking.ServiceEntry, kube *corev1.Service) []*Port {
+func supportedPorts(se *networking.ServiceEntry, kube *KubeService) []*Port {
 	var out []*Port
 	for _, p := range se.GetPorts() {
 		proto := ParsePortName(p.GetName())
@@ -210,29 +212,12 @@ func supportedPorts(se *networking.ServiceEntry, kube *corev1.Service) []*Port {
 			target = p.GetNumber()
 		}
 		if kube != nil {
-			target = kubeTargetPort(kube, p.GetNumber())
+			target = kube.TargetPort(p.GetNumber())
 		}
 		out = append(out, &Port{Number: p.GetNumber(), Name: p.GetName(), Protocol: proto, TargetPort: target})
 	}
 	slices.SortFunc(out, func(a, b *Port) int { return int(a.Number) - int(b.Number) })
 	return out
-}
-
-func kubeTargetPort(svc *corev1.Service, port uint32) uint32 {
-	for _, p := range svc.Spec.Ports {
-		if uint32(p.Port) != port { //nolint:gosec // ports are 1..65535
-			continue
-		}
-		switch {
-		case p.TargetPort.IntValue() > 0:
-			return uint32(p.TargetPort.IntValue()) //nolint:gosec // ports are 1..65535
-		case p.TargetPort.String() == "" || p.TargetPort.String() == "0":
-			return port
-		default:
-			return 0 // named: only the pods know the number
-		}
-	}
-	return port
 }
 
 // addresses keeps the IPs that name an outbound listener. A /32 or /128 CIDR is an IP
@@ -314,10 +299,10 @@ func HostsOf(c Object, domainSuffix string) []string {
 		hs = spec.GetHosts()
 	case *networking.DestinationRule:
 		hs = []string{spec.GetHost()}
-	case *redisv1alpha1.RedisService:
-		hs = spec.Spec.Host
-	case *redisv1alpha1.RedisDestination:
-		hs = []string{spec.Spec.Host}
+	case *redisspec.RedisServiceSpec:
+		hs = spec.Host
+	case *redisspec.RedisDestinationSpec:
+		hs = []string{spec.Host}
 	default:
 		return nil
 	}
@@ -335,15 +320,6 @@ func ResolveHost(h, namespace, domainSuffix string) host.Name {
 		return host.Name(h)
 	}
 	return host.Name(h + "." + namespace + ".svc." + domainSuffix)
-}
-
-// RedisConfig wraps a RedisService or RedisDestination as a config entry of a Snapshot.
-func RedisConfig(obj interface {
-	GetName() string
-	GetNamespace() string
-	GetResourceVersion() string
-}) Object {
-	return Object{Name: obj.GetName(), Namespace: obj.GetNamespace(), ResourceVersion: obj.GetResourceVersion(), Spec: obj}
 }
 
 // HostIndex finds services by fully qualified host.

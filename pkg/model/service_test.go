@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	corev1 "k8s.io/api/core/v1"
 
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
@@ -131,13 +130,13 @@ func TestBuildServicesFailsOnAFailedRead(t *testing.T) {
 
 	snap = fixture.Snapshot(fixture.Dubbo, 1)
 	snap.ServiceEntries[0].Name = model.SyntheticPrefix + "dubbo-0"
-	snap.KubeService = func(ns, name string) (*corev1.Service, error) {
+	snap.KubeService = func(ns, name string) (*model.KubeService, error) {
 		return nil, nil
 	}
 	if services := build(t, snap); len(services) != 1 {
 		t.Fatalf("Kubernetes Service not found: %d services, want the ServiceEntry's", len(services))
 	}
-	snap.KubeService = func(ns, name string) (*corev1.Service, error) {
+	snap.KubeService = func(ns, name string) (*model.KubeService, error) {
 		return nil, errRead
 	}
 	services, err = model.BuildServices(snap)

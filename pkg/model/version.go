@@ -9,7 +9,6 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // ConfigVersion is the resource version of c, or a hash of its content when it has
@@ -25,7 +24,7 @@ func ConfigVersion(c Object) string {
 
 // SecretVersion is the resource version of a Secret, or a hash of its data; "" for
 // no Secret.
-func SecretVersion(s *corev1.Secret) string {
+func SecretVersion(s *Secret) string {
 	if s == nil {
 		return ""
 	}
@@ -34,7 +33,6 @@ func SecretVersion(s *corev1.Secret) string {
 	}
 	h := fnv.New64a()
 	writeMap(h, s.Data)
-	writeMap(h, s.StringData)
 	return "h" + strconv.FormatUint(h.Sum64(), 36)
 }
 
@@ -42,7 +40,7 @@ func SecretVersion(s *corev1.Secret) string {
 // hashed by content, not taken by resource version: istiod sends the ServiceEntries
 // it derives from Kubernetes Services without one, and the xDS client's store then
 // stamps a new version on every resend.
-func serviceVersion(c *Object, kube *corev1.Service, svc *Service) string {
+func serviceVersion(c *Object, kube *KubeService, svc *Service) string {
 	h := fnv.New64a()
 	write := func(ss ...string) {
 		for _, s := range ss {

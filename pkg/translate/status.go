@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -47,7 +47,7 @@ func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string
 				}
 				// The service's objects are sorted by namespace/name: the first is in effect.
 				if j > 0 {
-					st.failed = &model.Verdict{Reason: v1alpha1.ReasonConflict, Message: fmt.Sprintf(
+					st.failed = &model.Verdict{Reason: redisspec.ReasonConflict, Message: fmt.Sprintf(
 						"%s, earlier by namespace/name, already configures %s: this one is not in effect there", refs[0], name)}
 					continue
 				}
@@ -70,14 +70,12 @@ func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string
 			case st != nil && st.failed != nil:
 				v = *st.failed
 			case st != nil && len(st.applied) > 0:
-				v = model.Verdict{Ready: true, Reason: v1alpha1.ReasonAccepted, Message: "applies to " + strings.Join(st.applied, ", ")}
+				v = model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: "applies to " + strings.Join(st.applied, ", ")}
 			default:
-				v = model.Verdict{Reason: v1alpha1.ReasonNoMatchingService, Message: fmt.Sprintf(
+				v = model.Verdict{Reason: redisspec.ReasonNoMatchingService, Message: fmt.Sprintf(
 					"no service with a tcp-redis port has any of the hosts %s", strings.Join(model.HostsOf(c, snap.DomainSuffix), ", "))}
 			}
-			if g, ok := c.Spec.(interface{ GetGeneration() int64 }); ok {
-				v.Generation = g.GetGeneration()
-			}
+			v.Generation = c.Generation
 			out[ref] = v
 		}
 	}
@@ -94,7 +92,7 @@ func failure(ref model.ObjectRef, name string, serr *ServiceError) *model.Verdic
 			return &model.Verdict{Reason: oe.Reason, Message: fmt.Sprintf("%s port %d: %v", name, serr.Port.Number, oe.Err)}
 		}
 	}
-	return &model.Verdict{Reason: v1alpha1.ReasonServiceFailed, Message: fmt.Sprintf(
+	return &model.Verdict{Reason: redisspec.ReasonServiceFailed, Message: fmt.Sprintf(
 		"%s cannot be generated, so this is not in effect there: port %d (%s): %v", name, serr.Port.Number, serr.Protocol, serr.Err)}
 }
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
@@ -65,97 +65,97 @@ stringData: {password: ` + password + `}
 		{
 			name:    "RedisService accepted",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  redis: [{match: {key: {prefix: 'u:'}}, route: {host: users}}]\n  settings: {auth: {secret: {name: auth}}}\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonAccepted, message: "applies to ServiceEntry redis/cache",
+			checked: "RedisService/cache", reason: redisspec.ReasonAccepted, message: "applies to ServiceEntry redis/cache",
 		},
 		{
 			name:    "RedisDestination accepted on two services",
 			docs:    rd("all", "  host: '*.redis.svc.cluster.local'\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 3}}}\n") + serviceEntry("more", "more.redis.svc.cluster.local", "240.240.30.4", "tcp-redis:6379"),
-			checked: "RedisDestination/all", reason: v1alpha1.ReasonAccepted, message: "applies to ServiceEntry redis/more, ServiceEntry redis/users",
+			checked: "RedisDestination/all", reason: redisspec.ReasonAccepted, message: "applies to ServiceEntry redis/more, ServiceEntry redis/users",
 		},
 		{
 			name:    "no service has the host",
 			docs:    rs("cache", "  host: [nothing]\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonNoMatchingService, message: "nothing.redis.svc.cluster.local",
+			checked: "RedisService/cache", reason: redisspec.ReasonNoMatchingService, message: "nothing.redis.svc.cluster.local",
 		},
 		{
 			name:    "the host's service has no tcp-redis port",
 			docs:    rd("dubbo", "  host: dubbo\n"),
-			checked: "RedisDestination/dubbo", reason: v1alpha1.ReasonNoMatchingService,
+			checked: "RedisDestination/dubbo", reason: redisspec.ReasonNoMatchingService,
 		},
 		{
 			name:    "an earlier RedisService binds the service",
 			docs:    rs("a", "  host: [cache.redis.example]\n") + rs("b", "  host: [cache.redis.example, users]\n"),
-			checked: "RedisService/b", reason: v1alpha1.ReasonConflict, message: "RedisService redis/a",
+			checked: "RedisService/b", reason: redisspec.ReasonConflict, message: "RedisService redis/a",
 		},
 		{
 			name:    "the earlier one is accepted",
 			docs:    rs("a", "  host: [cache.redis.example]\n") + rs("b", "  host: [cache.redis.example]\n"),
-			checked: "RedisService/a", reason: v1alpha1.ReasonAccepted,
+			checked: "RedisService/a", reason: redisspec.ReasonAccepted,
 		},
 		{
 			name:    "an earlier RedisDestination binds the service",
 			docs:    rd("a", "  host: cache.redis.example\n") + rd("b", "  host: cache.redis.example\n"),
-			checked: "RedisDestination/b", reason: v1alpha1.ReasonConflict, message: "RedisDestination redis/a",
+			checked: "RedisDestination/b", reason: redisspec.ReasonConflict, message: "RedisDestination redis/a",
 		},
 		{
 			name:    "two routes with one prefix",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  redis:\n  - {match: {key: {prefix: 'u:'}}, route: {host: users}}\n  - {match: {key: {prefix: 'u:'}}, route: {host: cache.redis.example}}\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonConflict, message: `prefix "u:"`,
+			checked: "RedisService/cache", reason: redisspec.ReasonConflict, message: `prefix "u:"`,
 		},
 		{
 			name:    "two catch-all routes",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  redis:\n  - {route: {host: users}}\n  - {route: {host: cache.redis.example}}\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonConflict, message: "catch-all",
+			checked: "RedisService/cache", reason: redisspec.ReasonConflict, message: "catch-all",
 		},
 		{
 			name:    "RedisService Secret missing",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  settings: {auth: {secret: {name: gone}}}\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonSecretNotFound, message: "Secret redis/gone",
+			checked: "RedisService/cache", reason: redisspec.ReasonSecretNotFound, message: "Secret redis/gone",
 		},
 		{
 			name:    "RedisDestination Secret missing",
 			docs:    rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {auth: {secret: {name: gone}}}}}\n"),
-			checked: "RedisDestination/cache", reason: v1alpha1.ReasonSecretNotFound, message: "Secret redis/gone",
+			checked: "RedisDestination/cache", reason: redisspec.ReasonSecretNotFound, message: "Secret redis/gone",
 		},
 		{
 			name:    "RedisService Secret key missing",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  settings: {auth: {secret: {name: auth, passwordKey: pass}}}\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonSecretKeyNotFound, message: `"pass"`,
+			checked: "RedisService/cache", reason: redisspec.ReasonSecretKeyNotFound, message: `"pass"`,
 		},
 		{
 			name:    "RedisDestination named username key missing",
 			docs:    rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {auth: {secret: {name: auth, usernameKey: username}}}}}\n"),
-			checked: "RedisDestination/cache", reason: v1alpha1.ReasonSecretKeyNotFound, message: `"username"`,
+			checked: "RedisDestination/cache", reason: redisspec.ReasonSecretKeyNotFound, message: `"username"`,
 		},
 		{
 			name:    "route to a service without tcp-redis port",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  redis: [{route: {host: dubbo}}]\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonInvalid, message: "not a Redis service",
+			checked: "RedisService/cache", reason: redisspec.ReasonInvalid, message: "not a Redis service",
 		},
 		{
 			name:    "a service failing on another port",
 			docs:    rs("mixed", "  host: [mixed]\n") + serviceEntry("mixed", "mixed.redis.svc.cluster.local", "240.240.30.5", "tcp-redis:6379", "tcp-dubbo:20880"),
-			checked: "RedisService/mixed", reason: v1alpha1.ReasonServiceFailed, message: `ServiceEntry redis/mixed cannot be generated, so this is not in effect there: port 20880 (dubbo): missing annotation "interface"`,
+			checked: "RedisService/mixed", reason: redisspec.ReasonServiceFailed, message: `ServiceEntry redis/mixed cannot be generated, so this is not in effect there: port 20880 (dubbo): missing annotation "interface"`,
 		},
 		{
 			name:    "a second ServiceEntry with the same host and port",
 			docs:    rd("cache", "  host: cache.redis.example\n") + serviceEntry("cache2", "cache.redis.example", "240.240.30.1", "tcp-redis:6379"),
-			checked: "RedisDestination/cache", reason: v1alpha1.ReasonServiceFailed, message: "ServiceEntry redis/cache2 cannot be generated",
+			checked: "RedisDestination/cache", reason: redisspec.ReasonServiceFailed, message: "ServiceEntry redis/cache2 cannot be generated",
 		},
 		{
 			name:    "both objects fail on one service: the RedisService's own error",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  settings: {auth: {secret: {name: gone}}}\n") + rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {mode: CLUSTER, discoveryEndpoints: ['shard-0']}}}\n"),
-			checked: "RedisService/cache", reason: v1alpha1.ReasonSecretNotFound, message: "Secret redis/gone",
+			checked: "RedisService/cache", reason: redisspec.ReasonSecretNotFound, message: "Secret redis/gone",
 		},
 		{
 			name:    "both objects fail on one service: the RedisDestination's own error",
 			docs:    rs("cache", "  host: [cache.redis.example]\n  settings: {auth: {secret: {name: gone}}}\n") + rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {mode: CLUSTER, discoveryEndpoints: ['shard-0']}}}\n"),
-			checked: "RedisDestination/cache", reason: v1alpha1.ReasonInvalid, message: "discoveryEndpoints[0]",
+			checked: "RedisDestination/cache", reason: redisspec.ReasonInvalid, message: "discoveryEndpoints[0]",
 		},
 		{
 			name:    "bad discovery endpoint",
 			docs:    rd("cache", "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {redis: {mode: CLUSTER, discoveryEndpoints: ['shard-0']}}}\n"),
-			checked: "RedisDestination/cache", reason: v1alpha1.ReasonInvalid, message: "discoveryEndpoints[0]",
+			checked: "RedisDestination/cache", reason: redisspec.ReasonInvalid, message: "discoveryEndpoints[0]",
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -165,7 +165,7 @@ stringData: {password: ` + password + `}
 			if !ok {
 				t.Fatalf("no verdict for %s: %v", c.checked, got.Verdicts)
 			}
-			if v.Reason != c.reason || v.Ready != (c.reason == v1alpha1.ReasonAccepted) || !strings.Contains(v.Message, c.message) {
+			if v.Reason != c.reason || v.Ready != (c.reason == redisspec.ReasonAccepted) || !strings.Contains(v.Message, c.message) {
 				t.Errorf("got %+v, want reason %s and a message with %q", v, c.reason, c.message)
 			}
 			if v.Generation != 3 {

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
-	corev1 "k8s.io/api/core/v1"
 
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
@@ -147,7 +146,7 @@ func TestTranslateFailsOnAReadError(t *testing.T) {
 			name: "KubeService",
 			snap: &model.Snapshot{
 				ServiceEntries: []model.Object{serviceEntry("a", model.SyntheticPrefix+"svc", []string{"svc.a.svc.cluster.local"}, dubbo(20880))},
-				KubeService:    func(string, string) (*corev1.Service, error) { return nil, boom },
+				KubeService:    func(string, string) (*model.KubeService, error) { return nil, boom },
 			},
 			want: "reading Service a/svc",
 		},
@@ -166,7 +165,7 @@ func TestTranslateFailsOnAReadError(t *testing.T) {
 				t.Errorf("got %v, %v; want no translation and an error naming %q", got, err, c.want)
 			}
 			// Absence is an answer: the same lookups finding nothing translate.
-			c.snap.KubeService = func(string, string) (*corev1.Service, error) { return nil, nil }
+			c.snap.KubeService = func(string, string) (*model.KubeService, error) { return nil, nil }
 			c.snap.ServiceEntryAnnotations = func(string, string) (map[string]string, bool, error) { return nil, false, nil }
 			if got := translateOK(t, reg, c.snap); len(got.Filters) != 1 || len(got.Failed) != 0 {
 				t.Errorf("objects absent: %d filters, failed %v; want one filter", len(got.Filters), got.Failed)
@@ -207,7 +206,7 @@ func TestTranslatorSecretReadError(t *testing.T) {
 		calls = nil
 		return out
 	}
-	secret := &corev1.Secret{}
+	secret := &model.Secret{}
 	secret.ResourceVersion = "7"
 	var secretErr error
 	snap := &model.Snapshot{
@@ -215,7 +214,7 @@ func TestTranslatorSecretReadError(t *testing.T) {
 			serviceEntry("a", "reader", []string{"reader.a"}, dubbo(20880)),
 			serviceEntry("a", "other", []string{"other.a"}, dubbo(20880)),
 		},
-		Secret: func(ns, name string) (*corev1.Secret, error) {
+		Secret: func(ns, name string) (*model.Secret, error) {
 			if secretErr != nil {
 				return nil, secretErr
 			}

@@ -3,8 +3,6 @@ package translate
 import (
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -73,13 +71,13 @@ func (tr *Translator) Translate(snap *model.Snapshot) (*Translation, error) {
 // on (the generator sees no Secret) and the translation fails at the end.
 type pushLookup struct {
 	services model.HostIndex
-	secret   func(namespace, name string) (*corev1.Secret, error)
+	secret   func(namespace, name string) (*model.Secret, error)
 
 	mu  sync.Mutex
 	err error
 }
 
-func (p *pushLookup) getSecret(namespace, name string) *corev1.Secret {
+func (p *pushLookup) getSecret(namespace, name string) *model.Secret {
 	if p.secret == nil {
 		return nil
 	}
@@ -149,7 +147,7 @@ func (l *lookup) Service(host string) *model.Service {
 }
 
 // Secret implements generator.Lookup.
-func (l *lookup) Secret(namespace, name string) *corev1.Secret {
+func (l *lookup) Secret(namespace, name string) *model.Secret {
 	s := l.push.getSecret(namespace, name)
 	l.deps = append(l.deps, dependency{kind: secretDependency, namespace: namespace, name: name, version: model.SecretVersion(s)})
 	return s

@@ -12,10 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
@@ -29,13 +27,13 @@ var translatorContext = generator.Context{RootNamespace: "istio-system", DomainS
 // Secret that a RedisService's auth reads.
 type mesh struct {
 	snap    *model.Snapshot
-	secrets map[string]*corev1.Secret
+	secrets map[string]*model.Secret
 	version int
 }
 
 func newMesh(n int) *mesh {
-	m := &mesh{snap: fixture.Snapshot(fixture.Mixed, n), secrets: map[string]*corev1.Secret{}}
-	m.snap.Secret = func(ns, name string) (*corev1.Secret, error) { return m.secrets[ns+"/"+name], nil }
+	m := &mesh{snap: fixture.Snapshot(fixture.Mixed, n), secrets: map[string]*model.Secret{}}
+	m.snap.Secret = func(ns, name string) (*model.Secret, error) { return m.secrets[ns+"/"+name], nil }
 	return m
 }
 
@@ -54,15 +52,13 @@ func (m *mesh) replace(list []model.Object, i int, change func(*model.Object)) {
 	list[i] = c
 }
 
-func (m *mesh) redisService(i int) *redisv1alpha1.RedisService {
-	return m.snap.RedisServices[i].Spec.(*redisv1alpha1.RedisService)
-}
-
-func (m *mesh) setRedisService(i int, change func(*redisv1alpha1.RedisService)) {
-	rs := m.redisService(i).DeepCopy()
-	change(rs)
-	rs.ResourceVersion = m.next()
-	m.snap.RedisServices[i] = model.RedisConfig(rs)
+// setRedisService changes a copy of the i-th RedisService's spec.
+func (m *mesh) setRedisService(i int, change func(*redisspec.RedisServiceSpec)) {
+	m.replace(m.snap.RedisServices, i, func(c *model.Object) {
+		spec := c.Spec.(*redisspec.RedisServiceSpec).DeepCopy()
+		change(spec)
+		c.Spec = spec
+	})
 }
 
 // subsetSets are the subsets a mutated DestinationRule defines: the fixture's, fewer
@@ -106,14 +102,14 @@ func (m *mesh) mutate(r *rand.Rand) string {
 	case 4:
 		// A Redis route to another Redis service (or to one that is gone).
 		i, j := r.IntN(len(snap.RedisServices)), r.IntN(len(snap.RedisServices))
-		target := m.redisService(j).Spec.Host[0]
-		m.setRedisService(i, func(rs *redisv1alpha1.RedisService) {
-			rs.Spec.Redis = []redisv1alpha1.RedisRoute{
-				{Match: &redisv1alpha1.RouteMatch{Key: redisv1alpha1.KeyMatch{Prefix: "x:"}}, Route: redisv1alpha1.RouteDestination{Host: target}},
-				{Route: redisv1alpha1.RouteDestination{Host: rs.Spec.Host[0]}},
+		target := m.snap.RedisServices[j].Spec.(*redisspec.RedisServiceSpec).Host[0]
+		m.setRedisService(i, func(rs *redisspec.RedisServiceSpec) {
+			rs.Redis = []redisspec.RedisRoute{
+				{Match: &redisspec.RouteMatch{Key: redisspec.KeyMatch{Prefix: "x:"}}, Route: redisspec.RouteDestination{Host: target}},
+				{Route: redisspec.RouteDestination{Host: rs.Host[0]}},
 			}
 		})
-		return fmt.Sprintf("RedisService %s routes to %s", m.redisService(i).Name, target)
+		return fmt.Sprintf("RedisService %s routes to %s", m.snap.RedisServices[i].Name, target)
 	case 5:
 		// The port of a service that others may route to.
 		i := r.IntN(len(snap.ServiceEntries))
@@ -127,19 +123,19 @@ func (m *mesh) mutate(r *rand.Rand) string {
 	case 6:
 		// Auth from a Secret, whose content then changes (or which goes away).
 		i := r.IntN(len(snap.RedisServices))
-		m.setRedisService(i, func(rs *redisv1alpha1.RedisService) {
-			rs.Spec.Settings = &redisv1alpha1.RedisSettings{Auth: &redisv1alpha1.Auth{Secret: &redisv1alpha1.SecretReference{Name: "auth"}}}
+		m.setRedisService(i, func(rs *redisspec.RedisServiceSpec) {
+			rs.Settings = &redisspec.RedisSettings{Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "auth"}}}
 		})
 		key := fixture.Namespace + "/auth"
 		if r.IntN(4) == 0 {
 			delete(m.secrets, key)
-			return "Secret deleted, used by " + m.redisService(i).Name
+			return "Secret deleted, used by " + m.snap.RedisServices[i].Name
 		}
-		m.secrets[key] = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "auth", Namespace: fixture.Namespace, ResourceVersion: m.next()},
-			Data:       map[string][]byte{"password": []byte(m.next())},
+		m.secrets[key] = &model.Secret{
+			Name: "auth", Namespace: fixture.Namespace, ResourceVersion: m.next(),
+			Data: map[string][]byte{"password": []byte(m.next())},
 		}
-		return "Secret changed, used by " + m.redisService(i).Name
+		return "Secret changed, used by " + m.snap.RedisServices[i].Name
 	case 7:
 		// The subsets of a DestinationRule, which its VirtualService may use.
 		if len(snap.DestinationRules) == 0 {
@@ -335,14 +331,14 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 
 	// A service that a Redis route names: the router too.
 	router, target := 0, 1
-	targetHost := m.redisService(target).Spec.Host[0]
-	m.setRedisService(router, func(rs *redisv1alpha1.RedisService) {
-		rs.Spec.Redis = []redisv1alpha1.RedisRoute{{Route: redisv1alpha1.RouteDestination{Host: targetHost}}}
+	targetHost := m.snap.RedisServices[target].Spec.(*redisspec.RedisServiceSpec).Host[0]
+	m.setRedisService(router, func(rs *redisspec.RedisServiceSpec) {
+		rs.Redis = []redisspec.RedisRoute{{Route: redisspec.RouteDestination{Host: targetHost}}}
 	})
 	if got := translate(); got.Generated != 1 {
 		t.Errorf("one RedisService changed, %d services generated", got.Generated)
 	}
-	i := slices.IndexFunc(m.snap.ServiceEntries, func(c model.Object) bool { return c.Name == m.redisService(target).Name })
+	i := slices.IndexFunc(m.snap.ServiceEntries, func(c model.Object) bool { return c.Name == m.snap.RedisServices[target].Name })
 	m.replace(m.snap.ServiceEntries, i, func(c *model.Object) {
 		se := proto.Clone(c.Spec.(*networking.ServiceEntry)).(*networking.ServiceEntry)
 		se.Ports[0].Number = 7000
@@ -352,7 +348,7 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 	if third.Generated != 2 {
 		t.Errorf("the port of a routed-to service changed, %d services generated; want 2 (it and its router)", third.Generated)
 	}
-	routerKey := fixture.Namespace + "/" + m.redisService(router).Name
+	routerKey := fixture.Namespace + "/" + m.snap.RedisServices[router].Name
 	if !slices.ContainsFunc(slices.Collect(maps.Values(third.Filters)), func(ef *model.EnvoyFilter) bool {
 		doc, _ := ef.Document()
 		return ef.Annotations[model.ServiceAnnotation] == routerKey && strings.Contains(string(doc), "outbound|7000||"+targetHost)

@@ -6,9 +6,8 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
-	"aeraki.io/aeraki/pkg/model"
 )
 
 // credentials are a Redis password and optional ACL username as Envoy data sources.
@@ -25,7 +24,7 @@ const (
 
 // resolveAuth reads credentials, from the object itself or from a Secret in its
 // namespace. Errors name the Secret and key, never a value.
-func resolveAuth(ctx *generator.Context, a *v1alpha1.Auth, namespace, where string) (*credentials, error) {
+func resolveAuth(ctx *generator.Context, a *redisspec.Auth, namespace, where string) (*credentials, error) {
 	if a == nil {
 		return nil, nil
 	}
@@ -48,9 +47,9 @@ func resolveAuth(ctx *generator.Context, a *v1alpha1.Auth, namespace, where stri
 	}
 	secret := ctx.Secret(namespace, ref.Name)
 	if secret == nil {
-		return nil, &configError{reason: v1alpha1.ReasonSecretNotFound, msg: fmt.Sprintf("%s: Secret %s/%s not found", where, namespace, ref.Name)}
+		return nil, &configError{reason: redisspec.ReasonSecretNotFound, msg: fmt.Sprintf("%s: Secret %s/%s not found", where, namespace, ref.Name)}
 	}
-	data, name := model.SecretData(secret), namespace+"/"+ref.Name
+	data, name := secret.Data, namespace+"/"+ref.Name
 	passwordKey := ref.PasswordKey
 	if passwordKey == "" {
 		passwordKey = DefaultPasswordKey
@@ -58,7 +57,7 @@ func resolveAuth(ctx *generator.Context, a *v1alpha1.Auth, namespace, where stri
 	password, ok := data[passwordKey]
 	switch {
 	case !ok:
-		return nil, &configError{reason: v1alpha1.ReasonSecretKeyNotFound, msg: fmt.Sprintf("%s: Secret %s has no key %q for the password", where, name, passwordKey)}
+		return nil, &configError{reason: redisspec.ReasonSecretKeyNotFound, msg: fmt.Sprintf("%s: Secret %s has no key %q for the password", where, name, passwordKey)}
 	case len(password) == 0:
 		return nil, invalid("%s: Secret %s key %q (the password) is empty", where, name, passwordKey)
 	}
@@ -70,7 +69,7 @@ func resolveAuth(ctx *generator.Context, a *v1alpha1.Auth, namespace, where stri
 	username, ok := data[usernameKey]
 	switch {
 	case !ok && named:
-		return nil, &configError{reason: v1alpha1.ReasonSecretKeyNotFound, msg: fmt.Sprintf("%s: Secret %s has no key %q for the username", where, name, usernameKey)}
+		return nil, &configError{reason: redisspec.ReasonSecretKeyNotFound, msg: fmt.Sprintf("%s: Secret %s has no key %q for the username", where, name, usernameKey)}
 	case len(username) == 0 && named:
 		return nil, invalid("%s: Secret %s key %q (the username) is empty", where, name, usernameKey)
 	case len(username) > 0:

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/patch"
@@ -33,11 +33,11 @@ const (
 )
 
 // mode is the RedisDestination's mode; PROXY without one.
-func (d *destinationConfig) mode() v1alpha1.RedisMode {
+func (d *destinationConfig) mode() redisspec.RedisMode {
 	if d != nil && d.clusterMode {
-		return v1alpha1.ModeCluster
+		return redisspec.ModeCluster
 	}
-	return v1alpha1.ModeProxy
+	return redisspec.ModeProxy
 }
 
 // clusterPatches are the CLUSTER patches a RedisDestination makes for one service

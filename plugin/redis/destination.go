@@ -10,13 +10,12 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"istio.io/istio/pkg/config/host"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -38,11 +37,11 @@ type destinationConfig struct {
 // resolveDestination turns the RedisDestination bound to a service (nil for none)
 // into the settings of the clusters of one of its ports. The generator and Check
 // both call it.
-func resolveDestination(ctx *generator.Context, svc *model.Service, rd *v1alpha1.RedisDestination) (*destinationConfig, error) {
+func resolveDestination(ctx *generator.Context, svc *model.Service, rd *model.Config[*redisspec.RedisDestinationSpec]) (*destinationConfig, error) {
 	if rd == nil {
 		return nil, nil
 	}
-	cfg := &destinationConfig{hosts: boundHosts(ctx, svc, model.RedisConfig(rd))}
+	cfg := &destinationConfig{hosts: boundHosts(ctx, svc, model.Object{Namespace: rd.Namespace, Spec: rd.Spec})}
 	if rd.Spec.TrafficPolicy == nil || rd.Spec.TrafficPolicy.ConnectionPool == nil {
 		return cfg, nil
 	}
@@ -80,11 +79,11 @@ func resolveDestination(ctx *generator.Context, svc *model.Service, rd *v1alpha1
 	}
 	cfg.auth = auth
 	switch r.Mode {
-	case "", v1alpha1.ModeProxy:
+	case "", redisspec.ModeProxy:
 		if len(r.DiscoveryEndpoints) > 0 {
 			return nil, invalid("spec.trafficPolicy.connectionPool.redis.discoveryEndpoints need mode CLUSTER")
 		}
-	case v1alpha1.ModeCluster:
+	case redisspec.ModeCluster:
 		cfg.clusterMode = true
 		for i, e := range r.DiscoveryEndpoints {
 			a, err := seed(e)
@@ -102,7 +101,7 @@ func resolveDestination(ctx *generator.Context, svc *model.Service, rd *v1alpha1
 // keepalive turns on TCP keepalive; unset fields keep the OS defaults, as Istio's
 // DestinationRule does. Envoy counts in whole seconds: durations round up, to at
 // least 1.
-func keepalive(ka *v1alpha1.TCPKeepalive) (*core.TcpKeepalive, error) {
+func keepalive(ka *redisspec.TCPKeepalive) (*core.TcpKeepalive, error) {
 	out := &core.TcpKeepalive{}
 	const where = "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive"
 	if ka.Probes != nil {
@@ -112,7 +111,7 @@ func keepalive(ka *v1alpha1.TCPKeepalive) (*core.TcpKeepalive, error) {
 		out.KeepaliveProbes = wrapperspb.UInt32(uint32(*ka.Probes))
 	}
 	for _, f := range []struct {
-		d    *metav1.Duration
+		d    *redisspec.Duration
 		name string
 		dst  **wrapperspb.UInt32Value
 	}{{ka.Time, "time", &out.KeepaliveTime}, {ka.Interval, "interval", &out.KeepaliveInterval}} {

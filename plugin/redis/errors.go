@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -19,11 +19,11 @@ type configError struct {
 func (e *configError) Error() string { return e.msg }
 
 func invalid(format string, args ...any) error {
-	return &configError{reason: v1alpha1.ReasonInvalid, msg: fmt.Sprintf(format, args...)}
+	return &configError{reason: redisspec.ReasonInvalid, msg: fmt.Sprintf(format, args...)}
 }
 
 func conflict(format string, args ...any) error {
-	return &configError{reason: v1alpha1.ReasonConflict, msg: fmt.Sprintf(format, args...)}
+	return &configError{reason: redisspec.ReasonConflict, msg: fmt.Sprintf(format, args...)}
 }
 
 // reasonOf is the Ready reason for an error of the resolution: Invalid unless the
@@ -33,7 +33,7 @@ func reasonOf(err error) string {
 	if errors.As(err, &ce) {
 		return ce.reason
 	}
-	return v1alpha1.ReasonInvalid
+	return redisspec.ReasonInvalid
 }
 
 // objectError names the object a resolution error comes from, keeping its Reason,

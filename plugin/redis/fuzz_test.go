@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
@@ -48,58 +45,58 @@ func FuzzGenerate(f *testing.F) {
 			Name: "users", Namespace: "redis", Hosts: []string{"users.redis.svc.cluster.local"}, Addresses: []string{"240.240.0.3"},
 			Ports: []*model.Port{{Number: 6390, Name: "tcp-redis", Protocol: model.Redis}},
 		}
-		rs := &v1alpha1.RedisService{
-			ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "redis"},
-			Spec: v1alpha1.RedisServiceSpec{
+		rs := &model.Config[*redisspec.RedisServiceSpec]{
+			Name: "cache", Namespace: "redis",
+			Spec: &redisspec.RedisServiceSpec{
 				Host: []string{"cache.redis.example"},
-				Settings: &v1alpha1.RedisSettings{
-					OpTimeout:                     &metav1.Duration{Duration: time.Duration(opTimeout)},
+				Settings: &redisspec.RedisSettings{
+					OpTimeout:                     &redisspec.Duration{Duration: time.Duration(opTimeout)},
 					CaseInsensitive:               caseInsensitive,
 					MaxBufferSizeBeforeFlush:      &maxBuffer,
-					BufferFlushTimeout:            &metav1.Duration{Duration: time.Duration(opTimeout / 2)},
+					BufferFlushTimeout:            &redisspec.Duration{Duration: time.Duration(opTimeout / 2)},
 					MaxUpstreamUnknownConnections: &unknownConns,
-					ReadPolicy:                    v1alpha1.ReadPolicy(readPolicy),
-					Auth:                          &v1alpha1.Auth{Secret: &v1alpha1.SecretReference{Name: "auth", PasswordKey: passwordKey}},
+					ReadPolicy:                    redisspec.ReadPolicy(readPolicy),
+					Auth:                          &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "auth", PasswordKey: passwordKey}},
 				},
-				Redis: []v1alpha1.RedisRoute{
+				Redis: []redisspec.RedisRoute{
 					{
-						Match: &v1alpha1.RouteMatch{Key: v1alpha1.KeyMatch{Prefix: prefix1, RemovePrefix: true}},
-						Route: v1alpha1.RouteDestination{Host: host, Port: port},
-						Mirror: []v1alpha1.Mirror{
-							{Route: v1alpha1.RouteDestination{Host: "users"}, Percentage: &mirrorPct, ExcludeReadCommands: true},
-							{Route: v1alpha1.RouteDestination{Host: host, Port: port}},
+						Match: &redisspec.RouteMatch{Key: redisspec.KeyMatch{Prefix: prefix1, RemovePrefix: true}},
+						Route: redisspec.RouteDestination{Host: host, Port: port},
+						Mirror: []redisspec.Mirror{
+							{Route: redisspec.RouteDestination{Host: "users"}, Percentage: &mirrorPct, ExcludeReadCommands: true},
+							{Route: redisspec.RouteDestination{Host: host, Port: port}},
 						},
 					},
-					{Match: &v1alpha1.RouteMatch{Key: v1alpha1.KeyMatch{Prefix: prefix2}}, Route: v1alpha1.RouteDestination{Host: "cache.redis.example"}},
-					{Route: v1alpha1.RouteDestination{Host: "users"}},
+					{Match: &redisspec.RouteMatch{Key: redisspec.KeyMatch{Prefix: prefix2}}, Route: redisspec.RouteDestination{Host: "cache.redis.example"}},
+					{Route: redisspec.RouteDestination{Host: "users"}},
 				},
-				Faults: []v1alpha1.Fault{
-					{Type: v1alpha1.FaultDelay, Percentage: &faultPct, Delay: &metav1.Duration{Duration: time.Duration(keepaliveTime)}, Commands: []string{prefix1}},
-					{Type: v1alpha1.FaultError},
+				Faults: []redisspec.Fault{
+					{Type: redisspec.FaultDelay, Percentage: &faultPct, Delay: &redisspec.Duration{Duration: time.Duration(keepaliveTime)}, Commands: []string{prefix1}},
+					{Type: redisspec.FaultError},
 				},
 			},
 		}
 		if catchAllTwice {
-			rs.Spec.Redis = append(rs.Spec.Redis, v1alpha1.RedisRoute{Route: v1alpha1.RouteDestination{Host: host}})
+			rs.Spec.Redis = append(rs.Spec.Redis, redisspec.RedisRoute{Route: redisspec.RouteDestination{Host: host}})
 		}
 		var seeds []string
 		if seed != "" {
 			seeds = []string{seed}
 		}
-		rd := &v1alpha1.RedisDestination{
-			ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "redis"},
-			Spec: v1alpha1.RedisDestinationSpec{Host: "cache.redis.example", TrafficPolicy: &v1alpha1.TrafficPolicy{
-				ConnectionPool: &v1alpha1.ConnectionPoolSettings{
-					TCP: &v1alpha1.TCPSettings{
+		rd := &model.Config[*redisspec.RedisDestinationSpec]{
+			Name: "cache", Namespace: "redis",
+			Spec: &redisspec.RedisDestinationSpec{Host: "cache.redis.example", TrafficPolicy: &redisspec.TrafficPolicy{
+				ConnectionPool: &redisspec.ConnectionPoolSettings{
+					TCP: &redisspec.TCPSettings{
 						MaxConnections: &maxConnections,
-						ConnectTimeout: &metav1.Duration{Duration: time.Duration(opTimeout)},
-						TCPKeepalive: &v1alpha1.TCPKeepalive{
-							Probes: &maxConnections, Time: &metav1.Duration{Duration: time.Duration(keepaliveTime)},
+						ConnectTimeout: &redisspec.Duration{Duration: time.Duration(opTimeout)},
+						TCPKeepalive: &redisspec.TCPKeepalive{
+							Probes: &maxConnections, Time: &redisspec.Duration{Duration: time.Duration(keepaliveTime)},
 						},
 					},
-					Redis: &v1alpha1.RedisConnectionSettings{
-						Mode: v1alpha1.RedisMode(mode), DiscoveryEndpoints: seeds,
-						Auth: &v1alpha1.Auth{Secret: &v1alpha1.SecretReference{Name: "auth", UsernameKey: usernameKey}},
+					Redis: &redisspec.RedisConnectionSettings{
+						Mode: redisspec.RedisMode(mode), DiscoveryEndpoints: seeds,
+						Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "auth", UsernameKey: usernameKey}},
 					},
 				},
 			}},
@@ -108,12 +105,12 @@ func FuzzGenerate(f *testing.F) {
 			Name: "cache", Namespace: "redis", Hosts: []string{"cache.redis.example"}, Addresses: []string{"240.240.0.1"},
 			WorkloadSelector:  map[string]string{"app": "cache"},
 			Ports:             []*model.Port{{Number: 6379, Name: "tcp-redis", Protocol: model.Redis, TargetPort: 6380}},
-			RedisServices:     []*model.Config[*v1alpha1.RedisService]{{Name: "cache", Namespace: "redis", Spec: rs}},
-			RedisDestinations: []*model.Config[*v1alpha1.RedisDestination]{{Name: "cache", Namespace: "redis", Spec: rd}},
+			RedisServices:     []*model.Config[*redisspec.RedisServiceSpec]{rs},
+			RedisDestinations: []*model.Config[*redisspec.RedisDestinationSpec]{rd},
 		}
 		ctx := generatortest.Context.WithLookup(&fuzzLookup{
 			services: model.NewHostIndex([]*model.Service{svc, other, users}),
-			secret:   &corev1.Secret{Data: map[string][]byte{"password": []byte(fuzzPassword), "username": []byte("app")}},
+			secret:   &model.Secret{Data: map[string][]byte{"password": []byte(fuzzPassword), "username": []byte("app")}},
 		})
 
 		efs, err := New().Generate(ctx, svc, svc.Ports[0])
@@ -142,18 +139,18 @@ func FuzzGenerate(f *testing.F) {
 
 // reasons are the Ready reasons a generation error can give an object.
 var reasons = []string{
-	v1alpha1.ReasonConflict, v1alpha1.ReasonSecretNotFound, v1alpha1.ReasonSecretKeyNotFound, v1alpha1.ReasonInvalid,
+	redisspec.ReasonConflict, redisspec.ReasonSecretNotFound, redisspec.ReasonSecretKeyNotFound, redisspec.ReasonInvalid,
 }
 
 // fuzzLookup finds the fuzz test's services by host, and its one Secret, redis/auth.
 type fuzzLookup struct {
 	services model.HostIndex
-	secret   *corev1.Secret
+	secret   *model.Secret
 }
 
 func (l *fuzzLookup) Service(host string) *model.Service { return l.services[host] }
 
-func (l *fuzzLookup) Secret(namespace, name string) *corev1.Secret {
+func (l *fuzzLookup) Secret(namespace, name string) *model.Secret {
 	if namespace == "redis" && name == "auth" {
 		return l.secret
 	}

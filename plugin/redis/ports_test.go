@@ -6,9 +6,8 @@ import (
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
@@ -28,7 +27,7 @@ func portsServiceEntry(name, host string, ports ...uint32) model.Object {
 
 // portsPush is a push of three services: cache (6379), edge (the highest port,
 // 65535) and pair (6379 and 65535).
-func portsPush(t *testing.T, rs ...*v1alpha1.RedisService) (*generator.Context, *model.Service) {
+func portsPush(t *testing.T, rs ...*model.Config[*redisspec.RedisServiceSpec]) (*generator.Context, *model.Service) {
 	t.Helper()
 	snap := &model.Snapshot{DomainSuffix: generatortest.Context.DomainSuffix, ServiceEntries: []model.Object{
 		portsServiceEntry("cache", "cache.redis.example", 6379),
@@ -36,7 +35,7 @@ func portsPush(t *testing.T, rs ...*v1alpha1.RedisService) (*generator.Context, 
 		portsServiceEntry("pair", "pair.redis.example", 6379, 65535),
 	}}
 	for _, r := range rs {
-		snap.RedisServices = append(snap.RedisServices, model.RedisConfig(r))
+		snap.RedisServices = append(snap.RedisServices, model.Object{Name: r.Name, Namespace: r.Namespace, Spec: r.Spec})
 	}
 	ctx, services := generatortest.Push(t, snap)
 	for _, svc := range services {
@@ -54,21 +53,21 @@ func TestRouteDestinationPortBounds(t *testing.T) {
 	ctx, svc := portsPush(t)
 	for _, c := range []struct {
 		name string
-		dest v1alpha1.RouteDestination
+		dest redisspec.RouteDestination
 		want string // cluster, or a part of the error
 	}{
-		{"0 on the service itself: the current port", v1alpha1.RouteDestination{Host: "cache.redis.example"}, "outbound|6379||cache.redis.example"},
-		{"0 on a host with one tcp-redis port: that port", v1alpha1.RouteDestination{Host: "edge.redis.example"}, "outbound|65535||edge.redis.example"},
-		{"0 on a host with two tcp-redis ports: set port", v1alpha1.RouteDestination{Host: "pair.redis.example"}, "several tcp-redis ports"},
-		{"65535, a tcp-redis port of the host", v1alpha1.RouteDestination{Host: "edge.redis.example", Port: 65535}, "outbound|65535||edge.redis.example"},
-		{"65535 of a host with two ports", v1alpha1.RouteDestination{Host: "pair.redis.example", Port: 65535}, "outbound|65535||pair.redis.example"},
-		{"1, the lowest port, not one of the host", v1alpha1.RouteDestination{Host: "edge.redis.example", Port: 1}, "port 1 of edge.redis.example is not a tcp-redis port"},
-		{"65535, not a port of the host", v1alpha1.RouteDestination{Host: "cache.redis.example", Port: 65535}, "port 65535 of cache.redis.example is not a tcp-redis port"},
-		{"65536", v1alpha1.RouteDestination{Host: "edge.redis.example", Port: 65536}, "route.port 65536 is not a port number"},
+		{"0 on the service itself: the current port", redisspec.RouteDestination{Host: "cache.redis.example"}, "outbound|6379||cache.redis.example"},
+		{"0 on a host with one tcp-redis port: that port", redisspec.RouteDestination{Host: "edge.redis.example"}, "outbound|65535||edge.redis.example"},
+		{"0 on a host with two tcp-redis ports: set port", redisspec.RouteDestination{Host: "pair.redis.example"}, "several tcp-redis ports"},
+		{"65535, a tcp-redis port of the host", redisspec.RouteDestination{Host: "edge.redis.example", Port: 65535}, "outbound|65535||edge.redis.example"},
+		{"65535 of a host with two ports", redisspec.RouteDestination{Host: "pair.redis.example", Port: 65535}, "outbound|65535||pair.redis.example"},
+		{"1, the lowest port, not one of the host", redisspec.RouteDestination{Host: "edge.redis.example", Port: 1}, "port 1 of edge.redis.example is not a tcp-redis port"},
+		{"65535, not a port of the host", redisspec.RouteDestination{Host: "cache.redis.example", Port: 65535}, "port 65535 of cache.redis.example is not a tcp-redis port"},
+		{"65536", redisspec.RouteDestination{Host: "edge.redis.example", Port: 65536}, "route.port 65536 is not a port number"},
 		// 65536 + 65535: a uint16 conversion would make it the host's port.
-		{"131071", v1alpha1.RouteDestination{Host: "edge.redis.example", Port: 131071}, "route.port 131071 is not a port number"},
-		{"-1", v1alpha1.RouteDestination{Host: "edge.redis.example", Port: -1}, "route.port -1 is not a port number"},
-		{"-1 on the service itself", v1alpha1.RouteDestination{Host: "cache.redis.example", Port: -1}, "route.port -1 is not a port number"},
+		{"131071", redisspec.RouteDestination{Host: "edge.redis.example", Port: 131071}, "route.port 131071 is not a port number"},
+		{"-1", redisspec.RouteDestination{Host: "edge.redis.example", Port: -1}, "route.port -1 is not a port number"},
+		{"-1 on the service itself", redisspec.RouteDestination{Host: "cache.redis.example", Port: -1}, "route.port -1 is not a port number"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := &destinations{ctx: ctx, svc: svc, port: svc.Ports[0], namespace: "redis"}
@@ -79,7 +78,7 @@ func TestRouteDestinationPortBounds(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), c.want) || reasonOf(err) != v1alpha1.ReasonInvalid {
+			if err == nil || !strings.Contains(err.Error(), c.want) || reasonOf(err) != redisspec.ReasonInvalid {
 				t.Errorf("got %q, %v; want an Invalid error with %q", got, err, c.want)
 			}
 		})
@@ -90,15 +89,15 @@ func TestRouteDestinationPortBounds(t *testing.T) {
 // the error reaches the translation as an Invalid error of the RedisService, naming
 // the field.
 func TestRouteDestinationPortThroughTheGenerator(t *testing.T) {
-	rs := func(port, mirrorPort int32) *v1alpha1.RedisService {
-		return &v1alpha1.RedisService{
-			ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "redis"},
-			Spec: v1alpha1.RedisServiceSpec{
+	rs := func(port, mirrorPort int32) *model.Config[*redisspec.RedisServiceSpec] {
+		return &model.Config[*redisspec.RedisServiceSpec]{
+			Name: "cache", Namespace: "redis",
+			Spec: &redisspec.RedisServiceSpec{
 				Host: []string{"cache.redis.example"},
-				Redis: []v1alpha1.RedisRoute{{
-					Match:  &v1alpha1.RouteMatch{Key: v1alpha1.KeyMatch{Prefix: "u:"}},
-					Route:  v1alpha1.RouteDestination{Host: "pair.redis.example", Port: port},
-					Mirror: []v1alpha1.Mirror{{Route: v1alpha1.RouteDestination{Host: "edge.redis.example", Port: mirrorPort}}},
+				Redis: []redisspec.RedisRoute{{
+					Match:  &redisspec.RouteMatch{Key: redisspec.KeyMatch{Prefix: "u:"}},
+					Route:  redisspec.RouteDestination{Host: "pair.redis.example", Port: port},
+					Mirror: []redisspec.Mirror{{Route: redisspec.RouteDestination{Host: "edge.redis.example", Port: mirrorPort}}},
 				}},
 			},
 		}
@@ -136,7 +135,7 @@ func TestRouteDestinationPortThroughTheGenerator(t *testing.T) {
 		efs, err := New().Generate(ctx, svc, svc.Ports[0])
 		var oe *generator.ObjectError
 		if efs != nil || !errors.As(err, &oe) || oe.Ref != (model.ObjectRef{Kind: model.KindRedisService, Namespace: "redis", Name: "cache"}) ||
-			oe.Reason != v1alpha1.ReasonInvalid || !strings.Contains(err.Error(), c.want) {
+			oe.Reason != redisspec.ReasonInvalid || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("route port %d, mirror port %d: %d filters, %v; want an Invalid error of RedisService redis/cache with %q", c.route, c.mirror, len(efs), err, c.want)
 		}
 	}

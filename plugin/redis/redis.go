@@ -57,7 +57,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	redis "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/patch"
@@ -90,7 +90,7 @@ func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*
 		return nil, err
 	}
 	dirs := []patch.Direction{patch.Outbound, patch.Inbound}
-	if dest.mode() == v1alpha1.ModeCluster {
+	if dest.mode() == redisspec.ModeCluster {
 		dirs = dirs[:1] // no inbound redis_proxy: see the package doc
 	}
 	err = b.ListenerFilter(patch.ReplaceTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
@@ -115,14 +115,14 @@ func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*
 // resolved even when one fails, so that each failing object is told its own error
 // (see generator.ObjectError).
 func resolve(ctx *generator.Context, svc *model.Service, port *model.Port) (*proxyConfig, *destinationConfig, error) {
-	var rs *v1alpha1.RedisService
-	var rd *v1alpha1.RedisDestination
+	var rs *model.Config[*redisspec.RedisServiceSpec]
+	var rd *model.Config[*redisspec.RedisDestinationSpec]
 	var errs []error
 	if len(svc.RedisServices) > 0 {
-		rs = svc.RedisServices[0].Spec
+		rs = svc.RedisServices[0]
 	}
 	if len(svc.RedisDestinations) > 0 {
-		rd = svc.RedisDestinations[0].Spec
+		rd = svc.RedisDestinations[0]
 	}
 	proxy, err := resolveService(ctx, svc, port, rs)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/manifest"
@@ -109,12 +109,12 @@ func clusterPatchesOf(t *testing.T, efs []*model.EnvoyFilter) (ps []*networking.
 
 // TestReadPolicies: every read policy of the API is Envoy's of the same name.
 func TestReadPolicies(t *testing.T) {
-	for _, p := range []v1alpha1.ReadPolicy{
-		v1alpha1.ReadPolicyMaster, v1alpha1.ReadPolicyPreferMaster, v1alpha1.ReadPolicyReplica,
-		v1alpha1.ReadPolicyPreferReplica, v1alpha1.ReadPolicyAny,
+	for _, p := range []redisspec.ReadPolicy{
+		redisspec.ReadPolicyMaster, redisspec.ReadPolicyPreferMaster, redisspec.ReadPolicyReplica,
+		redisspec.ReadPolicyPreferReplica, redisspec.ReadPolicyAny,
 	} {
 		cfg := &proxyConfig{outbound: &redis.RedisProxy_ConnPoolSettings{}, inbound: &redis.RedisProxy_ConnPoolSettings{}}
-		if err := cfg.applySettings(&v1alpha1.RedisSettings{ReadPolicy: p}); err != nil {
+		if err := cfg.applySettings(&redisspec.RedisSettings{ReadPolicy: p}); err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
 		if got := cfg.outbound.GetReadPolicy().String(); got != string(p) {
@@ -122,10 +122,10 @@ func TestReadPolicies(t *testing.T) {
 		}
 	}
 	cfg := &proxyConfig{outbound: &redis.RedisProxy_ConnPoolSettings{}, inbound: &redis.RedisProxy_ConnPoolSettings{}}
-	if err := cfg.applySettings(&v1alpha1.RedisSettings{}); err != nil || cfg.outbound.GetReadPolicy() != redis.RedisProxy_ConnPoolSettings_MASTER {
+	if err := cfg.applySettings(&redisspec.RedisSettings{}); err != nil || cfg.outbound.GetReadPolicy() != redis.RedisProxy_ConnPoolSettings_MASTER {
 		t.Errorf("unset read policy: %v, %v; want MASTER", cfg.outbound.GetReadPolicy(), err)
 	}
-	if err := cfg.applySettings(&v1alpha1.RedisSettings{ReadPolicy: "REPLICA_ONLY"}); reasonOf(err) != v1alpha1.ReasonInvalid {
+	if err := cfg.applySettings(&redisspec.RedisSettings{ReadPolicy: "REPLICA_ONLY"}); reasonOf(err) != redisspec.ReasonInvalid {
 		t.Errorf("unknown read policy: %v, want Invalid", err)
 	}
 }
@@ -140,20 +140,20 @@ func TestSecretKeys(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, data         string
-		ref                v1alpha1.SecretReference
+		ref                redisspec.SecretReference
 		wantUser, wantPass string
 		reason             string // empty: success
 	}{
 		{name: "default keys", data: "password: " + password + ", username: " + username, wantPass: password, wantUser: username},
 		{name: "default username key absent: no username", data: "password: " + password, wantPass: password},
 		{name: "default username key empty: no username", data: "password: " + password + `, username: ""`, wantPass: password},
-		{name: "named keys", data: "pw: " + password + ", user: " + username, ref: v1alpha1.SecretReference{PasswordKey: "pw", UsernameKey: "user"}, wantPass: password, wantUser: username},
-		{name: "named username key absent", data: "password: " + password, ref: v1alpha1.SecretReference{UsernameKey: "username"}, reason: v1alpha1.ReasonSecretKeyNotFound},
-		{name: "named username key empty", data: "password: " + password + `, user: ""`, ref: v1alpha1.SecretReference{UsernameKey: "user"}, reason: v1alpha1.ReasonInvalid},
-		{name: "default password key absent", data: "pw: " + password, reason: v1alpha1.ReasonSecretKeyNotFound},
-		{name: "named password key absent", data: "password: " + password, ref: v1alpha1.SecretReference{PasswordKey: "pw"}, reason: v1alpha1.ReasonSecretKeyNotFound},
-		{name: "empty password", data: `password: ""`, reason: v1alpha1.ReasonInvalid},
-		{name: "no Secret", reason: v1alpha1.ReasonSecretNotFound},
+		{name: "named keys", data: "pw: " + password + ", user: " + username, ref: redisspec.SecretReference{PasswordKey: "pw", UsernameKey: "user"}, wantPass: password, wantUser: username},
+		{name: "named username key absent", data: "password: " + password, ref: redisspec.SecretReference{UsernameKey: "username"}, reason: redisspec.ReasonSecretKeyNotFound},
+		{name: "named username key empty", data: "password: " + password + `, user: ""`, ref: redisspec.SecretReference{UsernameKey: "user"}, reason: redisspec.ReasonInvalid},
+		{name: "default password key absent", data: "pw: " + password, reason: redisspec.ReasonSecretKeyNotFound},
+		{name: "named password key absent", data: "password: " + password, ref: redisspec.SecretReference{PasswordKey: "pw"}, reason: redisspec.ReasonSecretKeyNotFound},
+		{name: "empty password", data: `password: ""`, reason: redisspec.ReasonInvalid},
+		{name: "no Secret", reason: redisspec.ReasonSecretNotFound},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			docs := cacheSE
@@ -163,7 +163,7 @@ func TestSecretKeys(t *testing.T) {
 			ctx, _ := push(t, docs)
 			ref := c.ref
 			ref.Name = "auth"
-			got, err := resolveAuth(ctx, &v1alpha1.Auth{Secret: &ref}, "redis", "auth")
+			got, err := resolveAuth(ctx, &redisspec.Auth{Secret: &ref}, "redis", "auth")
 			if c.reason != "" {
 				if reasonOf(err) != c.reason || err == nil {
 					t.Fatalf("error %v (reason %s), want reason %s", err, reasonOf(err), c.reason)
@@ -200,19 +200,19 @@ func TestRouteDestinations(t *testing.T) {
 	svc := find(t, services, "redis/cache")
 	for _, c := range []struct {
 		name string
-		dest v1alpha1.RouteDestination
+		dest redisspec.RouteDestination
 		port uint32 // the port generated
 		want string // cluster, or a part of the error
 	}{
-		{"mirror to another host: its own port", v1alpha1.RouteDestination{Host: "shadow"}, 6379, "outbound|6390||shadow.redis.svc.cluster.local"},
-		{"the service itself: the current port", v1alpha1.RouteDestination{Host: "cache.redis.example"}, 6380, "outbound|6380||cache.redis.example"},
-		{"the service itself, port given", v1alpha1.RouteDestination{Host: "cache.redis.example", Port: 6379}, 6380, "outbound|6379||cache.redis.example"},
-		{"several tcp-redis ports, port given", v1alpha1.RouteDestination{Host: "multi", Port: 7001}, 6379, "outbound|7001||multi.redis.svc.cluster.local"},
-		{"several tcp-redis ports, no port", v1alpha1.RouteDestination{Host: "multi"}, 6379, "several tcp-redis ports"},
-		{"port not tcp-redis", v1alpha1.RouteDestination{Host: "shadow", Port: 6379}, 6379, "is not a tcp-redis port"},
-		{"no tcp-redis port", v1alpha1.RouteDestination{Host: "dubbo"}, 6379, "not a Redis service"},
-		{"unknown host", v1alpha1.RouteDestination{Host: "nowhere"}, 6379, "not a known service"},
-		{"wildcard", v1alpha1.RouteDestination{Host: "*.redis.svc.cluster.local"}, 6379, "wildcard"},
+		{"mirror to another host: its own port", redisspec.RouteDestination{Host: "shadow"}, 6379, "outbound|6390||shadow.redis.svc.cluster.local"},
+		{"the service itself: the current port", redisspec.RouteDestination{Host: "cache.redis.example"}, 6380, "outbound|6380||cache.redis.example"},
+		{"the service itself, port given", redisspec.RouteDestination{Host: "cache.redis.example", Port: 6379}, 6380, "outbound|6379||cache.redis.example"},
+		{"several tcp-redis ports, port given", redisspec.RouteDestination{Host: "multi", Port: 7001}, 6379, "outbound|7001||multi.redis.svc.cluster.local"},
+		{"several tcp-redis ports, no port", redisspec.RouteDestination{Host: "multi"}, 6379, "several tcp-redis ports"},
+		{"port not tcp-redis", redisspec.RouteDestination{Host: "shadow", Port: 6379}, 6379, "is not a tcp-redis port"},
+		{"no tcp-redis port", redisspec.RouteDestination{Host: "dubbo"}, 6379, "not a Redis service"},
+		{"unknown host", redisspec.RouteDestination{Host: "nowhere"}, 6379, "not a known service"},
+		{"wildcard", redisspec.RouteDestination{Host: "*.redis.svc.cluster.local"}, 6379, "wildcard"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := &destinations{ctx: ctx, svc: svc, port: &model.Port{Number: c.port, Protocol: model.Redis}, namespace: "redis"}
@@ -223,7 +223,7 @@ func TestRouteDestinations(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), c.want) || reasonOf(err) != v1alpha1.ReasonInvalid {
+			if err == nil || !strings.Contains(err.Error(), c.want) || reasonOf(err) != redisspec.ReasonInvalid {
 				t.Errorf("got %q, %v; want an Invalid error with %q", got, err, c.want)
 			}
 		})
@@ -348,7 +348,7 @@ func TestFraction(t *testing.T) {
 		t.Errorf("unset = %v, %v; want all", f, err)
 	}
 	for _, p := range []float64{-1, 100.5, math.NaN(), math.Inf(1)} {
-		if _, err := fraction(&p, "percentage"); reasonOf(err) != v1alpha1.ReasonInvalid || err == nil {
+		if _, err := fraction(&p, "percentage"); reasonOf(err) != redisspec.ReasonInvalid || err == nil {
 			t.Errorf("%v: %v, want Invalid", p, err)
 		}
 	}

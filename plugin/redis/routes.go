@@ -11,7 +11,7 @@ import (
 
 	"istio.io/istio/pkg/config/host"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -25,7 +25,7 @@ type destinations struct {
 	namespace string // the RedisService's: completes short hosts
 }
 
-func (d *destinations) route(r *v1alpha1.RedisRoute, where string) (*redis.RedisProxy_PrefixRoutes_Route, error) {
+func (d *destinations) route(r *redisspec.RedisRoute, where string) (*redis.RedisProxy_PrefixRoutes_Route, error) {
 	cluster, err := d.cluster(r.Route, where+".route")
 	if err != nil {
 		return nil, err
@@ -55,7 +55,7 @@ func (d *destinations) route(r *v1alpha1.RedisRoute, where string) (*redis.Redis
 // host completed in the RedisService's namespace. The port is the destination's,
 // else the current one when the host is the service's own, else the single tcp-redis
 // port of the host's service.
-func (d *destinations) cluster(dest v1alpha1.RouteDestination, where string) (string, error) {
+func (d *destinations) cluster(dest redisspec.RouteDestination, where string) (string, error) {
 	h := string(model.ResolveHost(dest.Host, d.namespace, d.ctx.DomainSuffix))
 	if h == "" {
 		return "", invalid("%s.host is empty", where)

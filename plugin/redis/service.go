@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
@@ -33,7 +33,7 @@ type proxyConfig struct {
 
 // resolveService turns the RedisService bound to a service (nil for none) into the
 // redis_proxy settings of one of its ports. The generator and Check both call it.
-func resolveService(ctx *generator.Context, svc *model.Service, port *model.Port, rs *v1alpha1.RedisService) (*proxyConfig, error) {
+func resolveService(ctx *generator.Context, svc *model.Service, port *model.Port, rs *model.Config[*redisspec.RedisServiceSpec]) (*proxyConfig, error) {
 	cfg := &proxyConfig{
 		outbound: &redis.RedisProxy_ConnPoolSettings{OpTimeout: durationpb.New(DefaultOpTimeout)},
 		inbound:  &redis.RedisProxy_ConnPoolSettings{OpTimeout: durationpb.New(DefaultOpTimeout)},
@@ -41,7 +41,7 @@ func resolveService(ctx *generator.Context, svc *model.Service, port *model.Port
 	if rs == nil {
 		return cfg, nil
 	}
-	spec := &rs.Spec
+	spec := rs.Spec
 	if err := cfg.applySettings(spec.Settings); err != nil {
 		return nil, err
 	}
@@ -67,16 +67,16 @@ func resolveService(ctx *generator.Context, svc *model.Service, port *model.Port
 }
 
 // readPolicies maps the API's read policies to Envoy's of the same name.
-var readPolicies = map[v1alpha1.ReadPolicy]redis.RedisProxy_ConnPoolSettings_ReadPolicy{
-	"":                               redis.RedisProxy_ConnPoolSettings_MASTER,
-	v1alpha1.ReadPolicyMaster:        redis.RedisProxy_ConnPoolSettings_MASTER,
-	v1alpha1.ReadPolicyPreferMaster:  redis.RedisProxy_ConnPoolSettings_PREFER_MASTER,
-	v1alpha1.ReadPolicyReplica:       redis.RedisProxy_ConnPoolSettings_REPLICA,
-	v1alpha1.ReadPolicyPreferReplica: redis.RedisProxy_ConnPoolSettings_PREFER_REPLICA,
-	v1alpha1.ReadPolicyAny:           redis.RedisProxy_ConnPoolSettings_ANY,
+var readPolicies = map[redisspec.ReadPolicy]redis.RedisProxy_ConnPoolSettings_ReadPolicy{
+	"":                                redis.RedisProxy_ConnPoolSettings_MASTER,
+	redisspec.ReadPolicyMaster:        redis.RedisProxy_ConnPoolSettings_MASTER,
+	redisspec.ReadPolicyPreferMaster:  redis.RedisProxy_ConnPoolSettings_PREFER_MASTER,
+	redisspec.ReadPolicyReplica:       redis.RedisProxy_ConnPoolSettings_REPLICA,
+	redisspec.ReadPolicyPreferReplica: redis.RedisProxy_ConnPoolSettings_PREFER_REPLICA,
+	redisspec.ReadPolicyAny:           redis.RedisProxy_ConnPoolSettings_ANY,
 }
 
-func (cfg *proxyConfig) applySettings(s *v1alpha1.RedisSettings) error {
+func (cfg *proxyConfig) applySettings(s *redisspec.RedisSettings) error {
 	if s == nil {
 		return nil
 	}
@@ -130,7 +130,7 @@ const maxPrefixBytes = 1000
 // longest prefix whatever the order), and the catch-all. Two routes for the same
 // prefix (the same ignoring ASCII case, when caseInsensitive: Envoy lowercases them)
 // or two without a match conflict: Envoy would reject the filter.
-func (cfg *proxyConfig) applyRoutes(d *destinations, routes []v1alpha1.RedisRoute) error {
+func (cfg *proxyConfig) applyRoutes(d *destinations, routes []redisspec.RedisRoute) error {
 	seen := map[string]int{}
 	catchAll := -1
 	for i := range routes {
@@ -184,12 +184,12 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
-var faultTypes = map[v1alpha1.FaultType]redis.RedisProxy_RedisFault_RedisFaultType{
-	v1alpha1.FaultDelay: redis.RedisProxy_RedisFault_DELAY,
-	v1alpha1.FaultError: redis.RedisProxy_RedisFault_ERROR,
+var faultTypes = map[redisspec.FaultType]redis.RedisProxy_RedisFault_RedisFaultType{
+	redisspec.FaultDelay: redis.RedisProxy_RedisFault_DELAY,
+	redisspec.FaultError: redis.RedisProxy_RedisFault_ERROR,
 }
 
-func fault(f *v1alpha1.Fault, where string) (*redis.RedisProxy_RedisFault, error) {
+func fault(f *redisspec.Fault, where string) (*redis.RedisProxy_RedisFault, error) {
 	t, ok := faultTypes[f.Type]
 	if !ok {
 		return nil, invalid("%s.type %q is neither DELAY nor ERROR", where, f.Type)

@@ -3,13 +3,13 @@ package redis
 import (
 	"math"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 )
 
-// duration converts a Kubernetes duration; zero is allowed only where zeroOK.
-func duration(d *metav1.Duration, where string, zeroOK bool) (*durationpb.Duration, error) {
+// duration converts a duration of the API; zero is allowed only where zeroOK.
+func duration(d *redisspec.Duration, where string, zeroOK bool) (*durationpb.Duration, error) {
 	switch {
 	case d.Duration < 0:
 		return nil, invalid("%s %v is negative", where, d.Duration)

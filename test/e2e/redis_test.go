@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/kube"
 )
 
@@ -53,28 +54,28 @@ func TestRedis(t *testing.T) {
 		},
 	}
 	create(svc)
-	opTimeout := metav1.Duration{Duration: 2 * time.Second}
+	opTimeout := redisspec.Duration{Duration: 2 * time.Second}
 	create(&redisv1alpha1.RedisService{
 		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: appNS},
-		Spec: redisv1alpha1.RedisServiceSpec{
+		Spec: redisspec.RedisServiceSpec{
 			Host:     []string{"cache"},
-			Settings: &redisv1alpha1.RedisSettings{OpTimeout: &opTimeout, ReadPolicy: redisv1alpha1.ReadPolicyPreferReplica},
+			Settings: &redisspec.RedisSettings{OpTimeout: &opTimeout, ReadPolicy: redisspec.ReadPolicyPreferReplica},
 		},
 	})
 	create(&redisv1alpha1.RedisDestination{
 		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: appNS},
-		Spec: redisv1alpha1.RedisDestinationSpec{
+		Spec: redisspec.RedisDestinationSpec{
 			Host: "cache",
-			TrafficPolicy: &redisv1alpha1.TrafficPolicy{ConnectionPool: &redisv1alpha1.ConnectionPoolSettings{
-				Redis: &redisv1alpha1.RedisConnectionSettings{
-					Auth: &redisv1alpha1.Auth{Secret: &redisv1alpha1.SecretReference{Name: "cache-servers"}},
+			TrafficPolicy: &redisspec.TrafficPolicy{ConnectionPool: &redisspec.ConnectionPoolSettings{
+				Redis: &redisspec.RedisConnectionSettings{
+					Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "cache-servers"}},
 				},
 			}},
 		},
 	})
 	create(&redisv1alpha1.RedisService{
 		ObjectMeta: metav1.ObjectMeta{Name: "nowhere", Namespace: appNS},
-		Spec:       redisv1alpha1.RedisServiceSpec{Host: []string{"no-such-cache"}},
+		Spec:       redisspec.RedisServiceSpec{Host: []string{"no-such-cache"}},
 	})
 
 	host := "cache." + appNS + ".svc.cluster.local"
@@ -95,16 +96,16 @@ func TestRedis(t *testing.T) {
 	}
 	e.waitListenerFilter(t, created.Spec.ClusterIP+"_6379", redisFilter)
 
-	waitReady(t, c, &redisv1alpha1.RedisService{}, "cache", metav1.ConditionTrue, redisv1alpha1.ReasonAccepted)
-	waitReady(t, c, &redisv1alpha1.RedisDestination{}, "cache", metav1.ConditionTrue, redisv1alpha1.ReasonAccepted)
-	waitReady(t, c, &redisv1alpha1.RedisService{}, "nowhere", metav1.ConditionFalse, redisv1alpha1.ReasonNoMatchingService)
+	waitReady(t, c, &redisv1alpha1.RedisService{}, "cache", metav1.ConditionTrue, redisspec.ReasonAccepted)
+	waitReady(t, c, &redisv1alpha1.RedisDestination{}, "cache", metav1.ConditionTrue, redisspec.ReasonAccepted)
+	waitReady(t, c, &redisv1alpha1.RedisService{}, "nowhere", metav1.ConditionFalse, redisspec.ReasonNoMatchingService)
 
 	// The Secret goes: the RedisDestination says so, and the EnvoyFilters applied
 	// before stay exactly as they were.
 	if err := c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cache-servers", Namespace: appNS}}); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, c, &redisv1alpha1.RedisDestination{}, "cache", metav1.ConditionFalse, redisv1alpha1.ReasonSecretNotFound)
+	waitReady(t, c, &redisv1alpha1.RedisDestination{}, "cache", metav1.ConditionFalse, redisspec.ReasonSecretNotFound)
 	if got := e.envoyFilterYAML(t, rootNS, outbound); got != spec {
 		t.Errorf("the EnvoyFilter changed after its Secret went missing:\n%s", got)
 	}

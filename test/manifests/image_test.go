@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
@@ -292,7 +293,7 @@ func TestImageBinary(t *testing.T) {
 	}
 	rs := &redisv1alpha1.RedisService{
 		ObjectMeta: metav1.ObjectMeta{Name: "image-binary", Namespace: "shop"},
-		Spec:       redisv1alpha1.RedisServiceSpec{Host: []string{"cache"}},
+		Spec:       redisspec.RedisServiceSpec{Host: []string{"cache"}},
 	}
 	for _, obj := range []client.Object{cache, rs} {
 		if err := admin.Create(ctx, obj); err != nil {
@@ -389,7 +390,7 @@ func TestImageBinary(t *testing.T) {
 			return false, err
 		}
 		c := apimeta.FindStatusCondition(rs.Status.Conditions, redisv1alpha1.ConditionReady)
-		return c != nil && c.Reason == redisv1alpha1.ReasonAccepted && rs.Status.ObservedGeneration == rs.Generation, nil
+		return c != nil && c.Reason == redisspec.ReasonAccepted && rs.Status.ObservedGeneration == rs.Generation, nil
 	}))
 
 	beforeStop := len(logs.String())

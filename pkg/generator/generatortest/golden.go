@@ -21,7 +21,6 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
-	corev1 "k8s.io/api/core/v1"
 
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/manifest"
@@ -53,7 +52,7 @@ type lookup struct {
 
 func (l *lookup) Service(host string) *model.Service { return l.services[host] }
 
-func (l *lookup) Secret(namespace, name string) *corev1.Secret {
+func (l *lookup) Secret(namespace, name string) *model.Secret {
 	if l.snap.Secret == nil {
 		return nil
 	}

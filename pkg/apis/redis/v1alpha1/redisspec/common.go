@@ -1,0 +1,68 @@
+package redisspec
+
+// Auth gives Redis credentials, either from a Secret (preferred) or written in the
+// object. Exactly one of the two is set.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.secret) != has(self.plain)",message="set exactly one of secret and plain"
+type Auth struct {
+	// Secret reads the credentials from a Secret in the object's namespace.
+	// +optional
+	Secret *SecretReference `json:"secret,omitempty"`
+	// Plain holds the credentials in the object itself: anyone who can read the
+	// object can read them. Prefer secret.
+	// +optional
+	Plain *PlainAuth `json:"plain,omitempty"`
+}
+
+// SecretReference names a Secret in the object's namespace and the keys that hold
+// the credentials.
+type SecretReference struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// PasswordKey is the key of the password; "password" when empty. It must exist.
+	// +optional
+	PasswordKey string `json:"passwordKey,omitempty"`
+	// UsernameKey is the key of the username (Redis 6 ACL users); "username" when
+	// empty. When empty and the Secret has no "username" key, only the password is
+	// used (Redis before 6, or the default user); a key named here must exist.
+	// +optional
+	UsernameKey string `json:"usernameKey,omitempty"`
+}
+
+// PlainAuth holds credentials in the object itself.
+type PlainAuth struct {
+	// Username for Redis 6 ACLs; empty for the default user.
+	// +optional
+	Username string `json:"username,omitempty"`
+	// Password.
+	// +kubebuilder:validation:MinLength=1
+	Password string `json:"password"`
+}
+
+// Reasons of the Ready condition.
+const (
+	// ReasonPending: the controller has not received the mesh config yet, or not
+	// translated the object's current generation.
+	ReasonPending = "Pending"
+	// ReasonAccepted: the object is valid and applies to at least one service.
+	ReasonAccepted = "Accepted"
+	// ReasonNoMatchingService: no service with a tcp-redis port has any of its hosts.
+	ReasonNoMatchingService = "NoMatchingService"
+	// ReasonSecretNotFound: the auth Secret does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretKeyNotFound: the auth Secret lacks a key it must have.
+	ReasonSecretKeyNotFound = "SecretKeyNotFound"
+	// ReasonConflict: another object already configures the same host, or two
+	// routes of the object match the same keys.
+	ReasonConflict = "Conflict"
+	// ReasonInvalid: the object is valid to the API server but cannot be turned into
+	// proxy config (for example a route to a host that is no Redis service).
+	ReasonInvalid = "Invalid"
+	// ReasonServiceFailed: a service the object configures cannot be generated for a
+	// reason outside the object (another port of the service, a second service with
+	// the same host and port): it keeps its earlier EnvoyFilters, and the object is not
+	// in effect there. The service's Warning Events say what to fix.
+	ReasonServiceFailed = "ServiceFailed"
+)

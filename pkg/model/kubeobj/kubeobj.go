@@ -1,0 +1,77 @@
+// Package kubeobj turns Kubernetes objects into the model's views of them: the
+// Secrets, Services and Redis objects a translation reads. It is the one place that
+// knows both, so that the model and everything built on it need no Kubernetes types.
+package kubeobj
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// Secret is s as the model sees it, with stringData folded into data as the API
+// server stores it; nil for nil. Without stringData the data map is shared with s.
+func Secret(s *corev1.Secret) *model.Secret {
+	if s == nil {
+		return nil
+	}
+	data := s.Data
+	if len(s.StringData) > 0 {
+		data = make(map[string][]byte, len(s.Data)+len(s.StringData))
+		for k, v := range s.Data {
+			data[k] = v
+		}
+		for k, v := range s.StringData {
+			data[k] = []byte(v)
+		}
+	}
+	return &model.Secret{Namespace: s.Namespace, Name: s.Name, ResourceVersion: s.ResourceVersion, Data: data}
+}
+
+// Service is svc as the model sees it; nil for nil.
+func Service(svc *corev1.Service) *model.KubeService {
+	if svc == nil {
+		return nil
+	}
+	out := &model.KubeService{
+		ResourceVersion: svc.ResourceVersion,
+		Annotations:     svc.Annotations,
+		TargetPorts:     make(map[uint32]uint32, len(svc.Spec.Ports)),
+	}
+	for _, p := range svc.Spec.Ports {
+		port := uint32(p.Port) //nolint:gosec // ports are 1..65535
+		out.TargetPorts[port] = targetPort(p.TargetPort, port)
+	}
+	return out
+}
+
+// targetPort is the number a Service port's targetPort names: the port itself when
+// unset, 0 when it is a name only the pods can resolve.
+func targetPort(t intstr.IntOrString, port uint32) uint32 {
+	switch {
+	case t.IntValue() > 0:
+		return uint32(t.IntValue()) //nolint:gosec // ports are 1..65535
+	case t.String() == "" || t.String() == "0":
+		return port
+	default:
+		return 0
+	}
+}
+
+// RedisService is rs as an object of a model.Snapshot, its spec as Spec.
+func RedisService(rs *redisv1alpha1.RedisService) model.Object { return object(rs, &rs.Spec) }
+
+// RedisDestination is rd as an object of a model.Snapshot, its spec as Spec.
+func RedisDestination(rd *redisv1alpha1.RedisDestination) model.Object {
+	return object(rd, &rd.Spec)
+}
+
+func object(m metav1.Object, spec any) model.Object {
+	return model.Object{
+		Name: m.GetName(), Namespace: m.GetNamespace(), Annotations: m.GetAnnotations(),
+		ResourceVersion: m.GetResourceVersion(), Generation: m.GetGeneration(), Spec: spec,
+	}
+}
