@@ -19,6 +19,23 @@ type Context struct {
 	DomainSuffix string
 	// Lookup finds other objects of the push; nil finds nothing.
 	Lookup Lookup
+	// RouteDiscovery, when set, lets the client listeners of a port share one filter
+	// whose routes sidecars fetch from the controller (see Sharer). Nil: every service
+	// port gets listener patches of its own, with its routes inline.
+	RouteDiscovery *RouteDiscovery
+}
+
+// RouteDiscovery is the controller's route server as sidecars reach it: a cluster the
+// translation adds to every sidecar, which connects over mutual TLS with the
+// sidecar's workload certificate.
+type RouteDiscovery struct {
+	// Cluster names the sidecars' cluster for the server.
+	Cluster string
+	// Host and Port are the server's address: the controller's Kubernetes Service.
+	Host string
+	Port uint32
+	// Identities are the SPIFFE IDs the server's certificate may carry.
+	Identities []string
 }
 
 // Lookup finds the objects of a push that a generator may read besides its service.
@@ -66,6 +83,24 @@ type Func func(ctx *Context, svc *model.Service, port *model.Port) ([]*model.Env
 // Generate calls f.
 func (f Func) Generate(ctx *Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
 	return f(ctx, svc, port)
+}
+
+// Sharer is a generator whose client listeners of one port can all carry the same
+// filter, the routes of every service on the port being served by name over xDS
+// (Context.RouteDiscovery). istiod walks every listener patch of a sidecar for every
+// filter of every listener it builds: one patch per port instead of one per service
+// takes that work from services x services down to services. The translation shares
+// a port only when every service that declares the port number has the protocol.
+type Sharer interface {
+	Generator
+	// Inbound returns the EnvoyFilters of the port's server side only.
+	Inbound(ctx *Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error)
+	// Routes returns the service port's client routes for the shared configuration.
+	Routes(ctx *Context, svc *model.Service, port *model.Port) (*model.Route, error)
+	// Shared returns the EnvoyFilter of every client listener of a port, and the
+	// route configuration it names, made of the routes of the port's services (in
+	// key order, one per key).
+	Shared(ctx *Context, port uint32, routes []*model.Route) (*model.EnvoyFilter, *model.RouteConfig, error)
 }
 
 // Registry maps each protocol to its generator. It is built in one place (see package

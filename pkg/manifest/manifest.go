@@ -328,7 +328,7 @@ func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Conf
 func objects(cfgs []config.Config) []model.Object {
 	out := make([]model.Object, len(cfgs))
 	for i, c := range cfgs {
-		out[i] = model.Object{Name: c.Name, Namespace: c.Namespace, Annotations: c.Annotations, ResourceVersion: c.ResourceVersion, Spec: c.Spec}
+		out[i] = model.Object{Name: c.Name, Namespace: c.Namespace, Annotations: c.Annotations, ResourceVersion: c.ResourceVersion, Created: c.CreationTimestamp, Spec: c.Spec}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pkg/config/host"
@@ -40,6 +41,9 @@ type Service struct {
 	// and name.
 	RedisServices     []*Config[*redisspec.RedisServiceSpec]
 	RedisDestinations []*Config[*redisspec.RedisDestinationSpec]
+	// Created is the ServiceEntry's (or Kubernetes Service's) creation time: of two
+	// services that claim the same thing, the older keeps it, as Istio decides.
+	Created time.Time
 	// Version fingerprints everything above: the ServiceEntry's content, the
 	// Kubernetes Service's resource version, and the identity and version of each
 	// related object. Equal versions build equal filters (see translate.Translator).
@@ -96,7 +100,9 @@ type Object struct {
 	// Generation is the object's metadata.generation, where the object has one (our
 	// Redis objects): verdicts name the generation they were made from.
 	Generation int64
-	Spec       any
+	// Created is the object's creation time; zero when unknown.
+	Created time.Time
+	Spec    any
 }
 
 // Snapshot is the Istio config a translation starts from.
@@ -160,6 +166,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 			Hosts:       sortedUnique(se.GetHosts()),
 			Addresses:   addresses(se.GetAddresses()),
 			Ports:       ports,
+			Created:     c.Created,
 		}
 		switch {
 		case kube != nil:

@@ -22,6 +22,9 @@ import (
 type Translation struct {
 	// Filters are the desired EnvoyFilters by key (namespace/name).
 	Filters map[string]*model.EnvoyFilter
+	// Routes are the route configurations that shared filters name, by name: what
+	// the route server serves (see generator.Sharer).
+	Routes map[string]*model.RouteConfig
 	// Failed are the services whose generation failed, by key. Their EnvoyFilters
 	// from earlier pushes must be kept as they are.
 	Failed map[string]*ServiceError
@@ -64,6 +67,11 @@ func Translate(ctx generator.Context, reg generator.Registry, snap *model.Snapsh
 // serviceResult is what the generators made of one service.
 type serviceResult struct {
 	filters []*model.EnvoyFilter
+	// routes are the service's parts of shared ports' routes, and the port of each.
+	routes     []*model.Route
+	routePorts []*model.Port
+	// sharing is the signature of the shared ports it was generated with.
+	sharing string
 	// keys are the filters' keys, made once: every push looks them up.
 	keys []string
 	// ports are the ports that generated each filter.
@@ -77,7 +85,7 @@ type serviceResult struct {
 
 // generateAll generates the services for which todo is true into results, in
 // parallel: generators are pure, and a full push of a large mesh is all generation.
-func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, services []*model.Service, results []*serviceResult, todo func(int) bool) int {
+func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, shared sharing, services []*model.Service, results []*serviceResult, todo func(int) bool) int {
 	var next atomic.Int64
 	var generated atomic.Int64
 	var wg sync.WaitGroup
@@ -91,7 +99,7 @@ func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, 
 				if !todo(i) {
 					continue
 				}
-				results[i] = generateService(p, ctx, reg, services[i])
+				results[i] = generateService(p, ctx, reg, shared, services[i])
 				generated.Add(1)
 			}
 		})
@@ -100,17 +108,23 @@ func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, 
 	return int(generated.Load())
 }
 
-// assemble builds the translation from the services' results, in service order, so
-// that conflicts are decided the same way every time.
-func assemble(services []*model.Service, results []*serviceResult) *Translation {
+// assemble builds the translation from the services' results. Conflicts are decided
+// oldest first (creation time, then namespace/name), as Istio decides precedence:
+// a newer object, of any namespace, cannot take what an older one has. A failed service's routes of
+// its last good result (kept, by service index; nil for none) stay served where no
+// other service took their keys, as its EnvoyFilters stay in the cluster.
+func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, services []*model.Service, results, kept []*serviceResult) (*Translation, error) {
 	t := &Translation{
 		Filters:  map[string]*model.EnvoyFilter{},
+		Routes:   map[string]*model.RouteConfig{},
 		Failed:   map[string]*ServiceError{},
 		Skipped:  map[string][]*ServiceError{},
 		Services: map[model.Protocol]int{},
 	}
-	for i, svc := range services {
-		r := results[i]
+	routes := sharedRoutes{}
+	order := oldestFirst(services)
+	for _, i := range order {
+		svc, r := services[i], results[i]
 		if len(r.skipped) > 0 {
 			t.Skipped[svc.Key()] = slices.Clone(r.skipped)
 		}
@@ -118,25 +132,38 @@ func assemble(services []*model.Service, results []*serviceResult) *Translation 
 		if serr == nil {
 			serr = conflict(t.Filters, r, svc)
 		}
+		if serr == nil {
+			serr = routes.conflict(r, svc)
+		}
 		if serr != nil {
 			t.Failed[svc.Key()] = serr
 			continue
 		}
-		for i, ef := range r.filters {
-			t.Filters[r.keys[i]] = ef
+		for j, ef := range r.filters {
+			t.Filters[r.keys[j]] = ef
 		}
+		routes.add(svc, r.routes)
 		if len(svc.Addresses) == 0 && len(r.filters) > 0 {
-			t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], noAddress(svc, r.protocols)...)
+			t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], noAddress(svc, r.protocols, shared)...)
 		}
 		for _, p := range r.protocols {
 			t.Services[p]++
 		}
 	}
-	return t
+	for _, i := range order {
+		svc := services[i]
+		if _, failed := t.Failed[svc.Key()]; failed && kept != nil && kept[i] != nil && kept[i].sharing == shared.signature(svc) {
+			routes.add(svc, kept[i].routes)
+		}
+	}
+	if err := addShared(t, ctx, reg, shared, services, routes); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
-func generateService(p *pushLookup, ctx *generator.Context, reg generator.Registry, svc *model.Service) *serviceResult {
-	r := &serviceResult{}
+func generateService(p *pushLookup, ctx *generator.Context, reg generator.Registry, shared sharing, svc *model.Service) *serviceResult {
+	r := &serviceResult{sharing: shared.signature(svc)}
 	l := &lookup{push: p}
 	defer func() { r.deps = l.deps }()
 	ctx = ctx.WithLookup(l)
@@ -145,14 +172,21 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 		if !ok {
 			continue
 		}
-		efs, err := gen.Generate(ctx, svc, port)
+		var efs []*model.EnvoyFilter
+		var route *model.Route
+		var err error
+		if shared.shares(port) {
+			efs, route, err = generateShared(ctx, gen.(generator.Sharer), svc, port)
+		} else {
+			efs, err = gen.Generate(ctx, svc, port)
+		}
 		var skip *generator.SkipError
 		if errors.As(err, &skip) {
 			r.skipped = append(r.skipped, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err})
 			continue
 		}
 		if err != nil {
-			r.filters, r.keys, r.ports, r.protocols, r.skipped = nil, nil, nil, nil, nil
+			r.filters, r.keys, r.ports, r.protocols, r.skipped, r.routes, r.routePorts = nil, nil, nil, nil, nil, nil, nil
 			r.err = &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
 			return r
 		}
@@ -161,11 +195,39 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 			r.keys = append(r.keys, ef.Key())
 			r.ports = append(r.ports, port)
 		}
+		if route != nil {
+			r.routes = append(r.routes, route)
+			r.routePorts = append(r.routePorts, port)
+		}
 		if !slices.Contains(r.protocols, port.Protocol) {
 			r.protocols = append(r.protocols, port.Protocol)
 		}
 	}
 	return r
+}
+
+// oldestFirst returns the indexes of services (sorted by key) by creation time, then key.
+func oldestFirst(services []*model.Service) []int {
+	order := make([]int, len(services))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return services[a].Created.Compare(services[b].Created) })
+	return order
+}
+
+// generateShared generates a shared port: the server side of the service's own, the
+// client side as its part of the port's routes.
+func generateShared(ctx *generator.Context, gen generator.Sharer, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, *model.Route, error) {
+	efs, err := gen.Inbound(ctx, svc, port)
+	if err != nil {
+		return nil, nil, err
+	}
+	route, err := gen.Routes(ctx, svc, port)
+	if err != nil {
+		return nil, nil, err
+	}
+	return efs, route, nil
 }
 
 // NoAddressReason is the note on every port of a service without an address.
@@ -174,11 +236,12 @@ const NoAddressReason = "the service has no address (a headless Service, or a Se
 
 // noAddress tells that a service without an address (a headless Service, or a
 // ServiceEntry without addresses) gets only its inbound side: clients reach it through
-// per-endpoint or shared listeners that are not the service's own.
-func noAddress(svc *model.Service, protocols []model.Protocol) []*ServiceError {
+// per-endpoint or shared listeners that are not the service's own. A shared port is
+// different: its filter is on every client listener of the port number, those too.
+func noAddress(svc *model.Service, protocols []model.Protocol, shared sharing) []*ServiceError {
 	var out []*ServiceError
 	for _, port := range svc.Ports {
-		if !slices.Contains(protocols, port.Protocol) {
+		if !slices.Contains(protocols, port.Protocol) || shared.shares(port) {
 			continue
 		}
 		out = append(out, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: &generator.SkipError{Reason: NoAddressReason}})

@@ -21,6 +21,9 @@ type Translator struct {
 type cached struct {
 	version string
 	result  *serviceResult
+	// good is the last result that did not fail: its routes stay served while the
+	// service fails.
+	good *serviceResult
 }
 
 // NewTranslator returns a translator with an empty cache.
@@ -45,22 +48,36 @@ func (tr *Translator) Translate(snap *model.Snapshot) (*Translation, error) {
 		return nil, err
 	}
 	p := &pushLookup{services: model.NewHostIndex(services), secret: snap.Secret}
+	shared := sharedPorts(&tr.context, tr.registry, snap)
 	results := make([]*serviceResult, len(services))
+	kept := make([]*serviceResult, len(services))
 	for i, svc := range services {
-		if c, ok := tr.cache[svc.Key()]; ok && c.version == svc.Version && p.unchanged(c.result.deps) {
+		c, ok := tr.cache[svc.Key()]
+		if !ok {
+			continue
+		}
+		kept[i] = c.good
+		if c.version == svc.Version && c.result.sharing == shared.signature(svc) && p.unchanged(c.result.deps) {
 			results[i] = c.result
 		}
 	}
-	generated := generateAll(p, &tr.context, tr.registry, services, results, func(i int) bool { return results[i] == nil })
+	generated := generateAll(p, &tr.context, tr.registry, shared, services, results, func(i int) bool { return results[i] == nil })
 	if err := p.failed(); err != nil {
+		return nil, err
+	}
+	t, err := assemble(&tr.context, tr.registry, shared, services, results, kept)
+	if err != nil {
 		return nil, err
 	}
 	next := make(map[string]*cached, len(services))
 	for i, svc := range services {
-		next[svc.Key()] = &cached{version: svc.Version, result: results[i]}
+		c := &cached{version: svc.Version, result: results[i], good: kept[i]}
+		if _, failed := t.Failed[svc.Key()]; !failed {
+			c.good = results[i]
+		}
+		next[svc.Key()] = c
 	}
 	tr.cache = next
-	t := assemble(services, results)
 	t.Generated, t.Reused = generated, len(services)-generated
 	t.Verdicts = verdicts(snap, services, t.Failed)
 	return t, nil

@@ -3,6 +3,8 @@ package dubbo
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
@@ -22,15 +24,20 @@ const (
 	routerFilter        = "envoy.filters.dubbo.router"
 )
 
-// New returns the Dubbo generator.
-func New() generator.Generator {
-	return generator.Func(generate)
+// New returns the Dubbo generator. It can share a port's client filter (see
+// generator.Sharer): Dubbo requests name their interface, so one route
+// configuration per port, holding every interface of the port, routes them all.
+func New() generator.Sharer {
+	return sharer{}
 }
 
-func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
-	iface := svc.Annotations[InterfaceAnnotation]
-	if iface == "" {
-		return nil, errors.New(`missing annotation "interface": set it to the Dubbo interface the service serves, e.g. org.apache.dubbo.samples.basic.api.DemoService`)
+type sharer struct{}
+
+// Generate puts dubbo_proxy on the port's listeners in both directions, routes inline.
+func (sharer) Generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+	iface, err := serviceInterface(svc)
+	if err != nil {
+		return nil, err
 	}
 	rules, err := patch.Routes(ctx, svc, port)
 	if err != nil {
@@ -43,8 +50,94 @@ func generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*
 			routes = fromRules(rules)
 		}
 		routes = append(routes, catchAll(l.Cluster))
-		return patch.NetworkFilter(FilterName, proxyConfig(iface, l, routes)), nil
+		return inlineFilter(l.StatPrefix, routeConfig(iface, routes)), nil
 	})
+}
+
+// Inbound puts dubbo_proxy on the server side only, where everything goes to the
+// workload; a service without workloads in the mesh has none.
+func (sharer) Inbound(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+	iface, err := serviceInterface(svc)
+	if err != nil {
+		return nil, err
+	}
+	b, err := patch.NewBuilder(ctx, svc, port)
+	if err != nil {
+		return nil, err
+	}
+	err = b.ListenerFilter(patch.ReplaceTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
+		return inlineFilter(l.StatPrefix, routeConfig(iface, []*dubbo.Route{catchAll(l.Cluster)})), nil
+	}, patch.Inbound)
+	if errors.Is(err, patch.ErrNoListener) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b.Filters(), nil
+}
+
+// Routes are the client routes of the service's interface: its VirtualService's
+// rules, then everything else to the service.
+func (sharer) Routes(ctx *generator.Context, svc *model.Service, port *model.Port) (*model.Route, error) {
+	iface, err := serviceInterface(svc)
+	if err != nil {
+		return nil, err
+	}
+	if len(svc.Hosts) == 0 {
+		return nil, errors.New("the service has no hosts")
+	}
+	rules, err := patch.Routes(ctx, svc, port)
+	if err != nil {
+		return nil, err
+	}
+	routes := append(fromRules(rules), catchAll(model.OutboundClusterName(port.Number, "", svc.Hosts[0])))
+	rc := routeConfig(iface, routes)
+	if err := rc.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("%w: %w", generator.ErrInvalidFilter, err)
+	}
+	return &model.Route{Port: port.Number, Key: iface, Config: rc}, nil
+}
+
+// Shared is the dubbo_proxy of every client listener of the port, which fetches the
+// port's routes (one route configuration per interface) by name.
+func (sharer) Shared(ctx *generator.Context, port uint32, routes []*model.Route) (*model.EnvoyFilter, *model.RouteConfig, error) {
+	if ctx.RouteDiscovery == nil {
+		return nil, nil, errors.New("no route discovery to share the port's routes through")
+	}
+	name := patch.SharedObjectName(model.Dubbo, port)
+	all := &dubbo.MultipleRouteConfiguration{Name: name}
+	for _, r := range routes {
+		rc, ok := r.Config.(*dubbo.RouteConfiguration)
+		if !ok {
+			return nil, nil, fmt.Errorf("routes of interface %s are a %T, not a Dubbo route configuration", r.Key, r.Config)
+		}
+		all.RouteConfig = append(all.RouteConfig, rc)
+	}
+	if err := all.ValidateAll(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", generator.ErrInvalidFilter, err)
+	}
+	cfg := proxyConfig("outbound_" + strconv.FormatUint(uint64(port), 10) + "_dubbo")
+	cfg.RouteSpecifier = &dubbo.DubboProxy_Drds{Drds: &dubbo.Drds{
+		ConfigSource:    patch.RouteSource(ctx.RouteDiscovery),
+		RouteConfigName: name,
+	}}
+	ef, err := patch.SharedListenerFilter(ctx, model.Dubbo, port, patch.NetworkFilter(FilterName, cfg))
+	if err != nil {
+		return nil, nil, err
+	}
+	return ef, &model.RouteConfig{TypeURL: RoutesTypeURL, Name: name, Config: all}, nil
+}
+
+// RoutesTypeURL is the xDS type of the route configurations a shared filter names.
+const RoutesTypeURL = "type.googleapis.com/envoy.extensions.filters.network.dubbo_proxy.v3.MultipleRouteConfiguration"
+
+func serviceInterface(svc *model.Service) (string, error) {
+	iface := svc.Annotations[InterfaceAnnotation]
+	if iface == "" {
+		return "", errors.New(`missing annotation "interface": set it to the Dubbo interface the service serves, e.g. org.apache.dubbo.samples.basic.api.DemoService`)
+	}
+	return iface, nil
 }
 
 // fromRules turns VirtualService rules into Dubbo routes, in order: one route per
@@ -82,22 +175,29 @@ func routeAction(clusters []patch.WeightedCluster) *dubbo.RouteAction {
 	return &dubbo.RouteAction{ClusterSpecifier: &dubbo.RouteAction_WeightedClusters{WeightedClusters: wc}}
 }
 
-func proxyConfig(iface string, l *patch.Listener, routes []*dubbo.Route) *dubbo.DubboProxy {
+// proxyConfig is dubbo_proxy without its routes.
+func proxyConfig(statPrefix string) *dubbo.DubboProxy {
 	return &dubbo.DubboProxy{
-		StatPrefix:        l.StatPrefix,
+		StatPrefix:        statPrefix,
 		ProtocolType:      dubbo.ProtocolType_Dubbo,
 		SerializationType: dubbo.SerializationType_Hessian2,
-		// Istio's proxy accepts multiple_route_config; route_config is deprecated.
-		RouteSpecifier: &dubbo.DubboProxy_MultipleRouteConfig{MultipleRouteConfig: &dubbo.MultipleRouteConfiguration{
-			Name: l.StatPrefix,
-			RouteConfig: []*dubbo.RouteConfiguration{{
-				Name:      iface,
-				Interface: iface,
-				Routes:    routes,
-			}},
-		}},
-		DubboFilters: []*dubbo.DubboFilter{{Name: routerFilter}},
+		DubboFilters:      []*dubbo.DubboFilter{{Name: routerFilter}},
 	}
+}
+
+// inlineFilter is dubbo_proxy with its routes in its own config. Istio's proxy
+// accepts multiple_route_config; route_config is deprecated.
+func inlineFilter(statPrefix string, rc *dubbo.RouteConfiguration) *patch.Filter {
+	cfg := proxyConfig(statPrefix)
+	cfg.RouteSpecifier = &dubbo.DubboProxy_MultipleRouteConfig{MultipleRouteConfig: &dubbo.MultipleRouteConfiguration{
+		Name:        statPrefix,
+		RouteConfig: []*dubbo.RouteConfiguration{rc},
+	}}
+	return patch.NetworkFilter(FilterName, cfg)
+}
+
+func routeConfig(iface string, routes []*dubbo.Route) *dubbo.RouteConfiguration {
+	return &dubbo.RouteConfiguration{Name: iface, Interface: iface, Routes: routes}
 }
 
 // catchAll routes every method to cluster.

@@ -72,6 +72,7 @@ func RedisDestination(rd *redisv1alpha1.RedisDestination) model.Object {
 func object(m metav1.Object, spec any) model.Object {
 	return model.Object{
 		Name: m.GetName(), Namespace: m.GetNamespace(), Annotations: m.GetAnnotations(),
-		ResourceVersion: m.GetResourceVersion(), Generation: m.GetGeneration(), Spec: spec,
+		ResourceVersion: m.GetResourceVersion(), Generation: m.GetGeneration(),
+		Created: m.GetCreationTimestamp().Time, Spec: spec,
 	}
 }
