@@ -53,6 +53,8 @@ type costCase struct {
 	n     int
 	// with feeds istiod the translation's EnvoyFilters.
 	with bool
+	// shared translates with a route server: one client filter per port.
+	shared bool
 	// local adds service n of the shape in the client's namespace.
 	local bool
 	// ownNamespace gives the client's namespace a Sidecar importing only itself.
@@ -61,16 +63,20 @@ type costCase struct {
 
 func (c costCase) name(prefix string) string {
 	with := "without"
-	if c.with {
+	switch {
+	case c.shared:
+		with = "shared"
+	case c.with:
 		with = "with"
 	}
 	return fmt.Sprintf("%s/%d/%s", prefix, c.n, with)
 }
 
 // BenchmarkSidecarListeners is istiod's build of one client sidecar's listeners in a
-// mesh of Dubbo services, without and with our EnvoyFilters: the client sees every
-// service (dubbo), or its Sidecar imports only its own namespace, which holds one
-// Dubbo service (dubbo-own-namespace).
+// mesh of Dubbo services, without our EnvoyFilters, with one per service and address
+// (with), and with one per port whose routes a route server serves (shared): the
+// client sees every service (dubbo), or its Sidecar imports only its own namespace,
+// which holds one Dubbo service (dubbo-own-namespace).
 func BenchmarkSidecarListeners(b *testing.B) {
 	quietIstio(b)
 	for _, scope := range []struct {
@@ -78,8 +84,8 @@ func BenchmarkSidecarListeners(b *testing.B) {
 		ownNamespace bool
 	}{{"dubbo", false}, {"dubbo-own-namespace", true}} {
 		for _, n := range costSizes {
-			for _, with := range []bool{false, true} {
-				c := costCase{shape: modelfixture.Dubbo, n: n, with: with, local: true, ownNamespace: scope.ownNamespace}
+			for _, mode := range []struct{ with, shared bool }{{false, false}, {true, false}, {true, true}} {
+				c := costCase{shape: modelfixture.Dubbo, n: n, with: mode.with, shared: mode.shared, local: true, ownNamespace: scope.ownNamespace}
 				b.Run(c.name(scope.name), func(b *testing.B) {
 					s, report := costMesh(b, c)
 					proxy := costClient(s)
@@ -149,7 +155,7 @@ func costMesh(b *testing.B, c costCase) (*xds.FakeDiscoveryServer, costMetrics) 
 	}
 	cfgs := costConfigs(snap, c.ownNamespace)
 	if c.with {
-		efs := costTranslate(b, snap)
+		efs := costTranslate(b, snap, c.shared)
 		cfgs = append(cfgs, envoyFilterConfigs(efs)...)
 	}
 	s := xds.NewFakeDiscoveryServer(b, xds.FakeOptions{Configs: cfgs})
@@ -172,15 +178,22 @@ func quietIstio(b *testing.B) {
 }
 
 // costTranslate translates snap as `aeraki generate` does and fails b unless every
-// service generated its two EnvoyFilters.
-func costTranslate(b *testing.B, snap *amodel.Snapshot) []*amodel.EnvoyFilter {
+// service generated its two EnvoyFilters, or, shared, its inbound one plus the port's
+// filter and the route server's cluster.
+func costTranslate(b *testing.B, snap *amodel.Snapshot, shared bool) []*amodel.EnvoyFilter {
 	b.Helper()
-	tr, err := translate.Translate(generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}, plugin.Registry(plugin.Options{}), snap)
+	ctx := generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}
+	want := 2 * len(snap.ServiceEntries)
+	if shared {
+		ctx.RouteDiscovery = routeServer
+		want = len(snap.ServiceEntries) + 2
+	}
+	tr, err := translate.Translate(ctx, plugin.Registry(plugin.Options{}), snap)
 	if err != nil {
 		b.Fatalf("translating: %v", err)
 	}
-	if len(tr.Failed) > 0 || len(tr.Filters) != 2*len(snap.ServiceEntries) {
-		b.Fatalf("%d EnvoyFilters for %d services, failed: %v", len(tr.Filters), len(snap.ServiceEntries), translate.SortedErrors(tr.Failed))
+	if len(tr.Failed) > 0 || len(tr.Filters) != want {
+		b.Fatalf("%d EnvoyFilters for %d services, want %d; failed: %v", len(tr.Filters), len(snap.ServiceEntries), want, translate.SortedErrors(tr.Failed))
 	}
 	return translate.SortedFilters(tr.Filters)
 }
@@ -317,11 +330,14 @@ func checkCostClusters(b *testing.B, s *xds.FakeDiscoveryServer, proxy *model.Pr
 }
 
 // costPatches is the number of root-namespace patches of one kind that apply to the
-// client: one per service (outbound EnvoyFilters), none without our filters.
+// client: one per service (outbound EnvoyFilters), one for a shared port, none without
+// our filters.
 func costPatches(c costCase) int {
 	switch {
 	case !c.with:
 		return 0
+	case c.shared:
+		return 1
 	case c.local:
 		return c.n + 1
 	default:

@@ -122,6 +122,14 @@ func Translate(t testing.TB, istioYAML string, kube ...runtime.Object) []*amodel
 // test can assert them.
 func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, kube ...runtime.Object) ([]*amodel.EnvoyFilter, map[string][]*translate.ServiceError) {
 	t.Helper()
+	tr := TranslateIn(t, generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}, opts, istioYAML, kube...)
+	return translate.SortedFilters(tr.Filters), tr.Skipped
+}
+
+// TranslateIn is TranslateWithOptions in a generator context of the caller's (a route
+// server, for example), returning the whole translation.
+func TranslateIn(t testing.TB, ctx generator.Context, opts plugin.Options, istioYAML string, kube ...runtime.Object) *translate.Translation {
+	t.Helper()
 	objs := &manifest.Objects{}
 	if errs := objs.Decode(strings.NewReader(istioYAML), "istioYAML"); len(errs) > 0 {
 		t.Fatalf("reading Istio config: %v", errors.Join(errs...))
@@ -132,7 +140,7 @@ func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, k
 		}
 	}
 	snap := objs.Snapshot(DomainSuffix)
-	tr, err := translate.Translate(generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}, plugin.Registry(opts), snap)
+	tr, err := translate.Translate(ctx, plugin.Registry(opts), snap)
 	if err != nil {
 		t.Fatalf("translating: %v", err)
 	}
@@ -147,7 +155,7 @@ func TranslateWithOptions(t testing.TB, opts plugin.Options, istioYAML string, k
 	if t.Failed() {
 		t.FailNow()
 	}
-	return translate.SortedFilters(tr.Filters), tr.Skipped
+	return tr
 }
 
 // IstiodServiceEntry is the ServiceEntry istiod's "api" generator serves for a
