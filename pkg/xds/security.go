@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -68,6 +70,31 @@ func (s Security) withDefaults(address string) Security {
 		}
 	}
 	return s
+}
+
+// DialOptions returns the transport and per-call credentials of a gRPC client of
+// istiod at address as s says, with the defaults of the watcher filled in: TLS
+// verified against the root certificate file for the server name, and the
+// ServiceAccount token as "authorization: Bearer" on every call, both files read
+// again for every connection and call; or plaintext. Clients of istiod's other
+// services on its secure port (its CA) connect as the watcher does.
+func (s Security) DialOptions(address string) []grpc.DialOption {
+	return s.withDefaults(address).credentials(func(reason string, err error) error {
+		return &localError{reason: reason, err: err}
+	})
+}
+
+// credentials are TLS against the mesh root and the ServiceAccount token, read
+// again for every connection and stream, or plaintext like istiod's port 15010.
+// note is told of each failure found on our side and returns the error to report.
+func (s Security) credentials(note func(reason string, err error) error) []grpc.DialOption {
+	if s.Plaintext {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(&rootTLS{rootFile: s.RootCertFile, serverName: s.ServerName, note: note}),
+		grpc.WithPerRPCCredentials(tokenCredentials{file: s.TokenFile, note: note}),
+	}
 }
 
 // rootTLS is gRPC transport security that verifies istiod against the root

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"istio.io/istio/pilot/pkg/config/memory"
@@ -367,17 +366,10 @@ func (w *Watcher) dialOptions() []grpc.DialOption {
 	)
 }
 
-// credentials are TLS against the mesh root and the ServiceAccount token, read
-// again for every connection and stream, or plaintext like istiod's port 15010.
+// credentials are the Security's, with the failures found on our side recorded for
+// the classification of the attempts they break.
 func (w *Watcher) credentials() []grpc.DialOption {
-	sec := w.opts.Security
-	if sec.Plaintext {
-		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(&rootTLS{rootFile: sec.RootCertFile, serverName: sec.ServerName, note: w.noteLocal}),
-		grpc.WithPerRPCCredentials(tokenCredentials{file: sec.TokenFile, note: w.noteLocal}),
-	}
+	return w.opts.Security.credentials(w.noteLocal)
 }
 
 // noteLocal records a failure found on our side for the attempts it breaks, and
