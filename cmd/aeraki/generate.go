@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"aeraki.io/aeraki/pkg/bootstrap"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
@@ -36,6 +38,9 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	domain := fs.String("domain-suffix", "cluster.local", "the cluster's DNS domain, for short hosts")
 	var plugins plugin.Options
 	fs.BoolVar(&plugins.KafkaContribFilter, kafka.ContribFlag, false, kafkaFlagHelp)
+	var ro bootstrap.RouteServerOptions
+	routeServerFlags(fs, &ro)
+	serviceAccount := fs.String("service-account", "aeraki", "the controller's ServiceAccount, in --root-namespace: the route server's identity")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: aeraki generate -f FILE_OR_DIR [-f ...]\n\nPrints the EnvoyFilters for the ServiceEntries, VirtualServices and DestinationRules in the files.\nExit status: 0 all generated, 1 some object failed (the rest is printed), 2 usage error.\n\n")
 		fs.PrintDefaults()
@@ -56,7 +61,17 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 	}
-	t, err := translate.Translate(generator.Context{RootNamespace: *root, DomainSuffix: *domain}, plugin.Registry(plugins), objs.Snapshot(*domain))
+	ctx := generator.Context{RootNamespace: *root, DomainSuffix: *domain}
+	if ro.Addr != "" {
+		// As the controller installed in the root namespace serves them.
+		ctx.RouteDiscovery = &generator.RouteDiscovery{
+			Cluster:    bootstrap.RouteCluster,
+			Host:       cmp.Or(ro.Host, "aeraki."+*root+".svc."+*domain),
+			Port:       ro.Port,
+			Identities: []string{"spiffe://" + ro.TrustDomain + "/ns/" + *root + "/sa/" + *serviceAccount},
+		}
+	}
+	t, err := translate.Translate(ctx, plugin.Registry(plugins), objs.Snapshot(*domain))
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
@@ -83,6 +98,10 @@ func generate(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err := manifest.WriteEnvoyFilters(stdout, translate.SortedFilters(t.Filters)); err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 1
+	}
+	if err := manifest.WriteRouteConfigs(stdout, t.Routes); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
 	}

@@ -49,9 +49,21 @@ func TestGenerate(t *testing.T) {
 		stderr      []string
 		emptyStdout bool
 	}{
-		{name: "all good", args: []string{"-f", good}, code: 0, stdout: []string{"name: aeraki-outbound-good.example-20880", "envoy.filters.network.dubbo_proxy"}},
+		// As the controller does by default: port 20880 is shared, its routes served.
+		{name: "all good", args: []string{"-f", good}, code: 0, stdout: []string{
+			"name: aeraki-shared-dubbo-20880", "envoy.filters.network.dubbo_proxy", "routeConfigName: aeraki-shared-dubbo-20880",
+			"name: aeraki-route-discovery", "address: aeraki.istio-system.svc.cluster.local", "exact: spiffe://cluster.local/ns/istio-system/sa/aeraki",
+			"# Route configuration aeraki-shared-dubbo-20880", "#   - interface: org.example.Good", "cluster: outbound|20880||good.example",
+		}},
+		{name: "route server settings", args: []string{"-f", good, "--root-namespace=mesh", "--route-server-host=routes.example", "--route-server-port=9443",
+			"--trust-domain=corp.example", "--service-account=routes"}, code: 0, stdout: []string{
+			"namespace: mesh", "address: routes.example", "portValue: 9443", "exact: spiffe://corp.example/ns/mesh/sa/routes",
+		}},
+		{name: "without a route server", args: []string{"-f", good, "--route-server-addr="}, code: 0, stdout: []string{"name: aeraki-outbound-good.example-20880", "envoy.filters.network.dubbo_proxy"}},
+		// good.yaml and mixed.yaml both hold ns/good: two services of one interface keep
+		// port 20880 from being shared.
 		{name: "directory", args: []string{"-f", dir}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad", `missing annotation "interface"`, "broken.yaml: document 1", "hostz"}},
-		{name: "one bad object, the rest printed", args: []string{"-f", mixed}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad: port 20880 (dubbo)"}},
+		{name: "one bad object, the rest printed", args: []string{"-f", mixed, "--route-server-addr="}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad: port 20880 (dubbo)"}},
 		{name: "no input", args: nil, code: 2, emptyStdout: true, stderr: []string{"no input"}},
 		{name: "bad flag", args: []string{"--nope"}, code: 2, emptyStdout: true},
 		{name: "missing file", args: []string{"-f", filepath.Join(dir, "absent.yaml")}, code: 1, emptyStdout: true, stderr: []string{"absent.yaml"}},

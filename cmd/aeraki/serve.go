@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	uberzap "go.uber.org/zap"
@@ -39,6 +41,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.Manager.MetricsAddr, "metrics-addr", ":8080", "Prometheus metrics address (0 disables)")
 	fs.StringVar(&o.Manager.ProbeAddr, "probe-addr", ":8081", "/healthz and /readyz address (0 disables)")
 	fs.BoolVar(&o.Plugins.KafkaContribFilter, kafka.ContribFlag, false, kafkaFlagHelp)
+	routeServerFlags(fs, &o.RouteServer)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")
 	level := uberzap.NewAtomicLevelAt(zapcore.InfoLevel)
 	fs.TextVar(&level, "log-level", level, "log level: debug, info or error")
@@ -51,6 +54,9 @@ func serve(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "aeraki: unexpected argument %q\n\n%s", fs.Arg(0), usage)
 		return 2
+	}
+	if o.RouteServer.Host == "" {
+		o.RouteServer.Host = defaultRouteServerHost(o)
 	}
 	// Errors carry their context in fields; stack traces are for panics only.
 	log := zap.New(zap.Level(level), zap.WriteTo(stderr), zap.StacktraceLevel(zapcore.DPanicLevel))
@@ -89,6 +95,36 @@ func istiodFlags(fs *flag.FlagSet, o *bootstrap.Options) {
 		"the name istiod's certificate must carry; empty means the host of --istiod-addr")
 	fs.BoolVar(&sec.Plaintext, "istiod-plaintext", false,
 		"connect without TLS or identity, to an istiod running with ENABLE_XDS_API_GENERATOR_AUTH=false: local development only")
+}
+
+// routeServerFlags are the flags of the route server that sidecars fetch the routes
+// of shared ports from.
+func routeServerFlags(fs *flag.FlagSet, ro *bootstrap.RouteServerOptions) {
+	fs.StringVar(&ro.Addr, "route-server-addr", ":15080",
+		"where to serve the routes of shared ports to sidecars (mTLS with the mesh's certificates); empty turns shared ports off, "+
+			"and every service port gets listener patches of its own")
+	fs.StringVar(&ro.Host, "route-server-host", "", "the host sidecars dial for routes: the controller's Service "+
+		"(default aeraki.<$POD_NAMESPACE or --root-namespace>.svc.<--domain-suffix>)")
+	ro.Port = defaultRouteServerPort
+	fs.Func("route-server-port", fmt.Sprintf("the port sidecars dial for routes, on --route-server-host (default %d)", defaultRouteServerPort), func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("not a port: %q", v)
+		}
+		ro.Port = uint32(n)
+		return nil
+	})
+	fs.StringVar(&ro.TrustDomain, "trust-domain", "cluster.local", "the mesh's trust domain (meshConfig.trustDomain): "+
+		"sidecars check the route server's certificate against it")
+}
+
+// defaultRouteServerPort is the route server's port on the controller's Service.
+const defaultRouteServerPort = 15080
+
+// defaultRouteServerHost is the controller's Service in its namespace.
+func defaultRouteServerHost(o bootstrap.Options) string {
+	ns := cmp.Or(os.Getenv("POD_NAMESPACE"), o.RootNamespace)
+	return "aeraki." + ns + ".svc." + o.DomainSuffix
 }
 
 // defaultIstiodAddr is istiod's secure xDS port in the default root namespace.

@@ -60,3 +60,32 @@ func TestIstiodFlags(t *testing.T) {
 		t.Errorf("set: address %q, security %+v; want %+v", o.IstiodAddr, o.IstiodSecurity, want)
 	}
 }
+
+// The route server's flags: on by default on the port the Service exposes, and its
+// host is the controller's Service unless set.
+func TestRouteServerFlags(t *testing.T) {
+	parse := func(args ...string) (bootstrap.RouteServerOptions, error) {
+		t.Helper()
+		fs := flag.NewFlagSet("aeraki", flag.ContinueOnError)
+		var o bootstrap.RouteServerOptions
+		routeServerFlags(fs, &o)
+		return o, fs.Parse(args)
+	}
+	o, err := parse()
+	if err != nil || o != (bootstrap.RouteServerOptions{Addr: ":15080", Port: 15080, TrustDomain: "cluster.local"}) {
+		t.Errorf("defaults: %+v, %v", o, err)
+	}
+	o, err = parse("--route-server-addr=", "--route-server-host=routes.example", "--route-server-port=9443", "--trust-domain=corp.example")
+	if err != nil || o != (bootstrap.RouteServerOptions{Host: "routes.example", Port: 9443, TrustDomain: "corp.example"}) {
+		t.Errorf("set: %+v, %v", o, err)
+	}
+	for _, bad := range []string{"0", "65536", "x"} {
+		if _, err := parse("--route-server-port=" + bad); err == nil {
+			t.Errorf("--route-server-port=%s accepted", bad)
+		}
+	}
+	t.Setenv("POD_NAMESPACE", "mesh-system")
+	if got := defaultRouteServerHost(bootstrap.Options{RootNamespace: "istio-system", DomainSuffix: "corp.local"}); got != "aeraki.mesh-system.svc.corp.local" {
+		t.Errorf("default host %q", got)
+	}
+}

@@ -50,6 +50,8 @@ type Options struct {
 	Writers int
 	// XDSBackoff bounds reconnects to istiod.
 	XDSInitialBackoff, XDSMaxBackoff time.Duration
+	// RouteServer serves the routes of shared ports; off when its Addr is empty.
+	RouteServer RouteServerOptions
 }
 
 // DefaultWriters is how many EnvoyFilter writes run at once unless told otherwise:
@@ -105,8 +107,27 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	}, func(xds.Event) { s.controller.Trigger() })
 	status := &redisStatus{synced: s.watcher.HasSynced}
 	src := &source{config: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix}
+	routes, discovery, err := newRouteServer(opts, log)
+	if err != nil {
+		return nil, err
+	}
+	var routeSink push.RouteSink
+	if routes != nil {
+		routeSink = routes
+		if err := mgr.Add(everyReplica(routes.cert.Run)); err != nil {
+			return nil, err
+		}
+		if err := mgr.Add(everyReplica(routes.serve)); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck("routes", func(*http.Request) error { return routes.ready() }); err != nil {
+			return nil, err
+		}
+	}
 	s.controller = push.NewController(push.ControllerOptions{
-		Context:  generator.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix},
+		Context:  generator.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix, RouteDiscovery: discovery},
+		Routes:   routeSink,
+		Elected:  mgr.Elected(),
 		Registry: plugin.Registry(opts.Plugins),
 		Debounce: opts.Debounce,
 		Resync:   opts.Resync,

@@ -90,9 +90,15 @@ func (f Func) Generate(ctx *Context, svc *model.Service, port *model.Port) ([]*m
 // (Context.RouteDiscovery). istiod walks every listener patch of a sidecar for every
 // filter of every listener it builds: one patch per port instead of one per service
 // takes that work from services x services down to services. The translation shares
-// a port only when every service that declares the port number has the protocol.
+// a port only when every service that declares the port number has the protocol and
+// no two of them have the same key: then a request finds the routes it found on its
+// service's own listener, whichever listener of the port it came through.
 type Sharer interface {
 	Generator
+	// Key is what selects the service port's routes in the shared configuration (for
+	// Dubbo, the interface); "" when the service has none, which its generation then
+	// reports.
+	Key(svc *model.Service, port *model.Port) string
 	// Inbound returns the EnvoyFilters of the port's server side only.
 	Inbound(ctx *Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error)
 	// Routes returns the service port's client routes for the shared configuration.

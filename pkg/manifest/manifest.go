@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -280,6 +281,33 @@ func WriteEnvoyFilters(w io.Writer, efs []*model.EnvoyFilter) error {
 			}
 		}
 		if _, err := w.Write(y); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteRouteConfigs writes route configurations, by name, as YAML comments after the
+// EnvoyFilters: they are served to sidecars by the controller, not applied to the
+// cluster, so the output stays something kubectl can apply.
+func WriteRouteConfigs(w io.Writer, routes map[string]*model.RouteConfig) error {
+	for _, name := range slices.Sorted(maps.Keys(routes)) {
+		rc := routes[name]
+		js, err := protojson.Marshal(rc.Config)
+		if err != nil {
+			return fmt.Errorf("route configuration %s: %w", name, err)
+		}
+		y, err := yaml.JSONToYAML(js)
+		if err != nil {
+			return fmt.Errorf("route configuration %s: %w", name, err)
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "---\n# Route configuration %s (%s), served to sidecars by the controller's route server:\n", name, rc.TypeURL)
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(string(y), "\n"), "\n") {
+			b.WriteString("#   " + line)
+		}
+		b.WriteString("\n")
+		if _, err := io.WriteString(w, b.String()); err != nil {
 			return err
 		}
 	}

@@ -52,7 +52,21 @@ type ControllerOptions struct {
 	Metrics *metrics.Metrics
 	// Status, when set, receives the verdicts of every translation.
 	Status StatusSink
-	Log    logr.Logger
+	// Routes, when set, receives the route configurations of every translation,
+	// before anything is written: a sidecar that gets a filter naming routes must
+	// find them.
+	Routes RouteSink
+	// Elected is closed once this replica leads; nil means it always does. The
+	// controller runs on every replica, so that each serves routes from its own
+	// translation; only the leader writes, reports and publishes verdicts.
+	Elected <-chan struct{}
+	Log     logr.Logger
+}
+
+// RouteSink serves the route configurations a translation made (see
+// translate.Translation.Routes) to the sidecars.
+type RouteSink interface {
+	SetRoutes(routes map[string]*model.RouteConfig) error
 }
 
 // StatusSink receives the verdicts a push's translation made of the objects that
@@ -63,7 +77,8 @@ type StatusSink interface {
 }
 
 // Controller keeps the EnvoyFilters in step with the config: every trigger leads,
-// debounced, to a push (translate, plan, apply). Run it on the leader only.
+// debounced, to a push (translate, plan, apply). It runs on every replica; only the
+// leader writes (see ControllerOptions.Elected).
 type Controller struct {
 	opts       ControllerOptions
 	trigger    chan struct{}
@@ -100,8 +115,22 @@ func (c *Controller) Resync() {
 	c.Trigger()
 }
 
-// NeedLeaderElection makes the manager run the controller on the leader only.
-func (c *Controller) NeedLeaderElection() bool { return true }
+// NeedLeaderElection makes the manager run the controller on every replica: the
+// push itself checks for leadership before it writes.
+func (c *Controller) NeedLeaderElection() bool { return false }
+
+// leading reports whether this replica writes.
+func (c *Controller) leading() bool {
+	if c.opts.Elected == nil {
+		return true
+	}
+	select {
+	case <-c.opts.Elected:
+		return true
+	default:
+		return false
+	}
+}
 
 // Start waits for the config to be complete, pushes, then pushes on every trigger
 // until ctx is done.
@@ -115,6 +144,17 @@ func (c *Controller) Start(ctx context.Context) error {
 	}
 	log.Info("config synced, pushing")
 	c.Trigger()
+	if c.opts.Elected != nil {
+		// Becoming the leader is a reason to push: writes were skipped until now.
+		go func() {
+			select {
+			case <-c.opts.Elected:
+				log.Info("elected leader, pushing")
+				c.Trigger()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	if c.opts.Resync > 0 {
 		go wait.Until(c.Resync, c.opts.Resync, ctx.Done())
 	}
@@ -163,6 +203,15 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 		return fmt.Errorf("translating: %w", err)
 	}
 	c.opts.Metrics.Translated(t, time.Since(translateStart))
+	if c.opts.Routes != nil {
+		if err := c.opts.Routes.SetRoutes(t.Routes); err != nil {
+			return fmt.Errorf("serving routes: %w", err)
+		}
+	}
+	if !c.leading() {
+		c.opts.Log.V(1).Info("push: not the leader, nothing written", "services", t.Generated+t.Reused, "routes", len(t.Routes))
+		return nil
+	}
 	c.report(t)
 	if c.opts.Status != nil {
 		c.opts.Status.Publish(t.Verdicts)

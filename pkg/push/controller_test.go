@@ -72,8 +72,9 @@ func (s *statusSink) count() int {
 	return len(s.published)
 }
 
-// newController returns a controller over a fake apiserver client that counts writes.
-func newController(t *testing.T, src Source, status StatusSink, debounce DebounceOptions) (*Controller, *atomic.Int64) {
+// newController returns a controller over a fake apiserver client that counts writes;
+// edits change its options.
+func newController(t *testing.T, src Source, status StatusSink, debounce DebounceOptions, edits ...func(*ControllerOptions)) (*Controller, *atomic.Int64) {
 	t.Helper()
 	scheme, err := kube.NewScheme()
 	if err != nil {
@@ -95,7 +96,7 @@ func newController(t *testing.T, src Source, status StatusSink, debounce Debounc
 			return c.Delete(ctx, obj, opts...)
 		},
 	}).Build()
-	return NewController(ControllerOptions{
+	opts := ControllerOptions{
 		Context:  generator.Context{RootNamespace: fixture.Namespace, DomainSuffix: "cluster.local"},
 		Registry: plugin.Registry(plugin.Options{}),
 		Debounce: debounce,
@@ -103,7 +104,76 @@ func newController(t *testing.T, src Source, status StatusSink, debounce Debounc
 		Applier:  &apply.Applier{Cache: c, Client: c, Live: c, Workers: 2, Log: testr.New(t)},
 		Status:   status,
 		Log:      testr.New(t),
-	}), &writes
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	return NewController(opts), &writes
+}
+
+// routeSink records the route configurations pushes serve.
+type routeSink struct {
+	mu  sync.Mutex
+	set []map[string]*model.RouteConfig
+}
+
+func (s *routeSink) SetRoutes(routes map[string]*model.RouteConfig) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.set = append(s.set, routes)
+	return nil
+}
+
+func (s *routeSink) last() map[string]*model.RouteConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.set) == 0 {
+		return nil
+	}
+	return s.set[len(s.set)-1]
+}
+
+// withRoutes gives the controller a route server, and an election it has not won.
+func withRoutes(routes RouteSink, elected <-chan struct{}) func(*ControllerOptions) {
+	return func(o *ControllerOptions) {
+		o.Context.RouteDiscovery = &generator.RouteDiscovery{Cluster: "aeraki-routes", Host: "aeraki.istio-system.svc", Port: 15080, Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"}}
+		o.Routes = routes
+		o.Elected = elected
+	}
+}
+
+// A replica that does not lead serves the routes of its own translation and writes,
+// reports and publishes nothing; once elected, it writes.
+func TestFollowerServesRoutesAndWritesNothing(t *testing.T) {
+	src := &source{}
+	src.set(fixture.Snapshot(fixture.Dubbo, 3), nil)
+	status, routes, elected := &statusSink{}, &routeSink{}, make(chan struct{})
+	ctrl, writes := newController(t, src, status, DebounceOptions{Quiet: time.Millisecond, Max: 20 * time.Millisecond}, withRoutes(routes, elected))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Start(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for routes.last() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if rc := routes.last()["aeraki-shared-dubbo-20880"]; rc == nil {
+		t.Fatalf("a follower served no routes of the shared port: %v", routes.last())
+	}
+	if n := writes.Load(); n != 0 || status.count() != 0 {
+		t.Fatalf("a follower wrote %d times and published %d verdict sets", n, status.count())
+	}
+	close(elected)
+	// Three inbound filters, the shared port's and the route server's cluster.
+	for writes.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Load(); n != 5 || status.count() == 0 {
+		t.Fatalf("once elected: %d writes (want 5), %d verdict sets published", n, status.count())
+	}
 }
 
 // A push whose snapshot cannot be read fails with that error, writes nothing and

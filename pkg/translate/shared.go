@@ -18,15 +18,17 @@ import (
 // number to protocol. A shared port's filter matches every TCP listener of the port
 // number in every sidecar, so a port is shared only when each port of that number,
 // of every ServiceEntry istiod knows (Kubernetes Services included), declares the
-// same protocol, and that protocol's generator can share.
+// same protocol, that protocol's generator can share, and no two services of the port
+// have the same key: two services of one interface are told apart only by the address
+// their clients dial, which a shared filter no longer sees.
 type sharing map[uint32]model.Protocol
 
-func sharedPorts(ctx *generator.Context, reg generator.Registry, snap *model.Snapshot) sharing {
+func sharedPorts(ctx *generator.Context, reg generator.Registry, snap *model.Snapshot, services []*model.Service) sharing {
 	if ctx.RouteDiscovery == nil {
 		return nil
 	}
 	seen := map[uint32]model.Protocol{}
-	mixed := map[uint32]bool{}
+	unshared := map[uint32]bool{}
 	for _, c := range snap.ServiceEntries {
 		se, ok := c.Spec.(*networking.ServiceEntry)
 		if !ok {
@@ -35,14 +37,34 @@ func sharedPorts(ctx *generator.Context, reg generator.Registry, snap *model.Sna
 		for _, p := range se.GetPorts() {
 			proto := model.ParsePortName(p.GetName())
 			if have, ok := seen[p.GetNumber()]; ok && have != proto {
-				mixed[p.GetNumber()] = true
+				unshared[p.GetNumber()] = true
 			}
 			seen[p.GetNumber()] = proto
 		}
 	}
+	keys := map[uint32]map[string]bool{}
+	for _, svc := range services {
+		for _, p := range svc.Ports {
+			sharer, ok := reg[p.Protocol].(generator.Sharer)
+			if !ok || seen[p.Number] != p.Protocol {
+				continue
+			}
+			key := sharer.Key(svc, p)
+			if key == "" {
+				continue
+			}
+			if keys[p.Number] == nil {
+				keys[p.Number] = map[string]bool{}
+			}
+			if keys[p.Number][key] {
+				unshared[p.Number] = true
+			}
+			keys[p.Number][key] = true
+		}
+	}
 	out := sharing{}
 	for port, proto := range seen {
-		if _, ok := reg[proto].(generator.Sharer); ok && !mixed[port] {
+		if _, ok := reg[proto].(generator.Sharer); ok && !unshared[port] {
 			out[port] = proto
 		}
 	}
@@ -77,22 +99,9 @@ type routeOwner struct {
 // sharedRoutes collects the routes of shared ports: port -> key -> owner.
 type sharedRoutes map[uint32]map[string]routeOwner
 
-// conflict reports the first route of r whose key an earlier service of the port
-// already holds.
-func (sr sharedRoutes) conflict(r *serviceResult, svc *model.Service) *ServiceError {
-	for i, route := range r.routes {
-		owner, taken := sr[route.Port][route.Key]
-		if !taken {
-			continue
-		}
-		port := r.routePorts[i]
-		return &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: fmt.Errorf(
-			"%w: %s on port %d is also routed for %s: clients' routes are chosen by it", ErrConflict, route.Key, route.Port, owner.service)}
-	}
-	return nil
-}
-
-// add records the routes of svc, keeping the keys already held.
+// add records the routes of svc, keeping the keys already held: a port is shared only
+// while its services' keys are distinct (see sharedPorts), but a failed service's
+// earlier routes may have had another key.
 func (sr sharedRoutes) add(svc *model.Service, routes []*model.Route) {
 	for _, route := range routes {
 		keys := sr[route.Port]

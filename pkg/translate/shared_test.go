@@ -9,10 +9,8 @@ import (
 
 	dubbov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
 	networking "istio.io/api/networking/v1alpha3"
-	"sigs.k8s.io/yaml"
 
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
@@ -58,17 +56,8 @@ func TestSharedGolden(t *testing.T) {
 	if err := manifest.WriteEnvoyFilters(&out, filters); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range slices.Sorted(maps.Keys(tr.Routes)) {
-		rc := tr.Routes[name]
-		js, err := protojson.Marshal(rc.Config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := yaml.JSONToYAML(js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&out, "---\n# route configuration %s (%s)\n%s", name, rc.TypeURL, y)
+	if err := manifest.WriteRouteConfigs(&out, tr.Routes); err != nil {
+		t.Fatal(err)
 	}
 	generatortest.Compare(t, "testdata/shared.golden.yaml", out.Bytes())
 }

@@ -67,9 +67,8 @@ func Translate(ctx generator.Context, reg generator.Registry, snap *model.Snapsh
 // serviceResult is what the generators made of one service.
 type serviceResult struct {
 	filters []*model.EnvoyFilter
-	// routes are the service's parts of shared ports' routes, and the port of each.
-	routes     []*model.Route
-	routePorts []*model.Port
+	// routes are the service's parts of shared ports' routes.
+	routes []*model.Route
 	// sharing is the signature of the shared ports it was generated with.
 	sharing string
 	// keys are the filters' keys, made once: every push looks them up.
@@ -132,9 +131,6 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 		if serr == nil {
 			serr = conflict(t.Filters, r, svc)
 		}
-		if serr == nil {
-			serr = routes.conflict(r, svc)
-		}
 		if serr != nil {
 			t.Failed[svc.Key()] = serr
 			continue
@@ -186,7 +182,7 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 			continue
 		}
 		if err != nil {
-			r.filters, r.keys, r.ports, r.protocols, r.skipped, r.routes, r.routePorts = nil, nil, nil, nil, nil, nil, nil
+			r.filters, r.keys, r.ports, r.protocols, r.skipped, r.routes = nil, nil, nil, nil, nil, nil
 			r.err = &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
 			return r
 		}
@@ -197,7 +193,6 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 		}
 		if route != nil {
 			r.routes = append(r.routes, route)
-			r.routePorts = append(r.routePorts, port)
 		}
 		if !slices.Contains(r.protocols, port.Protocol) {
 			r.protocols = append(r.protocols, port.Protocol)

@@ -48,7 +48,7 @@ func (tr *Translator) Translate(snap *model.Snapshot) (*Translation, error) {
 		return nil, err
 	}
 	p := &pushLookup{services: model.NewHostIndex(services), secret: snap.Secret}
-	shared := sharedPorts(&tr.context, tr.registry, snap)
+	shared := sharedPorts(&tr.context, tr.registry, snap, services)
 	results := make([]*serviceResult, len(services))
 	kept := make([]*serviceResult, len(services))
 	for i, svc := range services {

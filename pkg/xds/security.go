@@ -84,6 +84,22 @@ func (s Security) DialOptions(address string) []grpc.DialOption {
 	})
 }
 
+// SPIFFEID is the mesh identity of the ServiceAccount whose token s sends, in trust
+// domain td: what istiod's CA writes into that ServiceAccount's certificate.
+func (s Security) SPIFFEID(td string) (string, error) {
+	id, err := readIdentity(s.withDefaults("").TokenFile)
+	if err != nil {
+		return "", err
+	}
+	if id.ServiceAccount == "" {
+		return "", fmt.Errorf("the token names no ServiceAccount (namespace %s)", id.Namespace)
+	}
+	return "spiffe://" + td + "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount, nil
+}
+
+// RootFile is the mesh root certificate file s verifies istiod against.
+func (s Security) RootFile() string { return s.withDefaults("").RootCertFile }
+
 // credentials are TLS against the mesh root and the ServiceAccount token, read
 // again for every connection and stream, or plaintext like istiod's port 15010.
 // note is told of each failure found on our side and returns the error to report.

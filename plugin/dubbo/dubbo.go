@@ -54,6 +54,12 @@ func (sharer) Generate(ctx *generator.Context, svc *model.Service, port *model.P
 	})
 }
 
+// Key is the interface: Dubbo requests name it, and the shared routes hold one route
+// configuration per interface.
+func (sharer) Key(svc *model.Service, _ *model.Port) string {
+	return svc.Annotations[InterfaceAnnotation]
+}
+
 // Inbound puts dubbo_proxy on the server side only, where everything goes to the
 // workload; a service without workloads in the mesh has none.
 func (sharer) Inbound(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {

@@ -32,6 +32,8 @@ type Aeraki struct {
 	MetricsAddr string
 	// ProbeAddr is host:port of its /healthz and /readyz.
 	ProbeAddr string
+	// RouteServerAddr is host:port of its route server (on the secure path only).
+	RouteServerAddr string
 	// LogPath is the file that collects its stdout and stderr.
 	LogPath string
 	// Istiod is its client's files and identity on istiod's secure port (nil in
@@ -63,7 +65,8 @@ const AerakiServiceAccount = "aeraki"
 // installed: with Options.StockIstiod to the secure port, verifying istiod against the
 // mesh root certificate and authenticating with a token of the ServiceAccount
 // istio-system/aeraki (Aeraki.Istiod says where those files are); otherwise in
-// plaintext. args come after those flags, so a flag given there wins. It waits until
+// plaintext; on the secure path its route server listens on a free loopback port
+// (Aeraki.RouteServerAddr). args come after those flags, so a flag given there wins. It waits until
 // /readyz passes (Kubernetes caches and istiod's config synced). The process runs
 // until Stop or the end of ctx; its log is aeraki/aeraki.log in WorkDir.
 func (c *ControlPlane) StartAeraki(ctx context.Context, bin string, args ...string) (*Aeraki, error) {
@@ -85,7 +88,7 @@ func (c *ControlPlane) startAeraki(ctx context.Context, bin, probe string, args 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
-	free, err := freePorts(2)
+	free, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +107,8 @@ func (c *ControlPlane) startAeraki(ctx context.Context, bin, probe string, args 
 			return nil, err
 		}
 		istiod = a.Istiod.Flags()
+		a.RouteServerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(free[2]))
+		istiod = append(istiod, "--route-server-addr="+a.RouteServerAddr)
 	}
 	flags := []string{
 		"--kubeconfig=" + c.Kubeconfig,

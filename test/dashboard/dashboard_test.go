@@ -175,8 +175,13 @@ func demoFilters(t *testing.T) []filterPrefix {
 		}
 	}
 	snap := objs.Snapshot("cluster.local")
-	tr, err := translate.Translate(generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"},
-		plugin.Registry(plugin.Options{}), snap)
+	// As installed: the route server on, so that ports only one protocol declares
+	// (Dubbo's 20880 in the demo) share one client filter.
+	ctx := generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local", RouteDiscovery: &generator.RouteDiscovery{
+		Cluster: "aeraki-routes", Host: "aeraki.istio-system.svc.cluster.local", Port: 15080,
+		Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"},
+	}}
+	tr, err := translate.Translate(ctx, plugin.Registry(plugin.Options{}), snap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +361,7 @@ func TestCheckRejectsUnknownMetrics(t *testing.T) {
 	k := newKnown(t)
 	for _, expr := range []string{
 		`sum(rate(envoy_dubbo_outbound_20880__nosuch_dubbo_svc_cluster_local_request[5m]))`,
-		`sum(rate(envoy_dubbo_outbound_20880__dubbo_server_dubbo_svc_cluster_local_reqeust[5m]))`,
+		`sum(rate(envoy_dubbo_outbound_20880_dubbo_reqeust[5m]))`,
 		`rate(envoy_kafka_outbound_9092_kafka_kafka_svc_cluster_local_request_produce_request[5m])`,
 		`rate(envoy_redis_outbound_6379__cache_redis_svc_cluster_local_downstream_rq_total[5m])`,
 		`sum(aeraki_no_such_metric)`,
@@ -370,7 +375,7 @@ func TestCheckRejectsUnknownMetrics(t *testing.T) {
 		}
 	}
 	for _, ok := range []string{
-		"envoy_dubbo_outbound_20880__dubbo_server_dubbo_svc_cluster_local_request",
+		"envoy_dubbo_outbound_20880_dubbo_request",
 		"aeraki_push_duration_seconds_bucket",
 		"istio_tcp_sent_bytes_total",
 	} {

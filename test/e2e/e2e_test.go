@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -46,6 +47,9 @@ type env struct {
 	cp    *controlplane.ControlPlane
 	kube  kubernetes.Interface
 	istio istioclient.Interface
+	// shared says the controllers serve routes, so that port 20880, which only Dubbo
+	// services declare here, has one client filter instead of one per service.
+	shared bool
 }
 
 // start brings up the control plane and one controller, stopped at the end of the test.
@@ -193,12 +197,14 @@ func TestDubboKubernetesService(t *testing.T) {
 // the root namespace and an inbound one in its own.
 type dubboService struct {
 	name, host, vip string
+	// iface is the Dubbo interface; DemoService's when empty.
+	iface string
 }
 
 func (d dubboService) object() *clientnetworking.ServiceEntry {
 	se := &clientnetworking.ServiceEntry{
 		ObjectMeta: metav1.ObjectMeta{Name: d.name, Namespace: appNS,
-			Annotations: map[string]string{"interface": "org.apache.dubbo.samples.basic.api.DemoService"}},
+			Annotations: map[string]string{"interface": cmp.Or(d.iface, "org.apache.dubbo.samples.basic.api.DemoService")}},
 	}
 	se.Spec.Hosts = []string{d.host}
 	se.Spec.Addresses = []string{d.vip}
@@ -233,10 +239,23 @@ func (e *env) deleteDubbo(t *testing.T, d dubboService) {
 	}
 }
 
+// sharedFilter is the client filter of port 20880 when it is shared.
+var sharedFilter = types.NamespacedName{Namespace: rootNS, Name: "aeraki-shared-dubbo-20880"}
+
 // waitDubboFilters waits until both EnvoyFilters of the service exist (or are gone).
+// Shared, they are the port's client filter and the service's inbound one; the
+// port's filter stays while other services have the port.
 func (e *env) waitDubboFilters(t *testing.T, d dubboService, exist bool) {
 	t.Helper()
-	for _, key := range d.filters() {
+	keys := d.filters()
+	if e.shared {
+		e.waitEnvoyFilter(t, keys[0].Namespace, keys[0].Name, false)
+		keys[0] = sharedFilter
+		if !exist {
+			keys = keys[1:]
+		}
+	}
+	for _, key := range keys {
 		e.waitEnvoyFilter(t, key.Namespace, key.Name, exist)
 	}
 }

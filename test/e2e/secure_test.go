@@ -72,18 +72,24 @@ func TestSecureBinary(t *testing.T) {
 	ctx := t.Context()
 	built := buildAeraki(t)
 	e := startStockControlPlane(t)
+	// As installed, the binary serves routes: the Dubbo port here is shared.
+	e.shared = true
 	bin := built()
 
 	t.Run("serves", func(t *testing.T) {
 		a := startAeraki(t, e, bin)
-		d := dubboService{name: "served", host: "served.dubbo.example", vip: "240.240.0.81"}
+		d := dubboService{name: "served", host: "served.dubbo.example", vip: "240.240.0.81", iface: "org.example.Served"}
 		e.createDubbo(t, d)
 		e.waitDubboFilters(t, d, true)
 		e.waitListenerFilter(t, d.vip+"_20880", dubboFilter)
 		if f := connectionFailures(t, a); len(f) > 0 {
 			t.Errorf("connection failures on the secure path: %v", f)
 		}
+		e.deleteDubbo(t, d)
+		e.waitDubboFilters(t, d, false)
 	})
+
+	t.Run("routes served to sidecars", func(t *testing.T) { testRouteServer(t, e, bin) })
 
 	t.Run("token of another namespace", func(t *testing.T) {
 		token := filepath.Join(t.TempDir(), "istio-token")
@@ -114,7 +120,7 @@ func TestSecureBinary(t *testing.T) {
 	// created meanwhile converges, and istiod never rejects a token.
 	t.Run("token replaced while running, istiod restarted", func(t *testing.T) {
 		a := startAeraki(t, e, bin)
-		before := dubboService{name: "before", host: "before.dubbo.example", vip: "240.240.0.82"}
+		before := dubboService{name: "before", host: "before.dubbo.example", vip: "240.240.0.82", iface: "org.example.Before"}
 		begin := time.Now()
 		e.createDubbo(t, before)
 		e.waitDubboFilters(t, before, true)
@@ -132,7 +138,7 @@ func TestSecureBinary(t *testing.T) {
 		if err := e.cp.StopIstiod(); err != nil {
 			t.Fatal(err)
 		}
-		after := dubboService{name: "after", host: "after.dubbo.example", vip: "240.240.0.83"}
+		after := dubboService{name: "after", host: "after.dubbo.example", vip: "240.240.0.83", iface: "org.example.After"}
 		e.createDubbo(t, after)
 		if err := e.cp.StartIstiod(ctx); err != nil { // the parent's context: istiod outlives this subtest
 			t.Fatal(err)
@@ -181,9 +187,9 @@ func buildAeraki(t *testing.T) func() string {
 }
 
 // startAeraki starts the binary on the secure path, ready, and stops it when t ends.
-func startAeraki(t *testing.T, e *env, bin string, args ...string) *controlplane.Aeraki {
+func startAeraki(t *testing.T, e *env, bin string) *controlplane.Aeraki {
 	t.Helper()
-	a, err := e.cp.StartAeraki(t.Context(), bin, append(fastArgs(), args...)...)
+	a, err := e.cp.StartAeraki(t.Context(), bin, fastArgs()...)
 	return stopAtEnd(t, a, err)
 }
 

@@ -261,11 +261,11 @@ func TestImageBinary(t *testing.T) {
 	}
 	deploy := readDeployment(t)
 	ctr := deploy.Spec.Template.Spec.Containers[0]
-	addrs, err := controlplane.FreeAddrs(2)
+	addrs, err := controlplane.FreeAddrs(3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	metricsAddr, probeAddr := addrs[0], addrs[1]
+	metricsAddr, probeAddr, routesAddr := addrs[0], addrs[1], addrs[2]
 	args := containerArgs(t, ctr, map[string]string{"POD_NAMESPACE": installNamespace})
 	args = setFlag(args, "istiod-addr", ic.Addr)
 	args = setFlag(args, "istiod-server-name", ic.ServerName)
@@ -273,6 +273,7 @@ func TestImageBinary(t *testing.T) {
 	args = setFlag(args, "istiod-token", ic.TokenFile)
 	args = setFlag(args, "metrics-addr", metricsAddr)
 	args = setFlag(args, "probe-addr", probeAddr)
+	args = setFlag(args, "route-server-addr", routesAddr)
 	args = setFlag(args, "kubeconfig", writeKubeconfig(t, serviceAccountConfigFor(t, cp.RestConfig)))
 	leaseName := leaderElectionID(args)
 	rootNamespace, ok := flagValue(args, "root-namespace")

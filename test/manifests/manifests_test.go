@@ -166,6 +166,7 @@ func TestInstallManifest(t *testing.T) {
 	var (
 		deploy       *appsv1.Deployment
 		metrics      *corev1.Service
+		routes       *corev1.Service
 		namespaces   []string
 		roles        []rbacv1.PolicyRule
 		nsRoles      []rbacv1.PolicyRule // the Roles' rules, in installNamespace
@@ -186,8 +187,16 @@ func TestInstallManifest(t *testing.T) {
 			deploy = &appsv1.Deployment{}
 			fromUnstructured(t, d, deploy)
 		case "Service":
-			metrics = &corev1.Service{}
-			fromUnstructured(t, d, metrics)
+			svc := &corev1.Service{}
+			fromUnstructured(t, d, svc)
+			switch svc.Name {
+			case "aeraki-metrics":
+				metrics = svc
+			case "aeraki":
+				routes = svc
+			default:
+				t.Errorf("%s: a Service nothing needs", d)
+			}
 		case "ClusterRole", "Role":
 			var r rbacv1.ClusterRole // a Role has the same rules
 			fromUnstructured(t, d, &r)
@@ -285,6 +294,7 @@ func TestInstallManifest(t *testing.T) {
 	if !equalSelector(metrics.Spec.Selector, pod.Labels) {
 		t.Errorf("metrics Service selector %v does not select the pod labels %v", metrics.Spec.Selector, pod.Labels)
 	}
+	checkRouteService(t, routes, ctr, pod.Labels)
 	if ctr.Resources.Requests.Cpu().IsZero() || ctr.Resources.Requests.Memory().IsZero() || ctr.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources %+v: want CPU and memory requests and a memory limit", ctr.Resources)
 	}
@@ -500,4 +510,32 @@ func TestNothingWeakensIstiod(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d files checked", checked)
+}
+
+// checkRouteService: the route server's Service is what sidecars dial by default
+// (aeraki.<namespace>.svc, port 15080), targets the port the container serves routes
+// on (--route-server-addr), selects the pod, sends only to ready replicas, and is
+// kept out of the mesh's registry.
+func checkRouteService(t *testing.T, svc *corev1.Service, ctr corev1.Container, podLabels map[string]string) {
+	t.Helper()
+	if svc == nil {
+		t.Fatal("no Service aeraki for the route server")
+	}
+	routesPort := flagPort(t, ctr.Args, "route-server-addr")
+	var target int32
+	for _, p := range ctr.Ports {
+		if p.Name == svc.Spec.Ports[0].TargetPort.String() {
+			target = p.ContainerPort
+		}
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15080 || target != routesPort {
+		t.Errorf("route Service ports %+v, want 15080 targeting the container port %d (--route-server-addr)", svc.Spec.Ports, routesPort)
+	}
+	if !equalSelector(svc.Spec.Selector, podLabels) || svc.Spec.PublishNotReadyAddresses {
+		t.Errorf("route Service selector %v (pod labels %v), publishNotReadyAddresses %v: want the pod's ready replicas only",
+			svc.Spec.Selector, podLabels, svc.Spec.PublishNotReadyAddresses)
+	}
+	if svc.Annotations["networking.istio.io/exportTo"] != "." {
+		t.Errorf("route Service annotations %v: want it kept out of other namespaces' registries (exportTo \".\")", svc.Annotations)
+	}
 }
