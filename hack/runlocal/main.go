@@ -1,7 +1,8 @@
 // Command runlocal runs the controller on a local control plane (etcd,
 // kube-apiserver and istiod on 127.0.0.1), applies the Dubbo sample, and shows
-// the EnvoyFilters it produced and the listener istiod then serves to a sidecar.
-// Ctrl-C stops everything it started. Run it with `make run-local`.
+// the EnvoyFilters it produced, the listener istiod then serves to a sidecar, and the
+// routes that sidecar fetches from the controller's route server. Ctrl-C stops
+// everything it started. Run it with `make run-local`.
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/protobuf/encoding/protojson"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -26,12 +28,16 @@ import (
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/push"
 	"aeraki.io/aeraki/pkg/xds"
+	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
 const (
 	sample       = "demo/dubbo/dubbo-sample.yaml"
 	listenerName = "240.240.0.20_20881"
+	// routeServer is where the controller serves routes; sidecars in a cluster dial
+	// its Service, this one dials the address.
+	routeServer = "127.0.0.1:15080"
 )
 
 func main() {
@@ -88,6 +94,8 @@ func run() error {
 		XDSMaxBackoff:     30 * time.Second,
 		Manager: kube.Options{LeaderElection: true, LeaderElectionID: "aeraki-leader",
 			LeaderElectionNamespace: controlplane.IstioNamespace, MetricsAddr: "127.0.0.1:8080", ProbeAddr: "127.0.0.1:8081"},
+		RouteServer: bootstrap.RouteServerOptions{Addr: routeServer, Host: "aeraki." + controlplane.IstioNamespace + ".svc.cluster.local",
+			Port: 15080, TrustDomain: "cluster.local"},
 	}, log.WithName("aeraki"))
 	if err != nil {
 		return err
@@ -124,9 +132,62 @@ func run() error {
 		return err
 	}
 	fmt.Println(string(out))
+	if err := showRoutes(ctx, cp, ls[listenerName]); err != nil {
+		return err
+	}
 	say("running. Try: %s --kubeconfig %s get envoyfilters -A", kubectl, cp.Kubeconfig)
 	say("metrics on http://127.0.0.1:8080/metrics, probes on http://127.0.0.1:8081/readyz. Ctrl-C stops everything.")
 	<-ctx.Done()
+	return nil
+}
+
+// showRoutes fetches the routes the listener's dubbo_proxy names from the route
+// server, as the sidecar would, with a workload certificate of its own from istiod.
+func showRoutes(ctx context.Context, cp *controlplane.ControlPlane, l *listener.Listener) error {
+	var name string
+	for _, fc := range l.GetFilterChains() {
+		for _, f := range fc.GetFilters() {
+			cfg := &dubbo.DubboProxy{}
+			if f.GetTypedConfig().UnmarshalTo(cfg) == nil && cfg.GetDrds() != nil {
+				name = cfg.GetDrds().GetRouteConfigName()
+			}
+		}
+	}
+	if name == "" {
+		return fmt.Errorf("listener %s carries no dubbo_proxy that fetches its routes", l.GetName())
+	}
+	dir, err := os.MkdirTemp("", "aeraki-run-local-sidecar-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ic, err := cp.IstiodClient(ctx, dir, "dubbo", "dubbo-consumer")
+	if err != nil {
+		return err
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	rc, err := controlplane.DialRoutes(dialCtx, ic, routeServer, "spiffe://cluster.local/ns/"+controlplane.IstioNamespace+"/sa/"+controlplane.AerakiServiceAccount)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rc.Close() }()
+	resp, err := rc.Fetch(ctx, "sidecar~10.1.0.1~consumer.dubbo~dubbo.svc.cluster.local", dubboplugin.RoutesTypeURL, []string{name}, time.Minute)
+	if err != nil {
+		return err
+	}
+	say("routes %s as the route server serves them to that sidecar (version %s):", name, resp.GetVersionInfo())
+	for _, r := range resp.GetResources() {
+		m := &dubbo.MultipleRouteConfiguration{}
+		if err := r.UnmarshalTo(m); err != nil {
+			return err
+		}
+		out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+		if err != nil {
+			return err
+		}
+		fmt.Println(string(out))
+	}
 	return nil
 }
 

@@ -3,6 +3,16 @@
 // service's result while nothing it was built from changed), decides conflicts, and
 // says for each RedisService and RedisDestination whether it is in effect. It is
 // pure: it reads only the snapshot, and writes nothing.
+//
+// With a route server (generator.Context.RouteDiscovery), a port that only one
+// sharing protocol declares, with a distinct key per service, is shared: one
+// EnvoyFilter puts the protocol's filter on every client listener of the port, and
+// the services' routes become one route configuration the server serves by name
+// (Translation.Routes). The reason is istiod's cost: it walks every listener patch
+// that applies to a sidecar for every filter of every listener it builds, so one
+// patch per service makes each sidecar's build grow with services x services, and
+// one per port does not (BENCHMARKS.md, "What our EnvoyFilters cost istiod"). Ports
+// that cannot be shared keep a patch per service and address, with routes inline.
 package translate
 
 import (

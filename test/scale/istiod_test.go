@@ -20,11 +20,17 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	clientalpha "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
+	"aeraki.io/aeraki/plugin"
 	"aeraki.io/aeraki/test/controlplane"
 )
 
@@ -390,6 +396,71 @@ func istiodBaseline(t *testing.T, cp *controlplane.ControlPlane, sc *sidecar, is
 	phase := w.end(t, cp, sc, "the ServiceEntries without EnvoyFilters")
 	t.Logf("baseline: %d ServiceEntries created again in %s, without EnvoyFilters", n, created.Round(time.Millisecond))
 	return phase
+}
+
+// istiodShared measures istiod while the ServiceEntries are created once more, with
+// the EnvoyFilters of the shared shape already in place (created directly: the
+// controller is stopped, and istiod's work depends on the filters, not on who wrote
+// them): one client filter for port 20880, the route server's cluster, and an
+// inbound filter per service. They are removed afterwards.
+func istiodShared(t *testing.T, cp *controlplane.ControlPlane, sc *sidecar, istio istioclient.Interface, n int) istiodPhase {
+	t.Helper()
+	ctx := t.Context()
+	if err := istio.NetworkingV1().ServiceEntries(appNS).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		t.Fatalf("shared: delete the ServiceEntries: %v", err)
+	}
+	sc.waitListeners(t, 0, 0)
+	efs := sharedFilters(t, n)
+	if err := inParallel(len(efs), workers, func(i int) error {
+		_, err := istio.NetworkingV1alpha3().EnvoyFilters(efs[i].Namespace).Create(ctx, efs[i], metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		t.Fatalf("shared: creating the EnvoyFilters: %v", err)
+	}
+	w := startIstiod(t, cp, sc, "the ServiceEntries with the shared EnvoyFilters")
+	_, created := createServiceEntries(t, istio, n)
+	sc.waitListeners(t, n, n)
+	phase := w.end(t, cp, sc, "the ServiceEntries with the shared EnvoyFilters")
+	t.Logf("shared: %d ServiceEntries created again in %s, with %d EnvoyFilters of the shared shape", n, created.Round(time.Millisecond), len(efs))
+	for _, ef := range efs {
+		if err := istio.NetworkingV1alpha3().EnvoyFilters(ef.Namespace).Delete(ctx, ef.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatalf("shared: deleting EnvoyFilter %s/%s: %v", ef.Namespace, ef.Name, err)
+		}
+	}
+	return phase
+}
+
+// sharedFilters translates the harness's n services as a controller serving routes
+// does, and fails unless the port is shared: n inbound filters, the port's, the route
+// server's cluster.
+func sharedFilters(t *testing.T, n int) []*clientalpha.EnvoyFilter {
+	t.Helper()
+	snap := &model.Snapshot{DomainSuffix: "cluster.local"}
+	for i := range n {
+		se := serviceEntry(name(i), host(i), vip(i), map[string]string{"interface": fmt.Sprintf("org.example.Service%d", i)})
+		vs, dr := virtualService(i), destinationRule(i)
+		snap.ServiceEntries = append(snap.ServiceEntries, model.Object{Name: se.Name, Namespace: se.Namespace, Annotations: se.Annotations, Spec: &se.Spec})
+		snap.VirtualServices = append(snap.VirtualServices, model.Object{Name: vs.Name, Namespace: vs.Namespace, Spec: &vs.Spec})
+		snap.DestinationRules = append(snap.DestinationRules, model.Object{Name: dr.Name, Namespace: dr.Namespace, Spec: &dr.Spec})
+	}
+	ctx := generator.Context{RootNamespace: rootNS, DomainSuffix: "cluster.local", RouteDiscovery: &generator.RouteDiscovery{
+		Cluster: bootstrap.RouteCluster, Host: "aeraki." + rootNS + ".svc.cluster.local", Port: 15080,
+		Identities: []string{"spiffe://cluster.local/ns/" + rootNS + "/sa/" + controlplane.AerakiServiceAccount},
+	}}
+	tr, err := translate.Translate(ctx, plugin.Registry(plugin.Options{}), snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Failed) > 0 || len(tr.Filters) != n+2 || len(tr.Routes) != 1 {
+		t.Fatalf("shared shape: %d EnvoyFilters and %d route configurations for %d services, failed %v", len(tr.Filters), len(tr.Routes), n, translate.SortedErrors(tr.Failed))
+	}
+	var out []*clientalpha.EnvoyFilter
+	for _, ef := range translate.SortedFilters(tr.Filters) {
+		obj := &clientalpha.EnvoyFilter{ObjectMeta: metav1.ObjectMeta{Name: ef.Name, Namespace: ef.Namespace, Labels: ef.Labels, Annotations: ef.Annotations}}
+		proto.Merge(&obj.Spec, ef.Spec)
+		out = append(out, obj)
+	}
+	return out
 }
 
 // checkPushed fails the test unless istiod pushed listeners and clusters in a phase.

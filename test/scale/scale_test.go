@@ -99,6 +99,9 @@ type result struct {
 	// ServiceEntries created again once the controller and its EnvoyFilters are gone.
 	IstiodWith    istiodPhase `json:"istiod_with_envoyfilters"`
 	IstiodWithout istiodPhase `json:"istiod_without_envoyfilters"`
+	// IstiodShared is the same ServiceEntries created again with the EnvoyFilters a
+	// controller serving routes makes instead (one client filter for the port).
+	IstiodShared istiodPhase `json:"istiod_with_shared_envoyfilters"`
 }
 
 func TestScale(t *testing.T) {
@@ -243,6 +246,8 @@ func TestScale(t *testing.T) {
 	specs := obs.filters()
 	res.IstiodWithout = istiodBaseline(t, cp, sc, istio, n)
 	checkPushed(t, res.IstiodWithout, "without EnvoyFilters")
+	res.IstiodShared = istiodShared(t, cp, sc, istio, n)
+	checkPushed(t, res.IstiodShared, "with the shared EnvoyFilters")
 	sc.stop()
 
 	// The floor: the same EnvoyFilters, without our label (so nothing of aeraki's
@@ -827,6 +832,7 @@ func report(t *testing.T, r result, took time.Duration) {
 	}
 	istiodRows("ServiceEntries and our EnvoyFilters", r.IstiodWith)
 	istiodRows("the same ServiceEntries, no EnvoyFilters", r.IstiodWithout)
+	istiodRows("the same ServiceEntries, shared EnvoyFilters", r.IstiodShared)
 	row("floor: direct creates, sequential", fmt.Sprintf("%s (%s per EnvoyFilter)", sec(r.FloorSeqSecs), perEF(r.FloorSeqSecs)))
 	row(fmt.Sprintf("floor: direct creates, %d workers", r.FloorWorkers), fmt.Sprintf("%s (%s per EnvoyFilter)", sec(r.FloorParSecs), perEF(r.FloorParSecs)))
 	row("test run time", took.Round(time.Second).String())
