@@ -28,8 +28,9 @@ const consumerNode = "sidecar~10.1.0.1~consumer-0." + appNS + "~" + appNS + ".sv
 // testRouteServer: the binary, as installed, shares the Dubbo port. A sidecar's
 // listener names the port's routes and the route server's cluster; a sidecar with a
 // workload certificate of the mesh gets every interface's routes from the route
-// server; a client without one is refused; after the controller restarts, the
-// sidecar is served the same version, so Envoy sees no change and loses nothing.
+// server; a client without one is refused; a replica that does not lead serves the
+// same; after the controller restarts, the sidecar is served the same version, so
+// Envoy sees no change and loses nothing; a change reaches every replica.
 func testRouteServer(t *testing.T, e *env, bin string) {
 	ctx := t.Context()
 	a := startAeraki(t, e, bin)
@@ -108,7 +109,15 @@ func testRouteServer(t *testing.T, e *env, bin string) {
 	}
 	_ = conn.Close()
 
-	// The controller restarts: the same routes at the same version.
+	// A second replica, which does not lead, serves the same routes at the same
+	// version: sidecars may reach either.
+	follower := startAeraki(t, e, bin)
+	if v := fetch(follower.RouteServerAddr, "org.example.Orders", "org.example.Users").GetVersionInfo(); v != first.GetVersionInfo() {
+		t.Errorf("the follower serves version %s, the leader %s", v, first.GetVersionInfo())
+	}
+
+	// The leader stops (the follower takes over) and starts again: the same routes at
+	// the same version.
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +127,11 @@ func testRouteServer(t *testing.T, e *env, bin string) {
 		t.Errorf("after a restart the routes are version %s, before %s: sidecars would reload them", second.GetVersionInfo(), first.GetVersionInfo())
 	}
 
+	// A change reaches every replica's routes, the one that does not lead included.
 	e.deleteDubbo(t, users)
 	e.waitEnvoyFilter(t, appNS, users.filters()[1].Name, false)
 	fetch(again.RouteServerAddr, "org.example.Orders")
+	fetch(follower.RouteServerAddr, "org.example.Orders")
 	e.deleteDubbo(t, orders)
 }
 
