@@ -90,8 +90,12 @@ func grpcCluster(name string) *core.GrpcService {
 	return &core.GrpcService{TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: name}}}
 }
 
-// routeServerConnectTimeout bounds a sidecar's connection attempt to the route server.
-const routeServerConnectTimeout = 5 * time.Second
+// routeServerConnectTimeout bounds a sidecar's connection attempt to the route
+// server; routeServerDNSRefresh is how often a sidecar resolves its host.
+const (
+	routeServerConnectTimeout = 5 * time.Second
+	routeServerDNSRefresh     = time.Minute
+)
 
 // RouteDiscoveryFilter returns the EnvoyFilter that adds the route server's cluster to
 // every sidecar: HTTP/2 (gRPC) to the server's Service, over mutual TLS with the
@@ -146,7 +150,12 @@ func RouteDiscoveryFilter(ctx *generator.Context) (*model.EnvoyFilter, error) {
 	c := &cluster.Cluster{
 		Name:                 rd.Cluster,
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STRICT_DNS},
-		ConnectTimeout:       durationpb.New(routeServerConnectTimeout),
+		// Every sidecar resolves the Service's name: once a minute rather than Envoy's
+		// 5 s keeps that at a query a minute per sidecar. A ClusterIP rarely changes,
+		// and a sidecar keeps its routes while it cannot reach the server.
+		DnsRefreshRate:  durationpb.New(routeServerDNSRefresh),
+		DnsLookupFamily: cluster.Cluster_V4_PREFERRED,
+		ConnectTimeout:  durationpb.New(routeServerConnectTimeout),
 		LoadAssignment: &endpoint.ClusterLoadAssignment{ClusterName: rd.Cluster, Endpoints: []*endpoint.LocalityLbEndpoints{{
 			LbEndpoints: []*endpoint.LbEndpoint{{HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{
 				Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
