@@ -29,3 +29,9 @@ func Registry(opts Options) generator.Registry {
 		model.Redis:     redis.New(),
 	}
 }
+
+// RouteTypes are the xDS types of the route configurations the generators' shared
+// ports name (see generator.Sharer), which the route server serves.
+func RouteTypes() []string {
+	return []string{dubbo.RoutesTypeURL}
+}

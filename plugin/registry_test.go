@@ -1,8 +1,10 @@
 package plugin
 
 import (
+	"slices"
 	"testing"
 
+	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -20,5 +22,31 @@ func TestRegistry(t *testing.T) {
 		if reg[p] == nil {
 			t.Errorf("no generator for %s", p)
 		}
+	}
+}
+
+// Every shared port's routes are of a type RouteTypes lists: the route server's
+// metrics start a series for each.
+func TestRouteTypesCoverTheSharers(t *testing.T) {
+	ctx := &generator.Context{RootNamespace: "istio-system", RouteDiscovery: &generator.RouteDiscovery{
+		Cluster: "aeraki-routes", Host: "aeraki.istio-system.svc", Port: 15080, Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"},
+	}}
+	sharers := 0
+	for p, gen := range Registry(Options{}) {
+		sharer, ok := gen.(generator.Sharer)
+		if !ok {
+			continue
+		}
+		sharers++
+		_, rc, err := sharer.Shared(ctx, 20880, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if !slices.Contains(RouteTypes(), rc.TypeURL) {
+			t.Errorf("%s shares routes of type %s, which RouteTypes %v lacks", p, rc.TypeURL, RouteTypes())
+		}
+	}
+	if sharers == 0 {
+		t.Error("no generator shares its ports")
 	}
 }

@@ -49,7 +49,7 @@ type routeServer struct {
 // newRouteServer returns the route server and what sidecars are told of it, or
 // nothing when it is off or cannot run: a plaintext istiod connection has no CA to
 // get a certificate from.
-func newRouteServer(opts Options, log logr.Logger) (*routeServer, *generator.RouteDiscovery, error) {
+func newRouteServer(opts Options, observer rds.Observer, log logr.Logger) (*routeServer, *generator.RouteDiscovery, error) {
 	ro := opts.RouteServer
 	if ro.Addr == "" {
 		return nil, nil, nil
@@ -73,8 +73,9 @@ func newRouteServer(opts Options, log logr.Logger) (*routeServer, *generator.Rou
 		addr:     ro.Addr,
 		identity: identity,
 		cert:     cert,
-		server:   rds.New(log.WithName("routes"), rds.TLS{Certificate: cert.GetCertificate, RootsFile: opts.IstiodSecurity.RootFile()}),
-		types:    map[string]bool{},
+		server: rds.New(log.WithName("routes"), rds.TLS{Certificate: cert.GetCertificate, RootsFile: opts.IstiodSecurity.RootFile()},
+			rds.WithObserver(observer)),
+		types: map[string]bool{},
 	}
 	rd := &generator.RouteDiscovery{Cluster: RouteCluster, Host: ro.Host, Port: ro.Port, Identities: []string{identity}}
 	return rs, rd, nil

@@ -30,6 +30,7 @@ import (
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/metrics"
 	"aeraki.io/aeraki/pkg/push"
+	"aeraki.io/aeraki/pkg/rds"
 	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/plugin"
 )
@@ -89,7 +90,10 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	if opts.Manager.SeveralManagersPerProcess {
 		reg = prometheus.NewRegistry()
 	}
-	metrics, err := metrics.NewMetrics(reg, metrics.XDS{Synced: func() bool { return s.watcher.HasSynced() }, FailureReasons: xds.FailureReasons()})
+	metrics, err := metrics.NewMetrics(reg, metrics.XDS{
+		Synced: func() bool { return s.watcher.HasSynced() }, FailureReasons: xds.FailureReasons(),
+		RouteRefusalReasons: rds.RefusalReasons(), RouteTypes: plugin.RouteTypes(),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
@@ -107,7 +111,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	}, func(xds.Event) { s.controller.Trigger() })
 	status := &redisStatus{synced: s.watcher.HasSynced}
 	src := &source{config: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix}
-	routes, discovery, err := newRouteServer(opts, log)
+	routes, discovery, err := newRouteServer(opts, metrics, log)
 	if err != nil {
 		return nil, err
 	}

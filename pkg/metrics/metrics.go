@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,15 +34,21 @@ const (
 	ReasonInvalid  = "invalid"
 )
 
-// XDS is what the metrics of the xDS connection to istiod read from the watcher.
-// This package does not import it, so that the parts that record metrics need not
-// link the xDS client.
+// XDS is what the metrics of the xDS connection to istiod, and of the route server
+// sidecars connect to, read from those parts. This package does not import them, so
+// that the parts that record metrics need not link the xDS client and server.
 type XDS struct {
 	// Synced, if set, is read at every scrape for aeraki_xds_synced.
 	Synced func() bool
 	// FailureReasons are the label values of aeraki_xds_connection_failures_total
 	// (xds.FailureReasons), each a series from the start.
 	FailureReasons []string
+	// RouteRefusalReasons are the label values of aeraki_route_server_refused_total
+	// (rds.RefusalReasons), each a series from the start.
+	RouteRefusalReasons []string
+	// RouteTypes are the type URLs the route server serves, each with a series of
+	// aeraki_route_server_responses_total from the start.
+	RouteTypes []string
 }
 
 // Metrics are the controller's own Prometheus metrics: pushes, EnvoyFilter writes,
@@ -65,6 +72,10 @@ type Metrics struct {
 	xdsConnected  prometheus.Gauge
 	xdsReconnects prometheus.Counter
 	xdsFailures   *prometheus.CounterVec
+
+	routeStreams   prometheus.Gauge
+	routeResponses *prometheus.CounterVec
+	routeRefused   *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (the manager's
@@ -142,6 +153,20 @@ func NewMetrics(reg prometheus.Registerer, xds XDS) (*Metrics, error) {
 				"/readyz say what to fix.",
 		}, []string{"reason"}),
 	}
+	m.routeStreams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "aeraki_route_server_streams",
+		Help: "Sidecar streams connected to this replica's route server.",
+	})
+	m.routeResponses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aeraki_route_server_responses_total",
+		Help: "Route server responses sidecars accepted (result=ack) or rejected (result=nack), by resource type; " +
+			"a NACK is logged with the sidecar and Envoy's error.",
+	}, []string{"type", "result"})
+	m.routeRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aeraki_route_server_refused_total",
+		Help: "Connections the route server refused, by reason: no_certificate, untrusted (not of the mesh's root), " +
+			"no_spiffe_id, roots (the root certificate file), server_certificate (this replica has none yet).",
+	}, []string{"reason"})
 	synced := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "aeraki_xds_synced",
 		Help: "1 once the full Istio config was received from istiod (pushes wait for it), 0 before.",
@@ -166,6 +191,14 @@ func NewMetrics(reg prometheus.Registerer, xds XDS) (*Metrics, error) {
 	for _, r := range xds.FailureReasons {
 		m.xdsFailures.WithLabelValues(r)
 	}
+	for _, r := range xds.RouteRefusalReasons {
+		m.routeRefused.WithLabelValues(r)
+	}
+	for _, typeURL := range xds.RouteTypes {
+		for _, result := range []string{"ack", "nack"} {
+			m.routeResponses.WithLabelValues(routeType(typeURL), result)
+		}
+	}
 	for _, p := range model.Protocols {
 		for _, r := range []string{ReasonConflict, ReasonInvalid} {
 			m.generationErrors.WithLabelValues(string(p), r)
@@ -176,6 +209,7 @@ func NewMetrics(reg prometheus.Registerer, xds XDS) (*Metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.pushes, m.triggersMerged, m.translateDuration, m.translatedServices, m.pushDuration, m.writes, m.writeErrors,
 		m.services, m.failures, m.portsLeftTCP, m.generationErrors, m.xdsConnected, m.xdsReconnects, m.xdsFailures, synced,
+		m.routeStreams, m.routeResponses, m.routeRefused,
 	} {
 		errs = append(errs, reg.Register(c))
 	}
@@ -284,6 +318,43 @@ func (m *Metrics) ObserveConnectionFailure(reason string) {
 		return
 	}
 	m.xdsFailures.WithLabelValues(reason).Inc()
+}
+
+// ObserveStream records a sidecar's stream to the route server opening or closing.
+// With ObserveAck and ObserveRefused it makes Metrics an rds.Observer.
+func (m *Metrics) ObserveStream(open bool) {
+	if m == nil {
+		return
+	}
+	if open {
+		m.routeStreams.Inc()
+	} else {
+		m.routeStreams.Dec()
+	}
+}
+
+// ObserveAck records a sidecar accepting or rejecting a route server response.
+func (m *Metrics) ObserveAck(typeURL string, accepted bool) {
+	if m == nil {
+		return
+	}
+	result := "nack"
+	if accepted {
+		result = "ack"
+	}
+	m.routeResponses.WithLabelValues(routeType(typeURL), result).Inc()
+}
+
+// routeType is a type URL's message name, the type label of the route server's metrics.
+func routeType(typeURL string) string { return strings.TrimPrefix(typeURL, "type.googleapis.com/") }
+
+// ObserveRefused counts a connection the route server refused, by reason (one of
+// rds's Reason constants).
+func (m *Metrics) ObserveRefused(reason string) {
+	if m == nil {
+		return
+	}
+	m.routeRefused.WithLabelValues(reason).Inc()
 }
 
 // failureReason classifies a failure for the reason label.

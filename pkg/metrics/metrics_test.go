@@ -77,3 +77,34 @@ func TestMetricsObserveConnectionFailure(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The route server's metrics: streams connected, responses accepted and rejected by
+// type, refused connections by reason, each known series from the start.
+func TestMetricsObserveRouteServer(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	const typeURL = "type.googleapis.com/envoy.extensions.filters.network.dubbo_proxy.v3.MultipleRouteConfiguration"
+	m, err := metrics.NewMetrics(reg, metrics.XDS{RouteRefusalReasons: []string{"no_certificate", "untrusted"}, RouteTypes: []string{typeURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveStream(true)
+	m.ObserveStream(true)
+	m.ObserveStream(false)
+	m.ObserveAck(typeURL, true)
+	m.ObserveAck(typeURL, true)
+	m.ObserveAck(typeURL, false)
+	m.ObserveRefused("untrusted")
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(metricstest.WithMetadata(t, reg, `
+		aeraki_route_server_streams 1
+		aeraki_route_server_responses_total{result="ack",type="envoy.extensions.filters.network.dubbo_proxy.v3.MultipleRouteConfiguration"} 2
+		aeraki_route_server_responses_total{result="nack",type="envoy.extensions.filters.network.dubbo_proxy.v3.MultipleRouteConfiguration"} 1
+		aeraki_route_server_refused_total{reason="no_certificate"} 0
+		aeraki_route_server_refused_total{reason="untrusted"} 1
+	`)), "aeraki_route_server_streams", "aeraki_route_server_responses_total", "aeraki_route_server_refused_total"); err != nil {
+		t.Error(err)
+	}
+	var nilMetrics *metrics.Metrics
+	nilMetrics.ObserveStream(true)
+	nilMetrics.ObserveAck(typeURL, false)
+	nilMetrics.ObserveRefused("untrusted")
+}

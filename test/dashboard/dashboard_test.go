@@ -20,6 +20,7 @@ import (
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/rds"
 	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/plugin"
@@ -132,7 +133,7 @@ func (k *known) check(metric string) error {
 func controllerMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	if _, err := metrics.NewMetrics(reg, metrics.XDS{FailureReasons: xds.FailureReasons()}); err != nil {
+	if _, err := metrics.NewMetrics(reg, metrics.XDS{FailureReasons: xds.FailureReasons(), RouteRefusalReasons: rds.RefusalReasons(), RouteTypes: plugin.RouteTypes()}); err != nil {
 		t.Fatal(err)
 	}
 	families, err := reg.Gather()
