@@ -152,8 +152,10 @@ func RouteDiscoveryFilter(ctx *generator.Context) (*model.EnvoyFilter, error) {
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STRICT_DNS},
 		// Every sidecar resolves the Service's name: once a minute rather than Envoy's
 		// 5 s keeps that at a query a minute per sidecar. A ClusterIP rarely changes,
-		// and a sidecar keeps its routes while it cannot reach the server.
-		DnsRefreshRate:  durationpb.New(routeServerDNSRefresh),
+		// and a sidecar keeps its routes while it cannot reach the server. The field's
+		// replacement (the envoy.clusters.dns extension) is newer than the proxies
+		// this must run on; istiod sets this field on its own DNS clusters too.
+		DnsRefreshRate:  durationpb.New(routeServerDNSRefresh), //nolint:staticcheck // see above
 		DnsLookupFamily: cluster.Cluster_V4_PREFERRED,
 		ConnectTimeout:  durationpb.New(routeServerConnectTimeout),
 		LoadAssignment: &endpoint.ClusterLoadAssignment{ClusterName: rd.Cluster, Endpoints: []*endpoint.LocalityLbEndpoints{{
