@@ -49,6 +49,7 @@ func TestKubernetesServiceAsIstiodShowsIt(t *testing.T) {
 		Hosts:            []string{"provider.dubbo.svc.cluster.local"},
 		Addresses:        []string{"10.96.0.20"},
 		WorkloadSelector: map[string]string{"app": "provider"},
+		Synthetic:        true,
 		Ports: []*model.Port{
 			{Number: 20880, Name: "tcp-dubbo", Protocol: model.Dubbo, TargetPort: 20881},
 			{Number: 20882, Name: "tcp-dubbo-named", Protocol: model.Dubbo}, // named target port: unknown

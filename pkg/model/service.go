@@ -41,6 +41,9 @@ type Service struct {
 	// and name.
 	RedisServices     []*Config[*redisspec.RedisServiceSpec]
 	RedisDestinations []*Config[*redisspec.RedisDestinationSpec]
+	// Synthetic says the service is a Kubernetes Service, as istiod shows it (the
+	// ServiceEntry synthetic-<name>), not a ServiceEntry.
+	Synthetic bool
 	// Created is the ServiceEntry's (or Kubernetes Service's) creation time: of two
 	// services that claim the same thing, the older keeps it, as Istio decides.
 	Created time.Time
@@ -75,7 +78,7 @@ func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
 
 // Kind is what the service came from, for messages to the user.
 func (s *Service) Kind() string {
-	if strings.HasPrefix(s.Name, SyntheticPrefix) {
+	if s.Synthetic {
 		return "Service"
 	}
 	return "ServiceEntry"
@@ -83,10 +86,20 @@ func (s *Service) Kind() string {
 
 // ObjectName is the name of the user's object the service came from.
 func (s *Service) ObjectName() string {
-	if s.Kind() == "Service" {
+	if s.Synthetic {
 		return strings.TrimPrefix(s.Name, SyntheticPrefix)
 	}
 	return s.Name
+}
+
+// syntheticName returns the Kubernetes Service a ServiceEntry of the snapshot stands
+// for, when it is the one istiod derives from it: named synthetic-<name>, with the
+// one host <name>.<namespace>.svc.<domainSuffix>. A ServiceEntry that is only named
+// so borrows nothing from the Service.
+func syntheticName(c *Object, se *networking.ServiceEntry, domainSuffix string) (string, bool) {
+	name, ok := strings.CutPrefix(c.Name, SyntheticPrefix)
+	hosts := se.GetHosts()
+	return name, ok && len(hosts) == 1 && hosts[0] == name+"."+c.Namespace+".svc."+domainSuffix
 }
 
 // Object is one object of a snapshot: its identity, the metadata a translation reads
@@ -148,8 +161,8 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 			continue
 		}
 		var kube *KubeService
-		if strings.HasPrefix(c.Name, SyntheticPrefix) && snap.KubeService != nil {
-			name := strings.TrimPrefix(c.Name, SyntheticPrefix)
+		name, synthetic := syntheticName(c, se, snap.DomainSuffix)
+		if synthetic && snap.KubeService != nil {
 			var err error
 			if kube, err = snap.KubeService(c.Namespace, name); err != nil {
 				return nil, fmt.Errorf("reading Service %s/%s: %w", c.Namespace, name, err)
@@ -167,6 +180,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 			Addresses:   addresses(se.GetAddresses()),
 			Ports:       ports,
 			Created:     c.Created,
+			Synthetic:   synthetic,
 		}
 		switch {
 		case kube != nil:

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
@@ -129,7 +130,10 @@ func TestBuildServicesFailsOnAFailedRead(t *testing.T) {
 	}
 
 	snap = fixture.Snapshot(fixture.Dubbo, 1)
-	snap.ServiceEntries[0].Name = model.SyntheticPrefix + "dubbo-0"
+	snap.ServiceEntries[0] = fixture.Object(model.SyntheticPrefix+"dubbo-0", &networking.ServiceEntry{
+		Hosts: []string{"dubbo-0." + fixture.Namespace + ".svc.cluster.local"}, Addresses: []string{"10.96.0.9"},
+		Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+	}, map[string]string{"interface": "org.example.Dubbo0"})
 	snap.KubeService = func(ns, name string) (*model.KubeService, error) {
 		return nil, nil
 	}
@@ -142,5 +146,36 @@ func TestBuildServicesFailsOnAFailedRead(t *testing.T) {
 	services, err = model.BuildServices(snap)
 	if !errors.Is(err, errRead) || !strings.Contains(err.Error(), "Service "+fixture.Namespace+"/dubbo-0") || services != nil {
 		t.Errorf("failed Service read: %v, %v; want the read's error naming the Service and no services", services, err)
+	}
+}
+
+// A ServiceEntry only named like istiod's view of a Kubernetes Service borrows
+// nothing from that Service: not its annotations, not its target ports, not its kind
+// in messages. The one istiod derives does.
+func TestOnlyIstiodsSyntheticEntriesBorrowFromTheService(t *testing.T) {
+	kube := &model.KubeService{Annotations: map[string]string{"interface": "org.example.Borrowed"}, TargetPorts: map[uint32]uint32{20880: 20999}}
+	entry := func(host string) *model.Snapshot {
+		return &model.Snapshot{
+			DomainSuffix: "cluster.local",
+			ServiceEntries: []model.Object{{Name: model.SyntheticPrefix + "orders", Namespace: "shop", Spec: &networking.ServiceEntry{
+				Hosts: []string{host}, Addresses: []string{"240.240.0.1"},
+				Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+			}}},
+			KubeService: func(ns, name string) (*model.KubeService, error) {
+				if ns+"/"+name != "shop/orders" {
+					t.Errorf("looked up Service %s/%s", ns, name)
+				}
+				return kube, nil
+			},
+		}
+	}
+	named := build(t, entry("payments.example"))[0]
+	if named.Synthetic || named.Kind() != "ServiceEntry" || named.Annotations["interface"] != "" || named.Ports[0].TargetPort != 20880 {
+		t.Errorf("a ServiceEntry named %s borrowed from Service shop/orders: %+v, port %+v", named.Name, named, named.Ports[0])
+	}
+	derived := build(t, entry("orders.shop.svc.cluster.local"))[0]
+	if !derived.Synthetic || derived.Kind() != "Service" || derived.ObjectName() != "orders" ||
+		derived.Annotations["interface"] != "org.example.Borrowed" || derived.Ports[0].TargetPort != 20999 {
+		t.Errorf("istiod's entry for Service shop/orders: %+v, port %+v", derived, derived.Ports[0])
 	}
 }

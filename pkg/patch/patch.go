@@ -353,8 +353,11 @@ func validate(f *Filter) error {
 const maxNameLength = 253
 
 // ObjectName is the stable name of the EnvoyFilter for one direction of a host's port:
-// aeraki-<direction>-<host>-<port>. A host too long for a Kubernetes name is cut and
-// completed with a hash of the whole, so names stay unique.
+// aeraki-<direction>-<host>-<port>. A host that is not already a valid name as it is
+// (upper case, "*", "_", ...) becomes one completed with a hash of the exact host, and
+// a host too long for a Kubernetes name is cut and completed the same way: two hosts
+// that differ only in case or in such characters never share a name, so one service
+// cannot take another's EnvoyFilter.
 func ObjectName(d Direction, host string, port uint32) string {
 	var b strings.Builder
 	for _, r := range strings.ToLower(strings.ReplaceAll(host, "*", "wildcard")) {
@@ -367,10 +370,15 @@ func ObjectName(d Direction, host string, port uint32) string {
 	prefix := "aeraki-" + string(d) + "-"
 	suffix := "-" + strconv.FormatUint(uint64(port), 10)
 	h := strings.Trim(b.String(), ".-")
-	if len(prefix)+len(h)+len(suffix) > maxNameLength {
+	exact := h == host
+	if long := len(prefix)+len(h)+len(suffix) > maxNameLength; long || !exact {
 		sum := sha256.Sum256([]byte(host))
 		hash := hex.EncodeToString(sum[:])[:10]
-		h = strings.Trim(h[:maxNameLength-len(prefix)-len(suffix)-len(hash)-1], ".-") + "-" + hash
+		keep := len(h)
+		if long {
+			keep = maxNameLength - len(prefix) - len(suffix) - len(hash) - 1
+		}
+		h = strings.Trim(h[:keep], ".-") + "-" + hash
 	}
 	return prefix + h + suffix
 }

@@ -185,13 +185,25 @@ func TestStatName(t *testing.T) {
 func TestObjectName(t *testing.T) {
 	cases := map[string]string{
 		"reviews.default.svc.cluster.local": "aeraki-outbound-reviews.default.svc.cluster.local-20880",
-		"*.example.com":                     "aeraki-outbound-wildcard.example.com-20880",
-		"Upper_Case.Example":                "aeraki-outbound-upper-case.example-20880",
+		// Not a name as they are: the readable part, then a hash of the exact host.
+		"*.example.com":      "aeraki-outbound-wildcard.example.com-47287a8f16-20880",
+		"Upper_Case.Example": "aeraki-outbound-upper-case.example-e92001e80f-20880",
 	}
 	for host, want := range cases {
 		if got := ObjectName(Outbound, host, 20880); got != want {
 			t.Errorf("ObjectName(%q) = %q, want %q", host, got, want)
 		}
+	}
+	// Hosts that differ only in case or in characters a name cannot hold never share
+	// a name: one service cannot take another's EnvoyFilter.
+	seen := map[string]string{}
+	for _, host := range []string{"orders.shop.example", "Orders.shop.example", "ORDERS.shop.example", "orders_shop.example",
+		"orders-shop.example", "*.shop.example", "wildcard.shop.example", "orders.shop.example."} {
+		name := ObjectName(Outbound, host, 20880)
+		if other, taken := seen[name]; taken {
+			t.Errorf("hosts %q and %q share the EnvoyFilter name %s", other, host, name)
+		}
+		seen[name] = host
 	}
 	long := strings.Repeat("a", 300) + ".example"
 	n1, n2 := ObjectName(Inbound, long, 1), ObjectName(Inbound, long+"x", 1)

@@ -147,6 +147,7 @@ func TestTranslateFailsOnAReadError(t *testing.T) {
 			snap: &model.Snapshot{
 				ServiceEntries: []model.Object{serviceEntry("a", model.SyntheticPrefix+"svc", []string{"svc.a.svc.cluster.local"}, dubbo(20880))},
 				KubeService:    func(string, string) (*model.KubeService, error) { return nil, boom },
+				DomainSuffix:   "cluster.local",
 			},
 			want: "reading Service a/svc",
 		},
