@@ -141,6 +141,10 @@ type Snapshot struct {
 	ServiceEntryAnnotations func(namespace, name string) (map[string]string, bool, error)
 	// DomainSuffix completes short hosts: name -> name.<namespace>.svc.<suffix>.
 	DomainSuffix string
+	// RootNamespace is Istio's root namespace: a RedisService or RedisDestination there
+	// configures services of every namespace, one elsewhere only those of its own, as
+	// Istio scopes its own root-namespace config.
+	RootNamespace string
 }
 
 // BuildServices returns a Service for every ServiceEntry with at least one port of a
@@ -150,8 +154,8 @@ type Snapshot struct {
 func BuildServices(snap *Snapshot) ([]*Service, error) {
 	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix)
 	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix)
-	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](snap.RedisServices, snap.DomainSuffix)
-	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](snap.RedisDestinations, snap.DomainSuffix)
+	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](Bindable(snap.RedisServices, snap.DomainSuffix), snap.DomainSuffix)
+	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](Bindable(snap.RedisDestinations, snap.DomainSuffix), snap.DomainSuffix)
 
 	var out []*Service
 	for i := range snap.ServiceEntries {
@@ -199,8 +203,8 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		}
 		svc.VirtualServices = vsIndex.lookup(svc.Hosts)
 		svc.DestinationRules = drIndex.lookup(svc.Hosts)
-		svc.RedisServices = rsIndex.lookup(svc.Hosts)
-		svc.RedisDestinations = rdIndex.lookup(svc.Hosts)
+		svc.RedisServices = inScope(rsIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
+		svc.RedisDestinations = inScope(rdIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.Version = serviceVersion(c, kube, svc)
 		out = append(out, svc)
 	}
@@ -309,6 +313,28 @@ func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
 	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
+}
+
+// Bindable returns the Redis objects that may bind to services: those without a
+// wildcard host. A wildcard would let one object configure services it does not name.
+func Bindable(objs []Object, domainSuffix string) []Object {
+	out := make([]Object, 0, len(objs))
+	for _, o := range objs {
+		if !slices.ContainsFunc(HostsOf(o, domainSuffix), func(h string) bool { return host.Name(h).IsWildCarded() }) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// InScope reports whether an object of namespace ns may configure a service of
+// namespace svcNamespace: its own namespace, or any from the root namespace.
+func InScope(ns, svcNamespace, rootNamespace string) bool {
+	return ns == svcNamespace || (rootNamespace != "" && ns == rootNamespace)
+}
+
+func inScope[T any](cfgs []*Config[T], svcNamespace, rootNamespace string) []*Config[T] {
+	return slices.DeleteFunc(cfgs, func(c *Config[T]) bool { return !InScope(c.Namespace, svcNamespace, rootNamespace) })
 }
 
 // HostsOf returns the fully qualified hosts a VirtualService, DestinationRule,

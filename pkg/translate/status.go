@@ -72,8 +72,7 @@ func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string
 			case st != nil && len(st.applied) > 0:
 				v = model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: "applies to " + strings.Join(st.applied, ", ")}
 			default:
-				v = model.Verdict{Reason: redisspec.ReasonNoMatchingService, Message: fmt.Sprintf(
-					"no service with a tcp-redis port has any of the hosts %s", strings.Join(model.HostsOf(c, snap.DomainSuffix), ", "))}
+				v = unbound(c, kind, snap, services)
 			}
 			v.Generation = c.Generation
 			out[ref] = v
@@ -102,6 +101,33 @@ func refsOf[T any](kind string, cfgs []*model.Config[T]) []model.ObjectRef {
 		out = append(out, model.ObjectRef{Kind: kind, Namespace: c.Namespace, Name: c.Name})
 	}
 	return out
+}
+
+// unbound is the verdict of an object that configures no service: a wildcard host, a
+// service of another namespace it may not configure, or no service with its hosts.
+func unbound(c model.Object, kind string, snap *model.Snapshot, services []*model.Service) model.Verdict {
+	hosts := model.HostsOf(c, snap.DomainSuffix)
+	if len(model.Bindable([]model.Object{c}, snap.DomainSuffix)) == 0 {
+		return model.Verdict{Reason: redisspec.ReasonInvalid, Message: fmt.Sprintf(
+			"the hosts %s include a wildcard, which is refused: a %s configures the services it names, each by its host",
+			strings.Join(hosts, ", "), kind)}
+	}
+	var foreign []string
+	for _, svc := range services {
+		if !hasRedisPort(svc) || model.InScope(c.Namespace, svc.Namespace, snap.RootNamespace) {
+			continue
+		}
+		if slices.ContainsFunc(svc.Hosts, func(h string) bool { return slices.Contains(hosts, h) }) {
+			foreign = append(foreign, svc.Kind()+" "+svc.Namespace+"/"+svc.ObjectName())
+		}
+	}
+	if len(foreign) > 0 {
+		return model.Verdict{Reason: redisspec.ReasonOtherNamespace, Message: fmt.Sprintf(
+			"%s has these hosts but is in another namespace: a %s configures only services of its own namespace "+
+				"(one in the root namespace %s configures any)", strings.Join(foreign, ", "), kind, snap.RootNamespace)}
+	}
+	return model.Verdict{Reason: redisspec.ReasonNoMatchingService, Message: fmt.Sprintf(
+		"no service with a tcp-redis port has any of the hosts %s", strings.Join(hosts, ", "))}
 }
 
 func hasRedisPort(svc *model.Service) bool {

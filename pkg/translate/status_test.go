@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
@@ -68,9 +71,21 @@ stringData: {password: ` + password + `}
 			checked: "RedisService/cache", reason: redisspec.ReasonAccepted, message: "applies to ServiceEntry redis/cache",
 		},
 		{
-			name:    "RedisDestination accepted on two services",
-			docs:    rd("all", "  host: '*.redis.svc.cluster.local'\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 3}}}\n") + serviceEntry("more", "more.redis.svc.cluster.local", "240.240.30.4", "tcp-redis:6379"),
-			checked: "RedisDestination/all", reason: redisspec.ReasonAccepted, message: "applies to ServiceEntry redis/more, ServiceEntry redis/users",
+			// A wildcard would configure services the object does not name.
+			name:    "RedisDestination with a wildcard host",
+			docs:    rd("all", "  host: '*.redis.svc.cluster.local'\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 3}}}\n"),
+			checked: "RedisDestination/all", reason: redisspec.ReasonInvalid, message: "include a wildcard, which is refused",
+		},
+		{
+			name:    "RedisService for a service of another namespace",
+			docs:    rs("cache", "  host: [orders.shop.example]\n") + fixture.ServiceEntryYAML("shop", "orders", "orders.shop.example", "240.240.31.1", "tcp-redis:6379"),
+			checked: "RedisService/cache", reason: redisspec.ReasonOtherNamespace, message: "ServiceEntry shop/orders has these hosts but is in another namespace",
+		},
+		{
+			name: "RedisDestination for a service of another namespace",
+			docs: rd("cache", "  host: orders.shop.example\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 3}}}\n") +
+				fixture.ServiceEntryYAML("shop", "orders", "orders.shop.example", "240.240.31.1", "tcp-redis:6379"),
+			checked: "RedisDestination/cache", reason: redisspec.ReasonOtherNamespace, message: "only services of its own namespace",
 		},
 		{
 			name:    "no service has the host",
@@ -191,5 +206,36 @@ stringData: {password: ` + password + `}
 				}
 			}
 		})
+	}
+}
+
+// A RedisService or RedisDestination of another namespace changes nothing of a
+// service's EnvoyFilters; one of the root namespace configures it.
+func TestRedisObjectsStayInTheirNamespace(t *testing.T) {
+	object := func(kind, namespace, spec string) string {
+		return "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: " + kind + "\nmetadata: {name: x, namespace: " + namespace + "}\nspec:\n" + spec
+	}
+	const (
+		rsSpec = "  host: [cache.redis.example]\n  redis:\n  - route: {host: cache.redis.example}\n    mirror: [{route: {host: cache.redis.example}}]\n"
+		rdSpec = "  host: cache.redis.example\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}\n"
+	)
+	alone, _ := translateDocs(t, cacheSE)
+	foreign, _ := translateDocs(t, cacheSE+object("RedisService", "tenant", rsSpec)+object("RedisDestination", "tenant", rdSpec))
+	if diff := cmp.Diff(translate.SortedFilters(alone.Filters), translate.SortedFilters(foreign.Filters), protocmp.Transform()); diff != "" {
+		t.Errorf("another namespace's Redis objects changed the service's EnvoyFilters (-alone +with them):\n%s", diff)
+	}
+	for _, kind := range []string{model.KindRedisService, model.KindRedisDestination} {
+		if v := foreign.Verdicts[model.ObjectRef{Kind: kind, Namespace: "tenant", Name: "x"}]; v.Ready || v.Reason != redisspec.ReasonOtherNamespace {
+			t.Errorf("%s of another namespace: %+v, want not ready, %s", kind, v, redisspec.ReasonOtherNamespace)
+		}
+	}
+	root, _ := translateDocs(t, cacheSE+object("RedisService", "istio-system", rsSpec)+object("RedisDestination", "istio-system", rdSpec))
+	for _, kind := range []string{model.KindRedisService, model.KindRedisDestination} {
+		if v := root.Verdicts[model.ObjectRef{Kind: kind, Namespace: "istio-system", Name: "x"}]; !v.Ready {
+			t.Errorf("%s of the root namespace: %+v, want it in effect", kind, v)
+		}
+	}
+	if cmp.Equal(translate.SortedFilters(alone.Filters), translate.SortedFilters(root.Filters), protocmp.Transform()) {
+		t.Error("the root namespace's Redis objects changed nothing")
 	}
 }

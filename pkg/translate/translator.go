@@ -43,6 +43,12 @@ func (tr *Translator) Reset() {
 // a partial view would drop routes or filters the user still wants. The cache is
 // then left as it was.
 func (tr *Translator) Translate(snap *model.Snapshot) (*Translation, error) {
+	if snap.RootNamespace != tr.context.RootNamespace {
+		// The context's root namespace is the one the output is written for.
+		scoped := *snap
+		scoped.RootNamespace = tr.context.RootNamespace
+		snap = &scoped
+	}
 	services, err := model.BuildServices(snap)
 	if err != nil {
 		return nil, err

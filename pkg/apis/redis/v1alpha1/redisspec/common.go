@@ -50,6 +50,9 @@ const (
 	ReasonAccepted = "Accepted"
 	// ReasonNoMatchingService: no service with a tcp-redis port has any of its hosts.
 	ReasonNoMatchingService = "NoMatchingService"
+	// ReasonOtherNamespace: the services with its hosts are in another namespace,
+	// which an object outside Istio's root namespace may not configure.
+	ReasonOtherNamespace = "OtherNamespace"
 	// ReasonSecretNotFound: the auth Secret does not exist.
 	ReasonSecretNotFound = "SecretNotFound"
 	// ReasonSecretKeyNotFound: the auth Secret lacks a key it must have.
