@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -33,7 +34,9 @@ type Service struct {
 	// WorkloadSelector selects the workloads that serve the service; nil when the
 	// service has no workloads in the mesh (then there is no inbound side to patch).
 	WorkloadSelector map[string]string
-	// VirtualServices bound to any host of the service, by namespace and name.
+	// VirtualServices bound to any host of the service and visible to every namespace,
+	// in the order Istio's sidecars prefer them (see virtualServicePrecedence): the
+	// first is the one in effect.
 	VirtualServices []*Config[*networking.VirtualService]
 	// DestinationRules for any host of the service, by namespace and name.
 	DestinationRules []*Config[*networking.DestinationRule]
@@ -71,6 +74,8 @@ type Config[T any] struct {
 	// Version changes whenever the object does: its resource version, or a hash of
 	// its content when it has none.
 	Version string
+	// Created is the object's creation time; zero when unknown.
+	Created time.Time
 }
 
 // Key is namespace/name: the identity of the service across pushes.
@@ -152,7 +157,7 @@ type Snapshot struct {
 // are resolved once into an index, so the cost is linear in the config size. A
 // failed lookup of the snapshot is an error naming the object.
 func BuildServices(snap *Snapshot) ([]*Service, error) {
-	vsIndex := newHostIndex[*networking.VirtualService](snap.VirtualServices, snap.DomainSuffix)
+	vsIndex := newHostIndex[*networking.VirtualService](meshWide(snap.VirtualServices), snap.DomainSuffix)
 	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix)
 	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](Bindable(snap.RedisServices, snap.DomainSuffix), snap.DomainSuffix)
 	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](Bindable(snap.RedisDestinations, snap.DomainSuffix), snap.DomainSuffix)
@@ -201,7 +206,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 			svc.WorkloadSelector = sel
 		}
-		svc.VirtualServices = vsIndex.lookup(svc.Hosts)
+		svc.VirtualServices = virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix)
 		svc.DestinationRules = drIndex.lookup(svc.Hosts)
 		svc.RedisServices = inScope(rsIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.RedisDestinations = inScope(rdIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
@@ -286,7 +291,7 @@ func newHostIndex[T any](cfgs []Object, domainSuffix string) *hostIndex[T] {
 		if !ok {
 			continue
 		}
-		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec, Version: ConfigVersion(c)}
+		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec, Version: ConfigVersion(c), Created: c.Created}
 		for _, h := range HostsOf(c, domainSuffix) {
 			fqdn := host.Name(h)
 			if fqdn.IsWildCarded() {
@@ -313,6 +318,56 @@ func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
 	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
+}
+
+// meshWide returns the VirtualServices exported to every namespace (no exportTo, or
+// one with "*"). The filters a translation writes reach every sidecar; one exported
+// to some namespaces only would route the clients of every other namespace too.
+func meshWide(vss []Object) []Object {
+	out := make([]Object, 0, len(vss))
+	for _, o := range vss {
+		vs, ok := o.Spec.(*networking.VirtualService)
+		if ok && (len(vs.GetExportTo()) == 0 || slices.Contains(vs.GetExportTo(), "*")) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// virtualServicePrecedence orders the VirtualServices of a service as Istio's sidecars
+// choose among them for a host: one naming a host of the service exactly before one
+// that matches it by a wildcard, a narrower wildcard before a broader one, then the
+// oldest, then by name, then by namespace (configCompareByCreationTime). A newer
+// object of any namespace cannot take a host that an older or more specific one has.
+func virtualServicePrecedence(vss []*Config[*networking.VirtualService], hosts []string, domainSuffix string) []*Config[*networking.VirtualService] {
+	specificity := func(vs *Config[*networking.VirtualService]) int {
+		best := -1
+		for _, h := range vs.Spec.GetHosts() {
+			vh := ResolveHost(h, vs.Namespace, domainSuffix)
+			for _, sh := range hosts {
+				switch {
+				case string(vh) == sh:
+					return math.MaxInt
+				case vh.IsWildCarded() && vh.Matches(host.Name(sh)):
+					best = max(best, len(vh))
+				}
+			}
+		}
+		return best
+	}
+	rank := make(map[*Config[*networking.VirtualService]]int, len(vss))
+	for _, vs := range vss {
+		rank[vs] = specificity(vs)
+	}
+	slices.SortStableFunc(vss, func(a, b *Config[*networking.VirtualService]) int {
+		return cmp.Or(
+			cmp.Compare(rank[b], rank[a]),
+			a.Created.Compare(b.Created),
+			strings.Compare(a.Name, b.Name),
+			strings.Compare(a.Namespace, b.Namespace),
+		)
+	})
+	return vss
 }
 
 // Bindable returns the Redis objects that may bind to services: those without a

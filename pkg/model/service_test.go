@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	networking "istio.io/api/networking/v1alpha3"
@@ -71,7 +72,8 @@ func TestBuildServicesBindsByHost(t *testing.T) {
 		return out
 	}
 	vs := names(len(svc.VirtualServices), func(i int) string { return svc.VirtualServices[i].Namespace + "/" + svc.VirtualServices[i].Name })
-	if diff := cmp.Diff([]string{"app/short-same-ns", "other/fqdn-other-ns", "other/second-host", "other/wildcard"}, vs); diff != "" {
+	// In Istio's order: exact hosts first (by name, all of one age), then the wildcard.
+	if diff := cmp.Diff([]string{"other/fqdn-other-ns", "other/second-host", "app/short-same-ns", "other/wildcard"}, vs); diff != "" {
 		t.Errorf("VirtualServices (-want +got):\n%s", diff)
 	}
 	dr := names(len(svc.DestinationRules), func(i int) string { return svc.DestinationRules[i].Namespace + "/" + svc.DestinationRules[i].Name })
@@ -177,5 +179,82 @@ func TestOnlyIstiodsSyntheticEntriesBorrowFromTheService(t *testing.T) {
 	if !derived.Synthetic || derived.Kind() != "Service" || derived.ObjectName() != "orders" ||
 		derived.Annotations["interface"] != "org.example.Borrowed" || derived.Ports[0].TargetPort != 20999 {
 		t.Errorf("istiod's entry for Service shop/orders: %+v, port %+v", derived, derived.Ports[0])
+	}
+}
+
+// The VirtualService in effect for a service is the one Istio's sidecars would use:
+// an exact host before a wildcard, a narrower wildcard before a broader one, the
+// oldest, then by name, then by namespace; one exported to some namespaces only is
+// not applied to the whole mesh.
+func TestVirtualServicePrecedence(t *testing.T) {
+	at := func(day int) time.Time { return time.Date(2026, 1, day, 0, 0, 0, 0, time.UTC) }
+	vs := func(ns, name string, created time.Time, hosts []string, exportTo ...string) model.Object {
+		return model.Object{Name: name, Namespace: ns, Created: created, ResourceVersion: "1",
+			Spec: &networking.VirtualService{Hosts: hosts, ExportTo: exportTo}}
+	}
+	se := model.Object{Name: "orders", Namespace: "shop", ResourceVersion: "1", Spec: &networking.ServiceEntry{
+		Hosts: []string{"orders.shop.svc.cluster.local"}, Addresses: []string{"240.240.0.1"},
+		Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+	}}
+	for _, c := range []struct {
+		name string
+		vss  []model.Object
+		want []string
+	}{
+		{
+			name: "exact beats an older wildcard of another namespace",
+			vss: []model.Object{
+				vs("tenant", "all", at(1), []string{"*.svc.cluster.local"}),
+				vs("shop", "orders", at(9), []string{"orders"}),
+			},
+			want: []string{"shop/orders", "tenant/all"},
+		},
+		{
+			name: "narrower wildcard beats a broader one",
+			vss: []model.Object{
+				vs("a", "broad", at(1), []string{"*"}),
+				vs("b", "narrow", at(5), []string{"*.shop.svc.cluster.local"}),
+				vs("c", "middle", at(2), []string{"*.svc.cluster.local"}),
+			},
+			want: []string{"b/narrow", "c/middle", "a/broad"},
+		},
+		{
+			name: "the older of two exact ones, whatever their namespaces and names",
+			vss: []model.Object{
+				vs("aaa", "aaa", at(9), []string{"orders.shop.svc.cluster.local"}),
+				vs("zzz", "zzz", at(1), []string{"orders.shop.svc.cluster.local"}),
+			},
+			want: []string{"zzz/zzz", "aaa/aaa"},
+		},
+		{
+			name: "of one age: by name, then by namespace",
+			vss: []model.Object{
+				vs("b", "x", at(1), []string{"orders.shop.svc.cluster.local"}),
+				vs("a", "y", at(1), []string{"orders.shop.svc.cluster.local"}),
+				vs("a", "x", at(1), []string{"orders.shop.svc.cluster.local"}),
+			},
+			want: []string{"a/x", "b/x", "a/y"},
+		},
+		{
+			name: "exported to some namespaces only: not mesh-wide",
+			vss: []model.Object{
+				vs("tenant", "mine", at(1), []string{"*.svc.cluster.local"}, "."),
+				vs("tenant", "theirs", at(1), []string{"orders.shop.svc.cluster.local"}, "tenant", "shop"),
+				vs("shop", "everyone", at(9), []string{"orders"}, "*"),
+			},
+			want: []string{"shop/everyone"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			snap := &model.Snapshot{DomainSuffix: "cluster.local", ServiceEntries: []model.Object{se}, VirtualServices: c.vss}
+			svc := build(t, snap)[0]
+			var got []string
+			for _, v := range svc.VirtualServices {
+				got = append(got, v.Namespace+"/"+v.Name)
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" {
+				t.Errorf("VirtualServices in order (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

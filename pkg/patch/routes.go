@@ -43,7 +43,7 @@ type WeightedCluster struct {
 
 // Routes returns the routing rules for a service port from the first VirtualService
 // bound to the service (Istio gives a host to one VirtualService on sidecars; they
-// are ordered by namespace and name), in rule order. Nil means: no VirtualService,
+// are ordered as Istio prefers them, see model.Service.VirtualServices), in rule order. Nil means: no VirtualService,
 // route everything to the service's own cluster. Unsupported or invalid input is an
 // error naming the VirtualService and the rule.
 func Routes(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*Route, error) {

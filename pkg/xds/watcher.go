@@ -530,7 +530,7 @@ func (w *Watcher) Snapshot() (serviceEntries, virtualServices, destinationRules 
 		cfgs := store.List(k, "")
 		out := make([]model.Object, len(cfgs))
 		for i, c := range cfgs {
-			out[i] = model.Object{Name: c.Name, Namespace: c.Namespace, Annotations: c.Annotations, ResourceVersion: c.ResourceVersion, Spec: c.Spec}
+			out[i] = model.Object{Name: c.Name, Namespace: c.Namespace, Annotations: c.Annotations, ResourceVersion: c.ResourceVersion, Created: c.CreationTimestamp, Spec: c.Spec}
 		}
 		slices.SortFunc(out, func(a, b model.Object) int {
 			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))

@@ -523,6 +523,12 @@ func checkChains(t *testing.T, where string, chains []*listener.FilterChain, fil
 // configuration, after checking the interface.
 func dubboRoutes(t *testing.T, f *listener.Filter) []*dubbo.Route {
 	t.Helper()
+	return dubboRoutesOf(t, f, dubboInterface)
+}
+
+// dubboRoutesOf is dubboRoutes for a service of interface iface.
+func dubboRoutesOf(t *testing.T, f *listener.Filter, iface string) []*dubbo.Route {
+	t.Helper()
 	dp := &dubbo.DubboProxy{}
 	if err := f.GetTypedConfig().UnmarshalTo(dp); err != nil {
 		t.Fatalf("decoding %s: %v", f.GetName(), err)
@@ -531,8 +537,8 @@ func dubboRoutes(t *testing.T, f *listener.Filter) []*dubbo.Route {
 	if len(rcs) != 1 {
 		t.Fatalf("DubboProxy has %d route configurations, want 1: %v", len(rcs), dp)
 	}
-	if rcs[0].GetInterface() != dubboInterface {
-		t.Errorf("interface %q, want %q", rcs[0].GetInterface(), dubboInterface)
+	if rcs[0].GetInterface() != iface {
+		t.Errorf("interface %q, want %q", rcs[0].GetInterface(), iface)
 	}
 	return rcs[0].GetRoutes()
 }

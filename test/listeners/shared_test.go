@@ -214,14 +214,8 @@ func TestSharedPortOnListeners(t *testing.T) {
 	}
 	checkChains(t, "inbound 20880", chains, dubboplugin.FilterName, true, func(t *testing.T, f *listener.Filter) {
 		t.Helper()
-		cfg := &dubbo.DubboProxy{}
-		if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
-			t.Fatal(err)
-		}
-		rcs := cfg.GetMultipleRouteConfig().GetRouteConfig()
-		if len(rcs) != 1 || rcs[0].GetInterface() != "org.example.Orders" || len(rcs[0].GetRoutes()) != 1 ||
-			rcs[0].GetRoutes()[0].GetRoute().GetCluster() != "inbound|20880||" {
-			t.Errorf("inbound routes %v, want org.example.Orders inline to inbound|20880||", rcs)
+		if routes := dubboRoutesOf(t, f, "org.example.Orders"); len(routes) != 1 || routes[0].GetRoute().GetCluster() != "inbound|20880||" {
+			t.Errorf("inbound routes %v, want one to inbound|20880||", routes)
 		}
 	})
 }
