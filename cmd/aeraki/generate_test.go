@@ -67,6 +67,7 @@ func TestGenerate(t *testing.T) {
 		{name: "no input", args: nil, code: 2, emptyStdout: true, stderr: []string{"no input"}},
 		{name: "bad flag", args: []string{"--nope"}, code: 2, emptyStdout: true},
 		{name: "missing file", args: []string{"-f", filepath.Join(dir, "absent.yaml")}, code: 1, emptyStdout: true, stderr: []string{"absent.yaml"}},
+		{name: "not a regular file", args: []string{"-f", "/dev/zero"}, code: 1, emptyStdout: true, stderr: []string{"/dev/zero is not a regular file"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

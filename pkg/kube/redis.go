@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -43,9 +42,6 @@ const EventRecorderName = "aeraki"
 
 // authRefIndex indexes Redis objects by the name of the Secret their auth names.
 const authRefIndex = "aeraki.io/auth-ref"
-
-// maxEventNote is the apiserver's limit on an events.k8s.io/v1 Event's note.
-const maxEventNote = 1024
 
 // SetupRedis registers the reconcilers with mgr. The returned function asks for every
 // Redis object to be checked again (bootstrap calls it when a push's verdicts
@@ -255,7 +251,7 @@ func (r *redisReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		Type:               v1alpha1.ConditionReady,
 		Status:             metav1.ConditionFalse,
 		Reason:             v.Reason,
-		Message:            v.Message,
+		Message:            model.Shorten(v.Message, model.MaxConditionMessage),
 		ObservedGeneration: gen,
 	}
 	if v.Ready {
@@ -304,19 +300,8 @@ func (r *redisReconciler) announce(obj client.Object, prev, cur *metav1.Conditio
 		if prev != nil && prev.Status == metav1.ConditionFalse && prev.Reason == cur.Reason && prev.Message == cur.Message {
 			return
 		}
-		r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, cur.Reason, "Check", "%s", truncate(cur.Message, maxEventNote))
+		r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, cur.Reason, "Check", "%s", model.Shorten(cur.Message, model.MaxEventNote))
 	case prev != nil && prev.Status != metav1.ConditionTrue:
-		r.recorder.Eventf(obj, nil, corev1.EventTypeNormal, cur.Reason, "Check", "%s", truncate(cur.Message, maxEventNote))
+		r.recorder.Eventf(obj, nil, corev1.EventTypeNormal, cur.Reason, "Check", "%s", model.Shorten(cur.Message, model.MaxEventNote))
 	}
-}
-
-func truncate(s string, limit int) string {
-	if len(s) <= limit {
-		return s
-	}
-	s = s[:limit-len("...")]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s + "..."
 }

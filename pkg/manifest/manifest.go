@@ -107,7 +107,7 @@ func ReadPaths(paths []string) (*Objects, []error) {
 			continue
 		}
 		for _, f := range files {
-			data, err := os.ReadFile(f) //nolint:gosec // reading the files the user names is the point
+			data, err := readFile(f)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -116,6 +116,39 @@ func ReadPaths(paths []string) (*Objects, []error) {
 		}
 	}
 	return objs, errs
+}
+
+// MaxFileSize is the largest file ReadPaths reads: far more than any config, and
+// little enough to hold.
+const MaxFileSize = 64 << 20
+
+// readFile reads a regular file of at most MaxFileSize bytes (a symlink is followed
+// to one): a device or a pipe would be read for ever.
+func readFile(name string) ([]byte, error) {
+	f, err := os.Open(name) //nolint:gosec // reading the files the user names is the point
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !info.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a regular file (%s): refused", name, info.Mode().Type())
+	case info.Size() > MaxFileSize:
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d read: refused", name, info.Size(), MaxFileSize)
+	}
+	// The size can grow after Stat: read one byte more than allowed to notice.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%s is more than %d bytes: refused", name, MaxFileSize)
+	}
+	return data, nil
 }
 
 func expand(p string) ([]string, error) {

@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -177,5 +179,25 @@ func TestSecretErrorsDoNotQuoteData(t *testing.T) {
 	errs := objs.Decode(strings.NewReader(in), "f")
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "Secret ns/s") || strings.Contains(errs[0].Error(), "hunter2") {
 		t.Fatalf("errors = %v", errs)
+	}
+}
+
+// A path that is not a regular file (a device behind a symlink, which would be read
+// for ever) is refused with an error naming it; the other files are read.
+func TestReadPathsReadsRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink("/dev/zero", filepath.Join(dir, "zero.yaml")); err != nil {
+		t.Skipf("no symlink here: %v", err)
+	}
+	good := "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: good, namespace: ns}\nspec: {hosts: [good.example]}\n"
+	if err := os.WriteFile(filepath.Join(dir, "good.yaml"), []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	objs, errs := ReadPaths([]string{dir})
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "zero.yaml is not a regular file") {
+		t.Errorf("errors %v, want one naming zero.yaml as not a regular file", errs)
+	}
+	if len(objs.ServiceEntries) != 1 {
+		t.Errorf("%d ServiceEntries read, want the good file's", len(objs.ServiceEntries))
 	}
 }

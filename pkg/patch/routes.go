@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 
@@ -94,7 +94,8 @@ func route(ctx *generator.Context, svc *model.Service, port *model.Port, vs *mod
 	if len(dests) == 0 {
 		return nil, errors.New("no route destinations")
 	}
-	var sum int32
+	// Summed wide: weights are int32 each, and many of them must not wrap to 100.
+	var sum int64
 	for _, d := range dests {
 		host := string(model.ResolveHost(d.GetDestination().GetHost(), vs.Namespace, ctx.DomainSuffix))
 		if host == "" {
@@ -115,7 +116,7 @@ func route(ctx *generator.Context, svc *model.Service, port *model.Port, vs *mod
 		if weight < 0 {
 			return nil, fmt.Errorf("negative weight %d", weight)
 		}
-		sum += weight
+		sum += int64(weight)
 		// A destination of weight 0 gets nothing; Envoy's weights must be at least 1.
 		if weight > 0 {
 			r.Clusters = append(r.Clusters, WeightedCluster{Name: model.OutboundClusterName(number, subset, host), Weight: uint32(weight)})
@@ -153,8 +154,15 @@ func checkHeader(name string, m *networking.StringMatch) error {
 	return checkStringMatch("header "+name, m)
 }
 
+// maxRegexProgramSize is the largest compiled regex Envoy accepts by default (its
+// runtime key re2.max_program_size.error_level): a larger one makes the sidecar
+// reject the whole listener.
+const maxRegexProgramSize = 100
+
 // checkStringMatch rejects what no protocol filter can match on: an empty match, an
-// empty regex and a regex that does not compile (Envoy uses RE2, as Go's regexp does).
+// empty regex, a regex that does not compile (Envoy uses RE2, as Go's regexp does),
+// and one whose program is larger than Envoy accepts (Go's compiler is a port of
+// RE2's and counts the same instructions).
 func checkStringMatch(what string, m *networking.StringMatch) error {
 	if m == nil {
 		return nil
@@ -166,8 +174,16 @@ func checkStringMatch(what string, m *networking.StringMatch) error {
 		if v.Regex == "" {
 			return fmt.Errorf("%s regex is empty: give a regex, or use exact or prefix", what)
 		}
-		if _, err := regexp.Compile(v.Regex); err != nil {
-			return fmt.Errorf("%s regex %q does not compile: %w", what, v.Regex, err)
+		re, err := syntax.Parse(v.Regex, syntax.Perl)
+		if err != nil {
+			return fmt.Errorf("%s regex %q does not compile: %w", what, model.Shorten(v.Regex, 80), err)
+		}
+		prog, err := syntax.Compile(re.Simplify())
+		if err != nil {
+			return fmt.Errorf("%s regex %q does not compile: %w", what, model.Shorten(v.Regex, 80), err)
+		}
+		if n := len(prog.Inst); n > maxRegexProgramSize {
+			return fmt.Errorf("%s regex %q compiles to %d instructions, more than the %d Envoy accepts: simplify it", what, model.Shorten(v.Regex, 80), n, maxRegexProgramSize)
 		}
 		return nil
 	default:

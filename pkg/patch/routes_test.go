@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -180,6 +181,9 @@ func TestRoutesRejectsMatches(t *testing.T) {
 		{"header name with NUL", &networking.HTTPMatchRequest{Headers: map[string]*networking.StringMatch{"x-a\x00": exactMatch("x")}}, "contains NUL, CR or LF"},
 		{"empty header match", &networking.HTTPMatchRequest{Headers: map[string]*networking.StringMatch{"x-a": {}}}, "header x-a match is empty"},
 		{"header regex that does not compile", &networking.HTTPMatchRequest{Headers: map[string]*networking.StringMatch{"x-a": regexMatch("[")}}, `header x-a regex "["`},
+		// Envoy refuses the whole listener for a regex program over 100 instructions.
+		{"method regex larger than Envoy accepts", &networking.HTTPMatchRequest{Method: regexMatch(strings.Repeat("a", 100_000))}, "instructions, more than the 100 Envoy accepts"},
+		{"header regex larger than Envoy accepts", &networking.HTTPMatchRequest{Headers: map[string]*networking.StringMatch{"x-a": regexMatch("(x|y){50}z")}}, "more than the 100 Envoy accepts"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := routesOf(t, httpRule("bad", []*networking.HTTPMatchRequest{c.match}, routeTo("reviews", "", 0)))
@@ -206,6 +210,10 @@ func TestRoutesWeights(t *testing.T) {
 		{name: "sum above 100", dests: []*networking.HTTPRouteDestination{routeTo("reviews", "v1", 60), routeTo("reviews", "v2", 50)}, err: "add up to 110, not 100"},
 		{name: "two without weights: no default", dests: []*networking.HTTPRouteDestination{routeTo("reviews", "v1", 0), routeTo("reviews", "v2", 0)}, err: "add up to 0, not 100"},
 		{name: "negative", dests: []*networking.HTTPRouteDestination{routeTo("reviews", "v1", -10), routeTo("reviews", "v2", 110)}, err: "negative weight -10"},
+		// In 32 bits these wrap around to exactly 100.
+		{name: "weights that overflow 32 bits", dests: []*networking.HTTPRouteDestination{
+			routeTo("reviews", "v1", math.MaxInt32), routeTo("reviews", "v2", math.MaxInt32), routeTo("reviews", "v1", 102),
+		}, err: "add up to 4294967396, not 100"},
 		{name: "no destination", err: "no route destinations"},
 		{name: "destination without host", dests: []*networking.HTTPRouteDestination{routeTo("", "", 0)}, err: "a destination has no host"},
 	} {

@@ -253,7 +253,7 @@ func (c *Controller) report(t *translate.Translation) {
 		svc := skipped[0].Service
 		c.opts.Log.Info("leaving ports as plain TCP", "kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "reason", msg)
 		if c.opts.Recorder != nil {
-			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeNormal, "PortLeftAsTCP", "Generate", "%s", msg)
+			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeNormal, "PortLeftAsTCP", "Generate", "%s", model.Shorten(msg, model.MaxEventNote))
 		}
 	}
 	for key := range c.failures {
@@ -273,8 +273,8 @@ func (c *Controller) report(t *translate.Translation) {
 		c.opts.Log.Error(serr.Err, "cannot generate EnvoyFilters; keeping the ones applied before",
 			"kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "port", serr.Port.Number, "protocol", serr.Protocol)
 		if c.opts.Recorder != nil {
-			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeWarning, "GenerationFailed", "Generate",
-				"port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err)
+			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeWarning, "GenerationFailed", "Generate", "%s",
+				model.Shorten(fmt.Sprintf("port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err), model.MaxEventNote))
 		}
 	}
 }
