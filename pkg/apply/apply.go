@@ -255,7 +255,7 @@ func (a *Applier) awaitCache(ctx context.Context, pending []cacheExpectation) {
 func retriable(err error) bool {
 	return !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) && !apierrors.IsForbidden(err) &&
 		!apierrors.IsMethodNotSupported(err) && !apierrors.IsNotAcceptable(err) && !apierrors.IsUnsupportedMediaType(err) &&
-		!errors.Is(err, context.Canceled)
+		!apierrors.IsRequestEntityTooLargeError(err) && !errors.Is(err, context.Canceled)
 }
 
 // toObject returns the Kubernetes object of an EnvoyFilter.

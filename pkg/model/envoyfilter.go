@@ -42,6 +42,26 @@ type EnvoyFilter struct {
 // Key is namespace/name.
 func (e *EnvoyFilter) Key() string { return e.Namespace + "/" + e.Name }
 
+// MaxEnvoyFilterBytes bounds the JSON of an EnvoyFilter we write: etcd stores objects
+// of about 1.5 MiB at most, and a larger write would fail on every push.
+const MaxEnvoyFilterBytes = 1 << 20
+
+// CheckSize fails when the EnvoyFilter's JSON is larger than MaxEnvoyFilterBytes.
+// The binary size is a cheap first look: JSON is not four times larger than it.
+func (e *EnvoyFilter) CheckSize() error {
+	if proto.Size(e.Spec) <= MaxEnvoyFilterBytes/4 {
+		return nil
+	}
+	doc, err := e.Document()
+	if err != nil {
+		return err
+	}
+	if len(doc) > MaxEnvoyFilterBytes {
+		return fmt.Errorf("EnvoyFilter %s would be %d bytes, more than the %d the apiserver can store", e.Key(), len(doc), MaxEnvoyFilterBytes)
+	}
+	return nil
+}
+
 // ManagedLabels are the labels every generated EnvoyFilter carries.
 func ManagedLabels() map[string]string {
 	return map[string]string{ManagedByLabel: ManagedByValue, StandardManagedByLabel: ManagedByValue}

@@ -94,6 +94,11 @@ func ListenerFilters(ctx *generator.Context, svc *model.Service, port *model.Por
 	return b.Filters(), nil
 }
 
+// MaxOutboundAddresses bounds the addresses of a service whose outbound side gets a
+// patch per address: each costs about 1 to 2 KiB of EnvoyFilter, and the apiserver
+// stores objects of about 1.5 MiB at most.
+const MaxOutboundAddresses = 500
+
 // ErrNoListener is a service port that has no listener to patch in the directions
 // asked for: no address (no outbound listener of its own) and no workload selector
 // (no inbound listener).
@@ -189,6 +194,10 @@ func (b *Builder) ListenerFilter(op Operation, build FilterFunc, dirs ...Directi
 	}
 	host, port := b.svc.Hosts[0], b.port
 	if outbound {
+		if n := len(b.svc.Addresses); n > MaxOutboundAddresses {
+			return fmt.Errorf("%d addresses: a patch each would make an EnvoyFilter larger than the apiserver stores; "+
+				"at most %d per service (or share the port: see the route server)", n, MaxOutboundAddresses)
+		}
 		var patches []*networking.EnvoyFilter_EnvoyConfigObjectPatch
 		for _, addr := range b.svc.Addresses {
 			if strings.Contains(addr, "/") {

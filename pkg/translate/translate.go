@@ -186,6 +186,9 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 		} else {
 			efs, err = gen.Generate(ctx, svc, port)
 		}
+		if err == nil {
+			err = checkSizes(efs)
+		}
 		var skip *generator.SkipError
 		if errors.As(err, &skip) {
 			r.skipped = append(r.skipped, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err})
@@ -219,6 +222,16 @@ func oldestFirst(services []*model.Service) []int {
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return services[a].Created.Compare(services[b].Created) })
 	return order
+}
+
+// checkSizes fails when an EnvoyFilter is too large to write.
+func checkSizes(efs []*model.EnvoyFilter) error {
+	for _, ef := range efs {
+		if err := ef.CheckSize(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // generateShared generates a shared port: the server side of the service's own, the
