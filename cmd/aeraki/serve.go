@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -61,6 +62,10 @@ func serve(args []string, stderr io.Writer) int {
 	// Errors carry their context in fields; stack traces are for panics only.
 	log := zap.New(zap.Level(level), zap.WriteTo(stderr), zap.StacktraceLevel(zapcore.DPanicLevel))
 	ctrl.SetLogger(log)
+	if limit, ok := memoryLimit(os.Getenv("GOMEMLIMIT"), os.Getenv("MEMORY_LIMIT")); ok {
+		debug.SetMemoryLimit(limit)
+		log.V(1).Info("soft memory limit", "bytes", limit)
+	}
 
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
@@ -95,6 +100,20 @@ func istiodFlags(fs *flag.FlagSet, o *bootstrap.Options) {
 		"the name istiod's certificate must carry; empty means the host of --istiod-addr")
 	fs.BoolVar(&sec.Plaintext, "istiod-plaintext", false,
 		"connect without TLS or identity, to an istiod running with ENABLE_XDS_API_GENERATOR_AUTH=false: local development only")
+}
+
+// memoryLimit is the Go runtime's soft memory limit for a container limit of
+// containerLimit bytes (the Deployment's MEMORY_LIMIT): 90% of it, leaving room for
+// what is not heap (stacks, the runtime's own, buffers). GOMEMLIMIT, when set, wins.
+func memoryLimit(gomemlimit, containerLimit string) (int64, bool) {
+	if gomemlimit != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(containerLimit, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n / 10 * 9, true
 }
 
 // routeServerFlags are the flags of the route server that sidecars fetch the routes

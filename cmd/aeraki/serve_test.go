@@ -89,3 +89,23 @@ func TestRouteServerFlags(t *testing.T) {
 		t.Errorf("default host %q", got)
 	}
 }
+
+// The soft memory limit is 90% of the container's, unless GOMEMLIMIT says otherwise.
+func TestMemoryLimit(t *testing.T) {
+	for _, c := range []struct {
+		gomemlimit, container string
+		want                  int64
+		ok                    bool
+	}{
+		{"", "536870912", 483183819, true}, // 512Mi / 10 * 9
+		{"400MiB", "536870912", 0, false},
+		{"", "", 0, false},
+		{"", "0", 0, false},
+		{"", "lots", 0, false},
+	} {
+		got, ok := memoryLimit(c.gomemlimit, c.container)
+		if got != c.want || ok != c.ok {
+			t.Errorf("memoryLimit(%q, %q) = %d, %v; want %d, %v", c.gomemlimit, c.container, got, ok, c.want, c.ok)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -167,6 +168,7 @@ func TestInstallManifest(t *testing.T) {
 		deploy       *appsv1.Deployment
 		metrics      *corev1.Service
 		routes       *corev1.Service
+		pdb          *policyv1.PodDisruptionBudget
 		namespaces   []string
 		roles        []rbacv1.PolicyRule
 		nsRoles      []rbacv1.PolicyRule // the Roles' rules, in installNamespace
@@ -197,6 +199,9 @@ func TestInstallManifest(t *testing.T) {
 			default:
 				t.Errorf("%s: a Service nothing needs", d)
 			}
+		case "PodDisruptionBudget":
+			pdb = &policyv1.PodDisruptionBudget{}
+			fromUnstructured(t, d, pdb)
 		case "ClusterRole", "Role":
 			var r rbacv1.ClusterRole // a Role has the same rules
 			fromUnstructured(t, d, &r)
@@ -295,6 +300,12 @@ func TestInstallManifest(t *testing.T) {
 		t.Errorf("metrics Service selector %v does not select the pod labels %v", metrics.Spec.Selector, pod.Labels)
 	}
 	checkRouteService(t, routes, ctr, pod.Labels)
+	checkDisruptionBudget(t, pdb, deploy, pod.Labels)
+	if !slices.ContainsFunc(ctr.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "MEMORY_LIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory"
+	}) || slices.ContainsFunc(ctr.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }) {
+		t.Error("want MEMORY_LIMIT from limits.memory (the soft limit is 90% of it) and no GOMEMLIMIT, which would take it all")
+	}
 	if ctr.Resources.Requests.Cpu().IsZero() || ctr.Resources.Requests.Memory().IsZero() || ctr.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources %+v: want CPU and memory requests and a memory limit", ctr.Resources)
 	}
@@ -537,5 +548,24 @@ func checkRouteService(t *testing.T, svc *corev1.Service, ctr corev1.Container, 
 	}
 	if svc.Annotations["networking.istio.io/exportTo"] != "." {
 		t.Errorf("route Service annotations %v: want it kept out of other namespaces' registries (exportTo \".\")", svc.Annotations)
+	}
+}
+
+// checkDisruptionBudget: voluntary disruptions leave at least one replica, and the
+// budget leaves room to drain one.
+func checkDisruptionBudget(t *testing.T, pdb *policyv1.PodDisruptionBudget, deploy *appsv1.Deployment, podLabels map[string]string) {
+	t.Helper()
+	if pdb == nil {
+		t.Fatal("no PodDisruptionBudget")
+	}
+	replicas := int32(1)
+	if deploy.Spec.Replicas != nil {
+		replicas = *deploy.Spec.Replicas
+	}
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() < 1 || int32(pdb.Spec.MinAvailable.IntValue()) >= replicas {
+		t.Errorf("PodDisruptionBudget minAvailable %v with %d replicas: want at least 1 and fewer than the replicas", pdb.Spec.MinAvailable, replicas)
+	}
+	if pdb.Spec.Selector == nil || !equalSelector(pdb.Spec.Selector.MatchLabels, podLabels) {
+		t.Errorf("PodDisruptionBudget selector %v does not select the pod labels %v", pdb.Spec.Selector, podLabels)
 	}
 }
