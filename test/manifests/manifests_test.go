@@ -175,7 +175,7 @@ func TestInstallManifest(t *testing.T) {
 		bindSubjects []rbacv1.Subject
 		crds         int
 	)
-	clusterScoped := []string{"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+	clusterScoped := []string{"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 	for _, d := range docs {
 		if ns := d.obj.GetNamespace(); ns != installNamespace && !slices.Contains(clusterScoped, d.obj.GetKind()) {
 			t.Errorf("%s: namespace %q, want %q (Istio's root namespace)", d, ns, installNamespace)
