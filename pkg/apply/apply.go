@@ -18,6 +18,7 @@ import (
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -212,7 +213,16 @@ func merge(into, from map[string]string) map[string]string {
 }
 
 func (a *Applier) delete(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
-	err := a.Client.Delete(ctx, toObject(ef))
+	// Only the object the plan saw: one replaced or edited since is planned again.
+	var pre client.Preconditions
+	if ef.UID != "" {
+		uid := types.UID(ef.UID)
+		pre.UID = &uid
+	}
+	if ef.ResourceVersion != "" {
+		pre.ResourceVersion = &ef.ResourceVersion
+	}
+	err := a.Client.Delete(ctx, toObject(ef), pre)
 	if apierrors.IsNotFound(err) {
 		return "", nil
 	}
@@ -284,5 +294,6 @@ func fromObject(obj *clientnetworking.EnvoyFilter) *model.EnvoyFilter {
 		Annotations:     obj.Annotations,
 		Spec:            &obj.Spec,
 		ResourceVersion: obj.ResourceVersion,
+		UID:             string(obj.UID),
 	}
 }

@@ -34,9 +34,10 @@ type EnvoyFilter struct {
 	Labels      map[string]string
 	Annotations map[string]string
 	Spec        *networking.EnvoyFilter
-	// ResourceVersion is the object's version in the cluster; empty for a desired
+	// ResourceVersion and UID identify the object in the cluster; empty for a desired
 	// (generated) EnvoyFilter.
 	ResourceVersion string
+	UID             string
 }
 
 // Key is namespace/name.

@@ -33,6 +33,7 @@ import (
 	"aeraki.io/aeraki/pkg/metrics"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
+	"aeraki.io/aeraki/pkg/plan"
 	"aeraki.io/aeraki/pkg/push"
 	"aeraki.io/aeraki/plugin"
 	"aeraki.io/aeraki/test/controlplane"
@@ -347,4 +348,47 @@ func specJSON(t *testing.T, obj *clientnetworking.EnvoyFilter) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A delete carries the plan's resource version and UID: an EnvoyFilter edited, or
+// deleted and created again, since the plan saw it is not deleted.
+func TestDeleteOnlyWhatThePlanSaw(t *testing.T) {
+	h := newHarness(t)
+	obj := &clientnetworking.EnvoyFilter{ObjectMeta: metav1.ObjectMeta{Name: "aeraki-outbound-stale-20880", Namespace: "istio-system",
+		Labels: model.ManagedLabels()}}
+	if err := h.admin.Create(h.ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(func(m map[string]*model.EnvoyFilter) bool {
+		return m["istio-system/aeraki-outbound-stale-20880"] != nil
+	})
+	cur, err := h.applier.Current(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := cur["istio-system/aeraki-outbound-stale-20880"]
+	// Someone edits it after the plan saw it.
+	edited := h.get("aeraki-outbound-stale-20880")
+	edited.Spec.Priority = 7
+	if err := h.admin.Update(h.ctx, edited); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.applier.Apply(h.ctx, plan.Changes{Delete: []*model.EnvoyFilter{seen}}); err == nil {
+		t.Error("deleting the version the plan saw, after an edit: no error")
+	}
+	if got := h.get("aeraki-outbound-stale-20880"); got == nil || got.Spec.Priority != 7 {
+		t.Fatalf("the edited EnvoyFilter was deleted: %v", got)
+	}
+	// Once planned again from the current version, it goes.
+	h.waitFor(func(m map[string]*model.EnvoyFilter) bool {
+		c := m["istio-system/aeraki-outbound-stale-20880"]
+		return c != nil && c.Spec.GetPriority() == 7
+	})
+	cur, err = h.applier.Current(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.applier.Apply(h.ctx, plan.Changes{Delete: []*model.EnvoyFilter{cur["istio-system/aeraki-outbound-stale-20880"]}}); err != nil {
+		t.Fatal(err)
+	}
 }
