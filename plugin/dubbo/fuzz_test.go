@@ -10,13 +10,14 @@ import (
 )
 
 // FuzzGenerate feeds arbitrary interface names, method and header matches, weights
-// and ports through a VirtualService: the generator must never panic, and whatever it
-// returns without an error must be a valid filter.
+// (two, of any sum) and ports through a VirtualService: the generator must never
+// panic, and whatever it returns without an error must be a valid filter.
 func FuzzGenerate(f *testing.F) {
-	f.Add("org.example.Greeter", "sayHello", "say", "say.*", "user", "jason", int32(20), uint32(20880), uint32(20880))
-	f.Add("", "", "", "(", "", "", int32(0), uint32(0), uint32(0))
-	f.Add("x", "m", "p", "[a-z]+", "h", "", int32(-5), uint32(65535), uint32(1))
-	f.Fuzz(func(t *testing.T, iface, exact, prefix, regex, header, value string, weight int32, port, target uint32) {
+	f.Add("org.example.Greeter", "sayHello", "say", "say.*", "user", "jason", int32(20), int32(80), uint32(20880), uint32(20880))
+	f.Add("", "", "", "(", "", "", int32(0), int32(0), uint32(0), uint32(0))
+	f.Add("x", "m", "p", "[a-z]+", "h", "", int32(-5), int32(105), uint32(65535), uint32(1))
+	f.Add("x", "m", "p", "a", "h", "v", int32(2147483647), int32(2147483647), uint32(20880), uint32(20880))
+	f.Fuzz(func(t *testing.T, iface, exact, prefix, regex, header, value string, weight, weight2 int32, port, target uint32) {
 		generatortest.SkipInvalidUTF8(t, iface, exact, prefix, regex, header, value)
 		svc := &model.Service{
 			Name: "s", Namespace: "ns", Annotations: map[string]string{InterfaceAnnotation: iface},
@@ -37,7 +38,7 @@ func FuzzGenerate(f *testing.F) {
 					},
 					Route: []*networking.HTTPRouteDestination{
 						{Destination: &networking.Destination{Host: "s", Subset: "v1"}, Weight: weight},
-						{Destination: &networking.Destination{Host: "s", Subset: "v2"}, Weight: 100 - weight},
+						{Destination: &networking.Destination{Host: "s", Subset: "v2"}, Weight: weight2},
 					},
 				}},
 			}}},
