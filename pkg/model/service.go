@@ -34,6 +34,9 @@ type Service struct {
 	// WorkloadSelector selects the workloads that serve the service; nil when the
 	// service has no workloads in the mesh (then there is no inbound side to patch).
 	WorkloadSelector map[string]string
+	// ExportTo are the namespaces whose sidecars see the service (its exportTo, "."
+	// resolved), sorted; nil when every namespace's do.
+	ExportTo []string
 	// VirtualServices bound to any host of the service and visible to every namespace,
 	// in the order Istio's sidecars prefer them (see virtualServicePrecedence): the
 	// first is the one in effect.
@@ -206,6 +209,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 			svc.WorkloadSelector = sel
 		}
+		svc.ExportTo = exportNamespaces(se.GetExportTo(), c.Namespace)
 		svc.VirtualServices = virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix)
 		svc.DestinationRules = drIndex.lookup(svc.Hosts)
 		svc.RedisServices = inScope(rsIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
@@ -318,6 +322,26 @@ func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
 	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
+}
+
+// exportNamespaces resolves a ServiceEntry's exportTo: nil for every namespace (none
+// given, or "*"), the namespaces otherwise ("." is its own; "~", none: an empty list).
+func exportNamespaces(exportTo []string, namespace string) []string {
+	if len(exportTo) == 0 || slices.Contains(exportTo, "*") {
+		return nil
+	}
+	out := []string{}
+	for _, e := range exportTo {
+		switch e {
+		case "~":
+		case ".":
+			out = append(out, namespace)
+		default:
+			out = append(out, e)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // meshWide returns the VirtualServices exported to every namespace (no exportTo, or

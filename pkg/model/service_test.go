@@ -258,3 +258,33 @@ func TestVirtualServicePrecedence(t *testing.T) {
 		})
 	}
 }
+
+func TestExportNamespaces(t *testing.T) {
+	for _, c := range []struct {
+		exportTo []string
+		want     []string
+	}{
+		{nil, nil},
+		{[]string{"*"}, nil},
+		{[]string{".", "*"}, nil},
+		{[]string{"."}, []string{"shop"}},
+		{[]string{"billing", ".", "billing"}, []string{"billing", "shop"}},
+		{[]string{"~"}, []string{}},
+	} {
+		got := exportNamespacesOf(t, c.exportTo)
+		if !cmp.Equal(c.want, got) || (c.want == nil) != (got == nil) {
+			t.Errorf("exportTo %q: %#v, want %#v", c.exportTo, got, c.want)
+		}
+	}
+}
+
+// exportNamespacesOf builds the service of a ServiceEntry in namespace shop with
+// exportTo and returns its ExportTo.
+func exportNamespacesOf(t *testing.T, exportTo []string) []string {
+	t.Helper()
+	snap := &model.Snapshot{DomainSuffix: "cluster.local", ServiceEntries: []model.Object{{Name: "s", Namespace: "shop", Spec: &networking.ServiceEntry{
+		Hosts: []string{"s.shop.example"}, Addresses: []string{"240.240.0.1"}, ExportTo: exportTo,
+		Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+	}}}}
+	return build(t, snap)[0].ExportTo
+}

@@ -133,8 +133,29 @@ func NewBuilder(ctx *generator.Context, svc *model.Service, port *model.Port) (*
 	return &Builder{ctx: ctx, svc: svc, port: port}, nil
 }
 
-// Filters returns the EnvoyFilters built so far.
-func (b *Builder) Filters() []*model.EnvoyFilter { return b.filters }
+// Filters returns the EnvoyFilters built so far. The outbound one of a service that
+// only some namespaces see (exportTo) is in each of those namespaces instead of the
+// root namespace: Istio gives the service's listeners to those namespaces' sidecars
+// only, and its config (Redis credentials among it) then reaches no other sidecar.
+func (b *Builder) Filters() []*model.EnvoyFilter {
+	if b.svc.ExportTo == nil {
+		return b.filters
+	}
+	var out []*model.EnvoyFilter
+	for _, ef := range b.filters {
+		if ef.Namespace != b.ctx.RootNamespace || ef.Spec.GetWorkloadSelector() != nil {
+			out = append(out, ef)
+			continue
+		}
+		for _, ns := range b.svc.ExportTo {
+			c := *ef
+			c.Namespace = ns
+			c.Spec = proto.Clone(ef.Spec).(*networking.EnvoyFilter)
+			out = append(out, &c)
+		}
+	}
+	return out
+}
 
 // filter returns the EnvoyFilter of direction d, created when missing. The inbound
 // side needs a workload selector.

@@ -87,3 +87,56 @@ func TestAnotherNamespaceCannotSteer(t *testing.T) {
 		}
 	}
 }
+
+// privateRedis is a Redis service that only its own namespace sees, with a password
+// its clients' sidecars check.
+const privateRedis = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cache, namespace: shop}
+spec:
+  hosts: [cache.shop.svc.cluster.local]
+  addresses: [240.240.0.30]
+  ports: [{number: 6379, name: tcp-redis, protocol: TCP}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  exportTo: ["."]
+---
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata: {name: cache, namespace: shop}
+spec:
+  host: [cache]
+  settings:
+    auth: {plain: {password: shop-only}}
+`
+
+// TestPrivateServiceConfigStaysInItsNamespace: the outbound EnvoyFilter of a service
+// exported to its own namespace only is in that namespace, so its config (here a
+// Redis password) reaches that namespace's sidecars and no others; those sidecars'
+// listeners carry it.
+func TestPrivateServiceConfigStaysInItsNamespace(t *testing.T) {
+	m := New(t, privateRedis)
+	for _, ef := range m.EnvoyFilters {
+		if ef.Namespace != "shop" {
+			t.Errorf("EnvoyFilter %s of a service only namespace shop sees is outside it", ef.Key())
+		}
+	}
+	shop := Proxy{Name: "client-0", Namespace: "shop", IP: "10.0.0.5", Labels: map[string]string{"app": "client"}}
+	l := Find(m.Listeners(shop), "240.240.0.30_6379")
+	if l == nil {
+		t.Fatal("a sidecar of namespace shop has no listener for the cache")
+	}
+	for _, fc := range l.GetFilterChains() {
+		if Filter(fc, "envoy.filters.network.redis_proxy") == nil {
+			t.Errorf("shop's sidecar: the cache's listener has no redis_proxy: %v", FilterNames(fc))
+		}
+	}
+	other := Proxy{Name: "client-0", Namespace: "elsewhere", IP: "10.0.0.6", Labels: map[string]string{"app": "client"}}
+	if l := Find(m.Listeners(other), "240.240.0.30_6379"); l != nil {
+		t.Errorf("another namespace's sidecar has the private cache's listener")
+	}
+	if efw := m.Server.PushContext().EnvoyFilters(m.SetupProxy(other)); efw != nil && len(efw.Patches) > 0 {
+		t.Errorf("another namespace's sidecar gets %d kinds of patches of a private service", len(efw.Patches))
+	}
+}
