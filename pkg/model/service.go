@@ -41,7 +41,9 @@ type Service struct {
 	// in the order Istio's sidecars prefer them (see virtualServicePrecedence): the
 	// first is the one in effect.
 	VirtualServices []*Config[*networking.VirtualService]
-	// DestinationRules for any host of the service, by namespace and name.
+	// DestinationRules for any host of the service that Istio's sidecars use for it,
+	// exported to every namespace: those of the service's namespace, or, when it has
+	// none, those of the root namespace; by namespace and name.
 	DestinationRules []*Config[*networking.DestinationRule]
 	// RedisServices and RedisDestinations for any host of the service, by namespace
 	// and name.
@@ -211,7 +213,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		}
 		svc.ExportTo = exportNamespaces(se.GetExportTo(), c.Namespace)
 		svc.VirtualServices = virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix)
-		svc.DestinationRules = drIndex.lookup(svc.Hosts)
+		svc.DestinationRules = destinationRules(drIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.RedisServices = inScope(rsIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.RedisDestinations = inScope(rdIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.Version = serviceVersion(c, kube, svc)
@@ -322,6 +324,32 @@ func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
 	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
+}
+
+// destinationRules keeps the DestinationRules Istio's sidecars use for a service of
+// namespace ns, as far as one choice can hold for every sidecar: those of the
+// service's own namespace, else those of the root namespace (push_context.go,
+// destinationRule), exported to every namespace. A DestinationRule of a third
+// namespace applies only to that namespace's own sidecars, so it defines no subset
+// here.
+func destinationRules(drs []*Config[*networking.DestinationRule], ns, rootNamespace string) []*Config[*networking.DestinationRule] {
+	mine := func(in string) []*Config[*networking.DestinationRule] {
+		var out []*Config[*networking.DestinationRule]
+		for _, dr := range drs {
+			export := dr.Spec.GetExportTo()
+			if dr.Namespace == in && (len(export) == 0 || slices.Contains(export, "*")) {
+				out = append(out, dr)
+			}
+		}
+		return out
+	}
+	if own := mine(ns); len(own) > 0 {
+		return own
+	}
+	if rootNamespace == "" || rootNamespace == ns {
+		return nil
+	}
+	return mine(rootNamespace)
 }
 
 // exportNamespaces resolves a ServiceEntry's exportTo: nil for every namespace (none

@@ -288,3 +288,37 @@ func exportNamespacesOf(t *testing.T, exportTo []string) []string {
 	}}}}
 	return build(t, snap)[0].ExportTo
 }
+
+// The DestinationRules of a service are those Istio's sidecars use: the service's
+// namespace's, else the root namespace's, exported to every namespace; a third
+// namespace's never.
+func TestDestinationRulesAsIstioChooses(t *testing.T) {
+	dr := func(ns, name string, exportTo ...string) model.Object {
+		return model.Object{Name: name, Namespace: ns, ResourceVersion: "1", Spec: &networking.DestinationRule{Host: "orders.shop.svc.cluster.local", ExportTo: exportTo}}
+	}
+	se := model.Object{Name: "orders", Namespace: "shop", ResourceVersion: "1", Spec: &networking.ServiceEntry{
+		Hosts: []string{"orders.shop.svc.cluster.local"}, Addresses: []string{"240.240.0.1"},
+		Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+	}}
+	for _, c := range []struct {
+		name string
+		drs  []model.Object
+		want []string
+	}{
+		{"the service's namespace first", []model.Object{dr("istio-system", "mesh"), dr("shop", "own"), dr("tenant", "other")}, []string{"shop/own"}},
+		{"else the root namespace", []model.Object{dr("istio-system", "mesh"), dr("tenant", "other")}, []string{"istio-system/mesh"}},
+		{"never a third namespace", []model.Object{dr("tenant", "other")}, nil},
+		{"exported to some namespaces only: not mesh-wide", []model.Object{dr("shop", "private", "."), dr("istio-system", "mesh")}, []string{"istio-system/mesh"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			snap := &model.Snapshot{DomainSuffix: "cluster.local", RootNamespace: "istio-system", ServiceEntries: []model.Object{se}, DestinationRules: c.drs}
+			var got []string
+			for _, d := range build(t, snap)[0].DestinationRules {
+				got = append(got, d.Namespace+"/"+d.Name)
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" {
+				t.Errorf("DestinationRules (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
