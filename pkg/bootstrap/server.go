@@ -116,8 +116,9 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		return nil, err
 	}
 	var routeSink push.RouteSink
+	var routesReady func() bool
 	if routes != nil {
-		routeSink = routes
+		routeSink, routesReady = routes, routes.cert.Ready
 		if err := mgr.Add(everyReplica(routes.cert.Run)); err != nil {
 			return nil, err
 		}
@@ -129,13 +130,14 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		}
 	}
 	s.controller = push.NewController(push.ControllerOptions{
-		Context:  generator.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix, RouteDiscovery: discovery},
-		Routes:   routeSink,
-		Elected:  mgr.Elected(),
-		Registry: plugin.Registry(opts.Plugins),
-		Debounce: opts.Debounce,
-		Resync:   opts.Resync,
-		Source:   src,
+		Context:     generator.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix, RouteDiscovery: discovery},
+		Routes:      routeSink,
+		RoutesReady: routesReady,
+		Elected:     mgr.Elected(),
+		Registry:    plugin.Registry(opts.Plugins),
+		Debounce:    opts.Debounce,
+		Resync:      opts.Resync,
+		Source:      src,
 		Applier: &apply.Applier{
 			Cache:      mgr.GetCache(),
 			Client:     mgr.GetClient(),

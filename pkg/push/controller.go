@@ -56,6 +56,10 @@ type ControllerOptions struct {
 	// before anything is written: a sidecar that gets a filter naming routes must
 	// find them.
 	Routes RouteSink
+	// RoutesReady, when set, holds the first push until it is true: the route server
+	// can serve (it has its certificate). Writing filters that name routes no sidecar
+	// can fetch would break every shared port.
+	RoutesReady func() bool
 	// Elected is closed once this replica leads; nil means it always does. The
 	// controller runs on every replica, so that each serves routes from its own
 	// translation; only the leader writes, reports and publishes verdicts.
@@ -136,9 +140,9 @@ func (c *Controller) leading() bool {
 // until ctx is done.
 func (c *Controller) Start(ctx context.Context) error {
 	log := c.opts.Log
-	log.Info("waiting for the config to sync")
+	log.Info("waiting for the config to sync (and the route server's certificate, when it serves routes)")
 	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
-		return c.opts.Source.HasSynced(), nil
+		return c.opts.Source.HasSynced() && (c.opts.RoutesReady == nil || c.opts.RoutesReady()), nil
 	}); err != nil {
 		return nil //nolint:nilerr // ctx is done: a normal stop
 	}

@@ -222,3 +222,33 @@ func TestStartRetriesAFailedPush(t *testing.T) {
 		t.Fatalf("after the snapshot reads again the retry wrote %d times, want 2", n)
 	}
 }
+
+// With a route server, no push happens before it can serve: filters that name routes
+// no sidecar can fetch would break every shared port.
+func TestNoPushBeforeTheRouteServerCanServe(t *testing.T) {
+	src := &source{}
+	src.set(fixture.Snapshot(fixture.Dubbo, 2), nil)
+	var ready atomic.Bool
+	routes := &routeSink{}
+	ctrl, writes := newController(t, src, &statusSink{}, DebounceOptions{Quiet: time.Millisecond, Max: 20 * time.Millisecond},
+		withRoutes(routes, nil), func(o *ControllerOptions) { o.RoutesReady = ready.Load })
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Start(ctx) }()
+	time.Sleep(300 * time.Millisecond) // what Start would have needed to push
+	if n := writes.Load(); n != 0 || routes.last() != nil {
+		t.Fatalf("before the route server could serve: %d writes, routes %v", n, routes.last())
+	}
+	ready.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for writes.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Load(); n != 4 {
+		t.Fatalf("once it can serve: %d writes, want 4 (two inbound filters, the port's, the route server's cluster)", n)
+	}
+}
