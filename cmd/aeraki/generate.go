@@ -84,14 +84,15 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, svc := range objs.Services {
 		if svc.Spec.ClusterIP == "" {
 			noClusterIP[svc.Namespace+"/"+model.SyntheticPrefix+svc.Name] = true
-			fmt.Fprintf(stderr, "note: Service %s/%s has no clusterIP in the file: the outbound EnvoyFilter needs the address the cluster assigns, so only the inbound side is shown\n",
-				svc.Namespace, svc.Name)
 		}
 	}
 	for _, key := range slices.Sorted(maps.Keys(t.Skipped)) {
 		for _, s := range t.Skipped[key] {
 			if noClusterIP[key] && s.Err.Error() == translate.NoAddressReason {
-				continue // said above, more precisely
+				// A shared port shows its routes anyway; this one needs the address.
+				fmt.Fprintf(stderr, "note: Service %s/%s port %d has no clusterIP in the file: its outbound EnvoyFilter needs the address the cluster assigns, so only the inbound side is shown\n",
+					s.Service.Namespace, s.Service.ObjectName(), s.Port.Number)
+				continue
 			}
 			fmt.Fprintf(stderr, "note: %s %s/%s: port %d (%s) left as plain TCP: %v\n", s.Service.Kind(), s.Service.Namespace,
 				s.Service.ObjectName(), s.Port.Number, s.Protocol, s.Err)

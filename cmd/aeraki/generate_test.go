@@ -153,3 +153,35 @@ func TestGenerateRedis(t *testing.T) {
 		t.Errorf("the other service's EnvoyFilters are missing:\n%s", stdout.String())
 	}
 }
+
+// A Service without a clusterIP in the file: on a port with a patch per service, its
+// outbound side needs the address, and stderr says so; on a shared port its routes
+// are shown, and nothing needs saying.
+func TestGenerateServiceWithoutClusterIP(t *testing.T) {
+	file := write(t, t.TempDir(), "svc.yaml", `apiVersion: v1
+kind: Service
+metadata: {name: provider, namespace: ns, annotations: {interface: org.example.Provider}}
+spec:
+  selector: {app: provider}
+  ports: [{name: tcp-dubbo, port: 20880, targetPort: 20880}]
+`)
+	for _, c := range []struct {
+		args     []string
+		note     bool
+		inStdout string
+	}{
+		{args: []string{"-f", file}, note: false, inStdout: "#   - interface: org.example.Provider"},
+		{args: []string{"-f", file, "--route-server-addr="}, note: true, inStdout: "aeraki-inbound-provider.ns.svc.cluster.local-20880"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(append([]string{"generate"}, c.args...), &stdout, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d: %s", c.args, code, stderr.String())
+		}
+		if got := strings.Contains(stderr.String(), "Service ns/provider port 20880 has no clusterIP"); got != c.note {
+			t.Errorf("%v: note about the clusterIP %v, want %v; stderr:\n%s", c.args, got, c.note, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), c.inStdout) {
+			t.Errorf("%v: stdout lacks %q:\n%s", c.args, c.inStdout, stdout.String())
+		}
+	}
+}
