@@ -33,6 +33,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.Debounce.Quiet, "debounce-quiet", 500*time.Millisecond, "push after this long without a config change")
 	fs.DurationVar(&o.Debounce.Max, "debounce-max", 10*time.Second, "push at the latest this long after the first unpushed change")
 	fs.DurationVar(&o.Resync, "resync", 10*time.Minute, "push at least this often, repairing any drift (0 disables)")
+	fs.DurationVar(&o.SecretPoll, "secret-poll", bootstrap.DefaultSecretPoll, "read the Secrets Redis objects name again this often (no Secret is watched)")
 	fs.IntVar(&o.Writers, "writers", bootstrap.DefaultWriters, "EnvoyFilter writes that run at once")
 	fs.DurationVar(&o.XDSInitialBackoff, "xds-initial-backoff", 500*time.Millisecond, "first wait before reconnecting to istiod")
 	fs.DurationVar(&o.XDSMaxBackoff, "xds-max-backoff", 30*time.Second, "longest wait between reconnects to istiod")

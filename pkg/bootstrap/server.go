@@ -53,7 +53,14 @@ type Options struct {
 	XDSInitialBackoff, XDSMaxBackoff time.Duration
 	// RouteServer serves the routes of shared ports; off when its Addr is empty.
 	RouteServer RouteServerOptions
+	// SecretPoll is how often Secrets named by Redis objects are read again: the
+	// controller watches no Secret (it may read them only where a namespace granted
+	// it), so a change is found by the push this triggers. Zero means DefaultSecretPoll.
+	SecretPoll time.Duration
 }
+
+// DefaultSecretPoll is how often Secrets named by Redis objects are read again.
+const DefaultSecretPoll = 30 * time.Second
 
 // DefaultWriters is how many EnvoyFilter writes run at once unless told otherwise:
 // about where the apiserver stops getting faster on a small control plane.
@@ -110,7 +117,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		Observer:       metrics,
 	}, func(xds.Event) { s.controller.Trigger() })
 	status := &redisStatus{synced: s.watcher.HasSynced}
-	src := &source{config: s.watcher, cache: mgr.GetCache(), domainSuffix: opts.DomainSuffix}
+	src := &source{config: s.watcher, cache: mgr.GetCache(), secrets: mgr.GetAPIReader(), domainSuffix: opts.DomainSuffix}
 	routes, discovery, err := newRouteServer(opts, metrics, log)
 	if err != nil {
 		return nil, err
@@ -155,6 +162,12 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	})
 	if err := mgr.Add(s.controller); err != nil {
 		return nil, fmt.Errorf("adding the EnvoyFilter controller: %w", err)
+	}
+	if err := mgr.Add(everyReplica(func(ctx context.Context) error {
+		pollSecrets(ctx, mgr.GetCache(), cmp.Or(opts.SecretPoll, DefaultSecretPoll), s.controller.Trigger, log)
+		return nil
+	})); err != nil {
+		return nil, err
 	}
 	status.recheck, err = kube.SetupRedis(mgr, kube.RedisOptions{Trigger: s.controller.Trigger, Verdict: status.verdict})
 	if err != nil {

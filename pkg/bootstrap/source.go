@@ -26,8 +26,11 @@ type configSource interface {
 // absence fails the snapshot (or the lookup, and with it the translation), so that
 // no push writes from a partial view.
 type source struct {
-	config       configSource
-	cache        client.Reader
+	config configSource
+	cache  client.Reader
+	// secrets reads Secrets from the apiserver itself: the controller may read
+	// them only in the namespaces that granted it, and caches none.
+	secrets      client.Reader
 	domainSuffix string
 }
 
@@ -77,8 +80,14 @@ func (s *source) get(namespace, name string, obj client.Object) (bool, error) {
 
 func (s *source) secret(namespace, name string) (*model.Secret, error) {
 	secret := &corev1.Secret{}
-	found, err := s.get(namespace, name, secret)
-	if !found {
+	err := s.secrets.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case apierrors.IsForbidden(err):
+		// An answer, not a failed read: the namespace did not grant it.
+		return &model.Secret{Namespace: namespace, Name: name, Forbidden: true}, nil
+	case err != nil:
 		return nil, err
 	}
 	return kubeobj.Secret(secret), nil

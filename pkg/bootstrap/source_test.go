@@ -10,6 +10,8 @@ import (
 	"github.com/go-logr/logr/testr"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -126,7 +128,7 @@ func TestPushFromAFailedReadWritesNothing(t *testing.T) {
 	}).Build()
 
 	const domain = "cluster.local"
-	src := &source{config: &istiodConfig{ses: objs.Snapshot(domain).ServiceEntries}, cache: c, domainSuffix: domain}
+	src := &source{config: &istiodConfig{ses: objs.Snapshot(domain).ServiceEntries}, cache: c, secrets: c, domainSuffix: domain}
 	ctrl := push.NewController(push.ControllerOptions{
 		Context:  generator.Context{RootNamespace: "istio-system", DomainSuffix: domain},
 		Registry: plugin.Registry(plugin.Options{}),
@@ -208,4 +210,26 @@ func kindOf(obj any) string {
 		return "RedisDestinationList"
 	}
 	return ""
+}
+
+// A Secret the controller may not read is an answer, not a failed read: the
+// translation goes on and tells the Redis object which grant to make.
+func TestSecretOfANamespaceThatGrantedNothing(t *testing.T) {
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, key.Name, errors.New("no RoleBinding"))
+		},
+	}).Build()
+	src := &source{secrets: c}
+	got, err := src.secret("shop", "auth")
+	if err != nil || got == nil || !got.Forbidden || got.Namespace != "shop" || got.Name != "auth" || len(got.Data) != 0 {
+		t.Errorf("forbidden Secret: %+v, %v; want it marked forbidden, without data or error", got, err)
+	}
+	if v := model.SecretVersion(got); v == "" {
+		t.Error("a forbidden Secret has no version: a grant made later would not regenerate its service")
+	}
 }

@@ -121,12 +121,6 @@ func (tr *translation) Verdict(obj client.Object) model.Verdict {
 	return tr.verdict(obj)
 }
 
-func (tr *translation) setVerdict(v func(client.Object) model.Verdict) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	tr.verdict = v
-}
-
 // checked returns how often obj was checked.
 func (tr *translation) checked(obj client.Object) int {
 	tr.mu.Lock()

@@ -11,7 +11,6 @@ import (
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -58,28 +57,9 @@ func NewScheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// UncachedSecretTypes are the Secret types the manager's cache leaves out: large or
-// numerous, and never a Redis password. A RedisService or RedisDestination that names
-// such a Secret sees it as missing.
-var UncachedSecretTypes = []corev1.SecretType{
-	"helm.sh/release.v1",
-	corev1.SecretTypeServiceAccountToken,
-}
-
-// secretCache caches the Secrets a Redis auth setting may name, in every namespace,
-// without their managed fields. The translation reads them from here, never from the
-// apiserver.
-func secretCache() cache.ByObject {
-	sel := make([]fields.Selector, 0, len(UncachedSecretTypes))
-	for _, t := range UncachedSecretTypes {
-		sel = append(sel, fields.OneTermNotEqualSelector("type", string(t)))
-	}
-	return cache.ByObject{Field: fields.AndSelectors(sel...), Transform: cache.TransformStripManagedFields()}
-}
-
 // NewManager returns a manager whose cache holds only our EnvoyFilters (by label), the
-// Kubernetes Services that istiod's synthetic ServiceEntries stand for, the Redis
-// objects and the Secrets they may reference (see UncachedSecretTypes).
+// Kubernetes Services that istiod's synthetic ServiceEntries stand for and the Redis
+// objects. No Secrets: the controller reads those it is granted, one at a time.
 func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	scheme, err := NewScheme()
 	if err != nil {
@@ -96,7 +76,6 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&clientnetworking.EnvoyFilter{}: {Label: ours},
-			&corev1.Secret{}:                secretCache(),
 		}},
 	}
 	if opts.Logger.GetSink() != nil {

@@ -1,11 +1,9 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,9 +37,6 @@ type RedisOptions struct {
 
 // EventRecorderName is the reporting controller of the Events on Redis objects.
 const EventRecorderName = "aeraki"
-
-// authRefIndex indexes Redis objects by the name of the Secret their auth names.
-const authRefIndex = "aeraki.io/auth-ref"
 
 // SetupRedis registers the reconcilers with mgr. The returned function asks for every
 // Redis object to be checked again (bootstrap calls it when a push's verdicts
@@ -81,12 +76,11 @@ func setupRedis(mgr manager.Manager, opts RedisOptions, recorder events.EventRec
 
 // redisKind is what the shared reconciler needs to know about one Redis kind.
 type redisKind struct {
-	name       string
-	newObject  func() client.Object
-	newList    func() client.ObjectList
-	items      func(client.ObjectList) []client.Object
-	status     func(client.Object) *v1alpha1.Status
-	secretName func(client.Object) string
+	name      string
+	newObject func() client.Object
+	newList   func() client.ObjectList
+	items     func(client.ObjectList) []client.Object
+	status    func(client.Object) *v1alpha1.Status
 }
 
 func redisServiceKind() *redisKind {
@@ -103,13 +97,6 @@ func redisServiceKind() *redisKind {
 			return out
 		},
 		status: func(o client.Object) *v1alpha1.Status { return &o.(*v1alpha1.RedisService).Status },
-		secretName: func(o client.Object) string {
-			s := o.(*v1alpha1.RedisService).Spec.Settings
-			if s == nil {
-				return ""
-			}
-			return authSecretName(s.Auth)
-		},
 	}
 }
 
@@ -127,43 +114,18 @@ func redisDestinationKind() *redisKind {
 			return out
 		},
 		status: func(o client.Object) *v1alpha1.Status { return &o.(*v1alpha1.RedisDestination).Status },
-		secretName: func(o client.Object) string {
-			tp := o.(*v1alpha1.RedisDestination).Spec.TrafficPolicy
-			if tp == nil || tp.ConnectionPool == nil || tp.ConnectionPool.Redis == nil {
-				return ""
-			}
-			return authSecretName(tp.ConnectionPool.Redis.Auth)
-		},
 	}
-}
-
-func authSecretName(a *redisspec.Auth) string {
-	if a == nil || a.Secret == nil {
-		return ""
-	}
-	return a.Secret.Name
 }
 
 func (k *redisKind) setup(mgr manager.Manager, opts RedisOptions, recorder events.EventRecorder,
 	recheck <-chan event.TypedGenericEvent[struct{}],
 ) error {
-	ctx := context.Background()
-	if err := mgr.GetFieldIndexer().IndexField(ctx, k.newObject(), authRefIndex, func(o client.Object) []string {
-		if name := k.secretName(o); name != "" {
-			return []string{name}
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("indexing %s by Secret: %w", k.name, err)
-	}
 	r := &redisReconciler{kind: k, client: mgr.GetClient(), opts: opts, recorder: recorder}
 	err := builder.ControllerManagedBy(mgr).
 		Named(k.name).
 		// Status-only updates, our own writes among them, need no reconcile.
 		For(k.newObject(), builder.WithPredicates(predicate.Or[client.Object](
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing),
-			builder.WithPredicates(secretContentChanged())).
 		WatchesRawSource(source.Channel(recheck, handler.TypedEnqueueRequestsFromMapFunc(r.all))).
 		Complete(r)
 	if err != nil {
@@ -172,36 +134,11 @@ func (k *redisKind) setup(mgr manager.Manager, opts RedisOptions, recorder event
 	return nil
 }
 
-// secretContentChanged lets through creations, deletions and updates of a Secret's
-// type or data; a resync or a label change of a Secret cannot change a verdict.
-func secretContentChanged() predicate.Predicate {
-	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		o, ok1 := e.ObjectOld.(*corev1.Secret)
-		n, ok2 := e.ObjectNew.(*corev1.Secret)
-		if !ok1 || !ok2 {
-			return true
-		}
-		return o.Type != n.Type || !maps.EqualFunc(o.Data, n.Data, bytes.Equal)
-	}}
-}
-
 type redisReconciler struct {
 	kind     *redisKind
 	client   client.Client
 	opts     RedisOptions
 	recorder events.EventRecorder
-}
-
-// referencing maps a Secret to the objects of this kind in its namespace that name it.
-func (r *redisReconciler) referencing(ctx context.Context, secret client.Object) []reconcile.Request {
-	list := r.kind.newList()
-	if err := r.client.List(ctx, list, client.InNamespace(secret.GetNamespace()),
-		client.MatchingFields{authRefIndex: secret.GetName()}); err != nil {
-		ctrllog.FromContext(ctx).Error(err, "listing objects that reference a Secret",
-			"kind", r.kind.name, "namespace", secret.GetNamespace(), "secret", secret.GetName())
-		return nil
-	}
-	return requests(r.kind.items(list))
 }
 
 // all maps a recheck to every object of this kind.

@@ -7,6 +7,9 @@ type Secret struct {
 	ResourceVersion string
 	// Data has the Secret's stringData folded in, as the API server stores it.
 	Data map[string][]byte
+	// Forbidden says the controller may not read Secrets of the namespace: nobody
+	// granted it (see the ClusterRole aeraki-secret-reader). Data is then empty.
+	Forbidden bool
 }
 
 // KubeService is what a translation reads of the Kubernetes Service behind a

@@ -28,6 +28,9 @@ func SecretVersion(s *Secret) string {
 	if s == nil {
 		return ""
 	}
+	if s.Forbidden {
+		return "forbidden"
+	}
 	if s.ResourceVersion != "" {
 		return s.ResourceVersion
 	}

@@ -46,6 +46,11 @@ func resolveAuth(ctx *generator.Context, a *redisspec.Auth, namespace, where str
 		return nil, invalid("%s.secret.name is empty", where)
 	}
 	secret := ctx.Secret(namespace, ref.Name)
+	if secret != nil && secret.Forbidden {
+		return nil, &configError{reason: redisspec.ReasonSecretNotGranted, msg: fmt.Sprintf(
+			"%s: aeraki may not read Secrets in namespace %s; grant it: kubectl -n %s create rolebinding aeraki-secret-reader "+
+				"--clusterrole=aeraki-secret-reader --serviceaccount=%s:aeraki", where, namespace, namespace, ctx.RootNamespace)}
+	}
 	if secret == nil {
 		return nil, &configError{reason: redisspec.ReasonSecretNotFound, msg: fmt.Sprintf("%s: Secret %s/%s not found", where, namespace, ref.Name)}
 	}

@@ -353,3 +353,23 @@ func TestFraction(t *testing.T) {
 		}
 	}
 }
+
+// A Secret of a namespace that granted the controller nothing: its own reason, and a
+// message with the grant to make.
+func TestSecretNotGranted(t *testing.T) {
+	ctx, _ := push(t, cacheSE)
+	ctx = ctx.WithLookup(forbiddenSecrets{})
+	_, err := resolveAuth(ctx, &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "auth"}}, "redis", "spec.settings.auth")
+	if reasonOf(err) != redisspec.ReasonSecretNotGranted || !strings.Contains(err.Error(), "kubectl -n redis create rolebinding aeraki-secret-reader") {
+		t.Errorf("error %v (reason %s), want %s with the grant to make", err, reasonOf(err), redisspec.ReasonSecretNotGranted)
+	}
+}
+
+// forbiddenSecrets finds every Secret forbidden.
+type forbiddenSecrets struct{}
+
+func (forbiddenSecrets) Service(string) *model.Service { return nil }
+
+func (forbiddenSecrets) Secret(namespace, name string) *model.Secret {
+	return &model.Secret{Namespace: namespace, Name: name, Forbidden: true}
+}

@@ -84,6 +84,7 @@ func (e *env) options() bootstrap.Options {
 		Debounce:          push.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second},
 		XDSInitialBackoff: 100 * time.Millisecond,
 		XDSMaxBackoff:     time.Second,
+		SecretPoll:        200 * time.Millisecond,
 		Manager: kube.Options{
 			LeaderElection: true, LeaderElectionID: "aeraki-e2e", LeaderElectionNamespace: rootNS,
 			MetricsAddr: "0", ProbeAddr: "0", SeveralManagersPerProcess: true,

@@ -8,6 +8,9 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -28,7 +31,9 @@ type access struct {
 // wantAccess is the controller's needs, read off the code:
 //   - the manager's informer cache (pkg/kube.NewManager, the Redis reconcilers, the
 //     translation's source) lists and watches EnvoyFilters (ours, by label), Services,
-//     Secrets, RedisServices and RedisDestinations; it never gets one by name;
+//     RedisServices and RedisDestinations; it never gets one by name;
+//   - the translation gets the Secrets Redis objects name, one at a time, where a
+//     namespace granted it (TestSecretGrant);
 //   - apply.Applier creates, reads one live (Get) before an update or after a
 //     create conflict, updates (whole spec) and deletes EnvoyFilters;
 //   - the Redis reconcilers write status with Status().Update;
@@ -46,7 +51,8 @@ var wantAccess = []access{
 	{group: "networking.istio.io", resource: "envoyfilters", everywhere: []string{"get", "list", "watch", "create", "update", "delete"}},
 	{resource: "services", everywhere: []string{"list", "watch"}},
 	{group: "networking.istio.io", resource: "serviceentries", everywhere: []string{"list", "watch"}},
-	{resource: "secrets", everywhere: []string{"list", "watch"}},
+	// Secrets: nothing until a namespace binds aeraki-secret-reader (TestSecretGrant).
+	{resource: "secrets"},
 	{group: "redis.aeraki.io", resource: "redisservices", everywhere: []string{"list", "watch"}},
 	{group: "redis.aeraki.io", resource: "redisdestinations", everywhere: []string{"list", "watch"}},
 	{group: "redis.aeraki.io", resource: "redisservices", subresource: "status", everywhere: []string{"update"}},
@@ -182,4 +188,54 @@ func serviceAccountConfigFor(t *testing.T, adminCfg *rest.Config) *rest.Config {
 	cfg := rest.AnonymousClientConfig(adminCfg)
 	cfg.BearerToken = tok.Status.Token
 	return cfg
+}
+
+// TestSecretGrant: aeraki's ServiceAccount reads no Secret until a namespace binds it
+// aeraki-secret-reader, as the README says; then it gets that namespace's Secrets by
+// name, and still lists none and reads no other namespace's (istio-system's, with
+// Istio's CA key, among them).
+func TestSecretGrant(t *testing.T) {
+	installAeraki(t)
+	admin, _ := newClient(t, nil)
+	cs, err := kubernetes.NewForConfig(serviceAccountConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for _, ns := range []string{"granted", "other"} {
+		if err := ensureNamespace(ctx, admin, ns); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "auth", Namespace: ns}, StringData: map[string]string{"password": "p"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	get := func(ns string) error {
+		_, err := cs.CoreV1().Secrets(ns).Get(ctx, "auth", metav1.GetOptions{})
+		return err
+	}
+	if err := get("granted"); !apierrors.IsForbidden(err) {
+		t.Fatalf("before the grant: %v, want forbidden", err)
+	}
+	// The README's grant.
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "aeraki-secret-reader", Namespace: "granted"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "aeraki-secret-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "aeraki", Namespace: installNamespace}},
+	}
+	if err := admin.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := get("granted"); err != nil {
+		t.Errorf("after the grant: %v", err)
+	}
+	for _, ns := range []string{"other", installNamespace} {
+		if err := get(ns); !apierrors.IsForbidden(err) {
+			t.Errorf("Secret of %s, which granted nothing: %v, want forbidden", ns, err)
+		}
+	}
+	if _, err := cs.CoreV1().Secrets("granted").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("listing the granted namespace's Secrets: %v, want forbidden (get by name only)", err)
+	}
 }

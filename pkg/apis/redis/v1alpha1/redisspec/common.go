@@ -55,6 +55,9 @@ const (
 	ReasonOtherNamespace = "OtherNamespace"
 	// ReasonSecretNotFound: the auth Secret does not exist.
 	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonSecretNotGranted: the controller may not read Secrets of the object's
+	// namespace; the message says how to grant it.
+	ReasonSecretNotGranted = "SecretNotGranted"
 	// ReasonSecretKeyNotFound: the auth Secret lacks a key it must have.
 	ReasonSecretKeyNotFound = "SecretKeyNotFound"
 	// ReasonConflict: another object already configures the same host, or two
