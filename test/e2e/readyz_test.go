@@ -16,14 +16,16 @@ import (
 )
 
 // /readyz passes only once both the first xDS sync and the Kubernetes caches' sync
-// are done. The caches are held back by holding the controller's list of Secrets.
+// are done. The caches are held back by holding the controller's list of Services.
 func TestReadyzWaitsForTheCaches(t *testing.T) {
 	e := startControlPlane(t)
 	release := make(chan struct{})
 	cfg := rest.CopyConfig(e.cp.RestConfig)
 	cfg.Wrap(func(next http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-			if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/secrets") && req.URL.Query().Get("watch") == "" {
+			// Lists and watches both: an informer may list through a watch that sends
+			// the initial objects first.
+			if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/services") {
 				select {
 				case <-release:
 				case <-req.Context().Done():
@@ -72,7 +74,7 @@ func TestReadyzWaitsForTheCaches(t *testing.T) {
 	}
 	waitReadyz("passed the xds check while the caches wait", func(code int, body string) (bool, error) {
 		if code == http.StatusOK {
-			return false, errors.New("ready while the Secrets' list is held")
+			return false, errors.New("ready while the Services' list is held")
 		}
 		return strings.Contains(body, "[+]xds ok") && strings.Contains(body, "[-]cache failed"), nil
 	})
