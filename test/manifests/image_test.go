@@ -24,6 +24,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -274,6 +275,7 @@ func TestImageBinary(t *testing.T) {
 	args = setFlag(args, "metrics-addr", metricsAddr)
 	args = setFlag(args, "probe-addr", probeAddr)
 	args = setFlag(args, "route-server-addr", routesAddr)
+	args = setFlag(args, "secret-poll", "500ms")
 	args = setFlag(args, "kubeconfig", writeKubeconfig(t, serviceAccountConfigFor(t, cp.RestConfig)))
 	leaseName := leaderElectionID(args)
 	rootNamespace, ok := flagValue(args, "root-namespace")
@@ -296,7 +298,23 @@ func TestImageBinary(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "image-binary", Namespace: "shop"},
 		Spec:       redisspec.RedisServiceSpec{Host: []string{"cache"}},
 	}
-	for _, obj := range []client.Object{cache, rs} {
+	// A second Redis service whose servers' password is in a Secret of shop, which
+	// has not granted aeraki anything yet.
+	sessions := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "sessions", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "sessions"},
+			Ports:    []corev1.ServicePort{{Name: "tcp-redis", Port: 6379, TargetPort: intstr.FromInt32(6379)}},
+		},
+	}
+	serversAuth := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "sessions-servers", Namespace: "shop"}, StringData: map[string]string{"password": "pw"}}
+	rd := &redisv1alpha1.RedisDestination{
+		ObjectMeta: metav1.ObjectMeta{Name: "sessions", Namespace: "shop"},
+		Spec: redisspec.RedisDestinationSpec{Host: "sessions", TrafficPolicy: &redisspec.TrafficPolicy{ConnectionPool: &redisspec.ConnectionPoolSettings{
+			Redis: &redisspec.RedisConnectionSettings{Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "sessions-servers"}}},
+		}}},
+	}
+	for _, obj := range []client.Object{cache, rs, sessions, serversAuth, rd} {
 		if err := admin.Create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
@@ -393,6 +411,28 @@ func TestImageBinary(t *testing.T) {
 		c := apimeta.FindStatusCondition(rs.Status.Conditions, redisv1alpha1.ConditionReady)
 		return c != nil && c.Reason == redisspec.ReasonAccepted && rs.Status.ObservedGeneration == rs.Generation, nil
 	}))
+
+	// The Secret of a namespace that granted nothing: the RedisDestination says so;
+	// once shop grants it as the README shows, it is in effect.
+	rdReason := func(want string) func() (bool, error) {
+		return running(func() (bool, error) {
+			if err := admin.Get(ctx, client.ObjectKeyFromObject(rd), rd); err != nil {
+				return false, err
+			}
+			c := apimeta.FindStatusCondition(rd.Status.Conditions, redisv1alpha1.ConditionReady)
+			return c != nil && c.Reason == want, nil
+		})
+	}
+	waitFor(ctx, t, "the RedisDestination to say its Secret is not granted", rdReason(redisspec.ReasonSecretNotGranted))
+	grant := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "aeraki-secret-reader", Namespace: "shop"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "aeraki-secret-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "aeraki", Namespace: installNamespace}},
+	}
+	if err := admin.Create(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, "the RedisDestination to be in effect once shop granted its Secrets", rdReason(redisspec.ReasonAccepted))
 
 	beforeStop := len(logs.String())
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
