@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -28,9 +29,8 @@ func TestRegistry(t *testing.T) {
 // Every shared port's routes are of a type RouteTypes lists: the route server's
 // metrics start a series for each.
 func TestRouteTypesCoverTheSharers(t *testing.T) {
-	ctx := &generator.Context{RootNamespace: "istio-system", RouteDiscovery: &generator.RouteDiscovery{
-		Cluster: "aeraki-routes", Host: "aeraki.istio-system.svc", Port: 15080, Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"},
-	}}
+	ctx := generatortest.Context.WithLookup(nil)
+	ctx.RouteDiscovery = generatortest.RouteDiscovery
 	sharers := 0
 	for p, gen := range Registry(Options{}) {
 		sharer, ok := gen.(generator.Sharer)

@@ -64,12 +64,8 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	ctx := generator.Context{RootNamespace: *root, DomainSuffix: *domain}
 	if ro.Addr != "" {
 		// As the controller installed in the root namespace serves them.
-		ctx.RouteDiscovery = &generator.RouteDiscovery{
-			Cluster:    bootstrap.RouteCluster,
-			Host:       cmp.Or(ro.Host, "aeraki."+*root+".svc."+*domain),
-			Port:       ro.Port,
-			Identities: []string{"spiffe://" + ro.TrustDomain + "/ns/" + *root + "/sa/" + *serviceAccount},
-		}
+		ro.Host = cmp.Or(ro.Host, "aeraki."+*root+".svc."+*domain)
+		ctx.RouteDiscovery = bootstrap.RouteDiscovery(ro, model.SPIFFEID(ro.TrustDomain, *root, *serviceAccount))
 	}
 	t, err := translate.Translate(ctx, plugin.Registry(plugins), objs.Snapshot(*domain))
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/meshcert"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 	"aeraki.io/aeraki/pkg/rds"
 )
 
@@ -29,9 +30,6 @@ type RouteServerOptions struct {
 	// spiffe://<TrustDomain>/ns/<namespace>/sa/<service account> of the controller.
 	TrustDomain string
 }
-
-// RouteCluster names the route server's cluster in every sidecar.
-const RouteCluster = "aeraki-routes"
 
 // routeServer serves the routes of every push, with the controller's own mesh
 // certificate. Every replica runs one.
@@ -77,8 +75,13 @@ func newRouteServer(opts Options, observer rds.Observer, log logr.Logger) (*rout
 			rds.WithObserver(observer)),
 		types: map[string]bool{},
 	}
-	rd := &generator.RouteDiscovery{Cluster: RouteCluster, Host: ro.Host, Port: ro.Port, Identities: []string{identity}}
-	return rs, rd, nil
+	return rs, RouteDiscovery(ro, identity), nil
+}
+
+// RouteDiscovery is what sidecars are told of a route server of the options with the
+// given SPIFFE identity: the controller's, and aeraki generate's for its preview.
+func RouteDiscovery(ro RouteServerOptions, identity string) *generator.RouteDiscovery {
+	return &generator.RouteDiscovery{Cluster: patch.RouteCluster, Host: ro.Host, Port: ro.Port, Identities: []string{identity}}
 }
 
 // SetRoutes implements push.RouteSink.

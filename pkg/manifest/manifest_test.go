@@ -187,7 +187,7 @@ func TestSecretErrorsDoNotQuoteData(t *testing.T) {
 func TestReadPathsReadsRegularFilesOnly(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.Symlink("/dev/zero", filepath.Join(dir, "zero.yaml")); err != nil {
-		t.Skipf("no symlink here: %v", err)
+		t.Fatal(err)
 	}
 	good := "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: good, namespace: ns}\nspec: {hosts: [good.example]}\n"
 	if err := os.WriteFile(filepath.Join(dir, "good.yaml"), []byte(good), 0o600); err != nil {

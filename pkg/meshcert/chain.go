@@ -5,10 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
+
+	"aeraki.io/aeraki/pkg/meshpem"
 )
 
 // parseChain checks what istiod's CA answered and makes the certificate to serve of
@@ -22,13 +23,13 @@ func parseChain(chain []string, key *ecdsa.PrivateKey, now time.Time) (*certific
 	}
 	var served []*x509.Certificate
 	for i, elem := range chain[:len(chain)-1] {
-		certs, err := parsePEM(elem)
+		certs, err := meshpem.Certificates([]byte(elem))
 		if err != nil {
 			return nil, fmt.Errorf("chain element %d: %w", i, err)
 		}
 		served = append(served, certs...)
 	}
-	roots, err := parsePEM(chain[len(chain)-1])
+	roots, err := meshpem.Certificates([]byte(chain[len(chain)-1]))
 	if err != nil {
 		return nil, fmt.Errorf("root certificate: %w", err)
 	}
@@ -76,29 +77,4 @@ func spiffeID(cert *x509.Certificate) (string, error) {
 		return "", fmt.Errorf("the leaf certificate has %d SPIFFE identities %v, want one", len(ids), ids)
 	}
 	return ids[0], nil
-}
-
-// parsePEM returns the certificates of PEM data, at least one.
-func parsePEM(data string) ([]*x509.Certificate, error) {
-	rest := []byte(data)
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing a certificate: %w", err)
-		}
-		out = append(out, cert)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return out, nil
 }

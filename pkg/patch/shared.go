@@ -26,7 +26,9 @@ const (
 	// RouteDiscoveryObject is the EnvoyFilter that adds the route server's cluster to
 	// every sidecar.
 	RouteDiscoveryObject = "aeraki-route-discovery"
-	sharedObjectPrefix   = "aeraki-shared-"
+	// RouteCluster names the route server's cluster in every sidecar.
+	RouteCluster       = "aeraki-routes"
+	sharedObjectPrefix = "aeraki-shared-"
 )
 
 // Istio's names, in every sidecar, for the SDS cluster of its agent and the secrets

@@ -16,6 +16,7 @@ import (
 
 	"aeraki.io/aeraki/pkg/apply"
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
@@ -136,7 +137,7 @@ func (s *routeSink) last() map[string]*model.RouteConfig {
 // withRoutes gives the controller a route server, and an election it has not won.
 func withRoutes(routes RouteSink, elected <-chan struct{}) func(*ControllerOptions) {
 	return func(o *ControllerOptions) {
-		o.Context.RouteDiscovery = &generator.RouteDiscovery{Cluster: "aeraki-routes", Host: "aeraki.istio-system.svc", Port: 15080, Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"}}
+		o.Context.RouteDiscovery = generatortest.RouteDiscovery
 		o.Routes = routes
 		o.Elected = elected
 	}

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
 
 	"google.golang.org/grpc/credentials"
+
+	"aeraki.io/aeraki/pkg/meshpem"
 )
 
 // TLS is how Serve proves who it is and checks who its clients are. Both fields
@@ -80,7 +80,7 @@ func (s *Server) credentials() credentials.TransportCredentials {
 			if hello.Conn != nil {
 				address = hello.Conn.RemoteAddr().String()
 			}
-			roots, err := loadRoots(s.auth.RootsFile)
+			roots, err := meshpem.LoadRoots(s.auth.RootsFile)
 			if err != nil {
 				return nil, s.refuse(address, &refusal{reason: ReasonRoots, err: err})
 			}
@@ -165,17 +165,4 @@ func spiffeID(cert *x509.Certificate) (string, error) {
 func isSPIFFE(u *url.URL) bool {
 	return u.Scheme == "spiffe" && u.Host != "" && u.Port() == "" && u.User == nil &&
 		u.RawQuery == "" && u.Fragment == "" && u.Path != "" && u.Path != "/"
-}
-
-// loadRoots reads a PEM bundle of root certificates.
-func loadRoots(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(filepath.Clean(file))
-	if err != nil {
-		return nil, fmt.Errorf("reading the mesh roots: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("reading the mesh roots: no PEM certificate in %s", file)
-	}
-	return pool, nil
 }

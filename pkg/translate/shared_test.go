@@ -21,14 +21,9 @@ import (
 
 // sharingContext is the golden tests' context with a route server.
 var sharingContext = generator.Context{
-	RootNamespace: "istio-system",
-	DomainSuffix:  "cluster.local",
-	RouteDiscovery: &generator.RouteDiscovery{
-		Cluster:    "aeraki-routes",
-		Host:       "aeraki.istio-system.svc.cluster.local",
-		Port:       15080,
-		Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"},
-	},
+	RootNamespace:  "istio-system",
+	DomainSuffix:   "cluster.local",
+	RouteDiscovery: generatortest.RouteDiscovery,
 }
 
 // TestSharedGolden is the whole output for testdata/shared.yaml with a route server:

@@ -258,3 +258,35 @@ func TestTranslatorSecretReadError(t *testing.T) {
 		t.Errorf("a/other's new port has no filter: %v", got.Filters)
 	}
 }
+
+// Secrets come from the apiserver: a push reads each once, however many services
+// name it, and again on the next push.
+func TestEachSecretReadOncePerPush(t *testing.T) {
+	reads := 0
+	snap := &model.Snapshot{
+		ServiceEntries: []model.Object{
+			serviceEntry("a", "one", []string{"one.a"}, dubbo(20880)),
+			serviceEntry("a", "two", []string{"two.a"}, dubbo(20880)),
+			serviceEntry("a", "three", []string{"three.a"}, dubbo(20880)),
+		},
+		Secret: func(ns, name string) (*model.Secret, error) {
+			reads++
+			return &model.Secret{Namespace: ns, Name: name, ResourceVersion: "1"}, nil
+		},
+	}
+	gen := generator.Func(func(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
+		if ctx.Secret("a", "auth") == nil {
+			return nil, errors.New("no Secret")
+		}
+		return []*model.EnvoyFilter{{Name: svc.Name, Namespace: svc.Namespace, Spec: &networking.EnvoyFilter{}}}, nil
+	})
+	tr := NewTranslator(testContext, generator.Registry{model.Dubbo: gen})
+	for push := 1; push <= 2; push++ {
+		if _, err := tr.Translate(snap); err != nil {
+			t.Fatal(err)
+		}
+		if reads != push {
+			t.Errorf("after push %d: the Secret was read %d times, want once a push", push, reads)
+		}
+	}
+}

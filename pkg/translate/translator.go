@@ -98,21 +98,35 @@ type pushLookup struct {
 
 	mu  sync.Mutex
 	err error
+	// secrets are the Secrets read in this push, by namespace/name: each is read once
+	// (they come from the apiserver), however many services name it.
+	secrets map[string]*model.Secret
 }
 
 func (p *pushLookup) getSecret(namespace, name string) *model.Secret {
 	if p.secret == nil {
 		return nil
 	}
+	key := namespace + "/" + name
+	p.mu.Lock()
+	s, seen := p.secrets[key]
+	p.mu.Unlock()
+	if seen {
+		return s
+	}
 	s, err := p.secret(namespace, name)
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err != nil {
-		p.mu.Lock()
 		if p.err == nil {
 			p.err = err
 		}
-		p.mu.Unlock()
 		return nil
 	}
+	if p.secrets == nil {
+		p.secrets = map[string]*model.Secret{}
+	}
+	p.secrets[key] = s
 	return s
 }
 

@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"aeraki.io/aeraki/pkg/meshpem"
+	"aeraki.io/aeraki/pkg/model"
 )
 
 // Security says how the watcher and istiod prove who they are to each other.
@@ -94,7 +96,7 @@ func (s Security) SPIFFEID(td string) (string, error) {
 	if id.ServiceAccount == "" {
 		return "", fmt.Errorf("the token names no ServiceAccount (namespace %s)", id.Namespace)
 	}
-	return "spiffe://" + td + "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount, nil
+	return model.SPIFFEID(td, id.Namespace, id.ServiceAccount), nil
 }
 
 // RootFile is the mesh root certificate file s verifies istiod against.
@@ -126,7 +128,7 @@ type rootTLS struct {
 var _ credentials.TransportCredentials = (*rootTLS)(nil)
 
 func (c *rootTLS) ClientHandshake(ctx context.Context, _ string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	roots, err := loadRoots(c.rootFile)
+	roots, err := meshpem.LoadRoots(c.rootFile)
 	if err != nil {
 		return nil, nil, c.note(ReasonRootCert, err)
 	}
@@ -166,19 +168,6 @@ func (c *rootTLS) Clone() credentials.TransportCredentials {
 
 // OverrideServerName is deprecated in gRPC and unused; the server name is fixed.
 func (c *rootTLS) OverrideServerName(string) error { return nil }
-
-// loadRoots reads a PEM bundle of root certificates.
-func loadRoots(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(filepath.Clean(file))
-	if err != nil {
-		return nil, fmt.Errorf("reading the root certificate: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("no PEM certificate in %s", file)
-	}
-	return pool, nil
-}
 
 // tokenCredentials send the ServiceAccount token, read from its file for every new
 // stream, as "authorization: Bearer", as istio-agent does: the kubelet rewrites the

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"aeraki.io/aeraki/pkg/meshcert"
+	"aeraki.io/aeraki/pkg/meshpem"
 	"aeraki.io/aeraki/pkg/xds"
 )
 
@@ -56,13 +55,11 @@ func DialRoutes(ctx context.Context, ic *IstiodClient, addr, serverID string) (*
 		}
 		return nil, fmt.Errorf("route client certificate: %w", err)
 	}
-	pem, err := os.ReadFile(filepath.Clean(ic.RootCertFile))
+	roots, err := meshpem.LoadRoots(ic.RootCertFile)
 	if err != nil {
 		_ = rc.Close()
 		return nil, err
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
 	cfg := &tls.Config{
 		MinVersion:           tls.VersionTLS12,
 		NextProtos:           []string{"h2"},

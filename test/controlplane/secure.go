@@ -23,6 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+
+	"aeraki.io/aeraki/pkg/meshpem"
 )
 
 // The secure path of a stock install, as istiod serves it and as a client of it needs it.
@@ -182,7 +184,7 @@ func (c *ControlPlane) MeshRootCert(ctx context.Context) ([]byte, error) {
 			return false, err
 		}
 		data := cm.Data[MeshRootCertKey]
-		if _, err := parseCertificates([]byte(data)); err != nil {
+		if _, err := meshpem.Certificates([]byte(data)); err != nil {
 			last = fmt.Errorf("ConfigMap %s/%s key %s: %w", IstioNamespace, MeshRootCertConfigMap, MeshRootCertKey, err)
 			return false, nil
 		}
@@ -284,30 +286,6 @@ func WriteForeignRootCert(path string) error {
 		return fmt.Errorf("create a foreign root certificate: %w", err)
 	}
 	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-}
-
-// parseCertificates returns the certificates of PEM data, and an error if there is none.
-func parseCertificates(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, cert)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return out, nil
 }
 
 // writeFileAtomic replaces path by a file with data, by a rename within its directory.

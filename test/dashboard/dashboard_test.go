@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/metrics"
 	"aeraki.io/aeraki/pkg/rds"
@@ -178,10 +179,7 @@ func demoFilters(t *testing.T) []filterPrefix {
 	snap := objs.Snapshot("cluster.local")
 	// As installed: the route server on, so that ports only one protocol declares
 	// (Dubbo's 20880 in the demo) share one client filter.
-	ctx := generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local", RouteDiscovery: &generator.RouteDiscovery{
-		Cluster: "aeraki-routes", Host: "aeraki.istio-system.svc.cluster.local", Port: 15080,
-		Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"},
-	}}
+	ctx := generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local", RouteDiscovery: generatortest.RouteDiscovery}
 	tr, err := translate.Translate(ctx, plugin.Registry(plugin.Options{}), snap)
 	if err != nil {
 		t.Fatal(err)

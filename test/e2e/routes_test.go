@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/pkg/patch"
 	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
 	"aeraki.io/aeraki/test/controlplane"
 )
@@ -49,8 +49,8 @@ func testRouteServer(t *testing.T, e *env, bin string) {
 	}
 	drds := sharedRoutes(t, ls[orders.vip+"_20880"])
 	grpcs := drds.GetConfigSource().GetApiConfigSource().GetGrpcServices()
-	if len(grpcs) != 1 || grpcs[0].GetEnvoyGrpc().GetClusterName() != bootstrap.RouteCluster {
-		t.Fatalf("the listener fetches its routes from %v, want cluster %s", grpcs, bootstrap.RouteCluster)
+	if len(grpcs) != 1 || grpcs[0].GetEnvoyGrpc().GetClusterName() != patch.RouteCluster {
+		t.Fatalf("the listener fetches its routes from %v, want cluster %s", grpcs, patch.RouteCluster)
 	}
 	name := drds.GetRouteConfigName()
 

@@ -58,6 +58,8 @@ type Mesh struct {
 	EnvoyFilterYAML string
 	// Skipped are the ports a generator left as plain TCP on purpose, by service key.
 	Skipped map[string][]*translate.ServiceError
+	// Routes are the route configurations of shared ports, by name.
+	Routes map[string]*amodel.RouteConfig
 }
 
 // New translates istioYAML (ServiceEntries, VirtualServices, DestinationRules, and
@@ -76,12 +78,20 @@ func New(t testing.TB, istioYAML string, kube ...runtime.Object) *Mesh {
 // (`aeraki generate --kafka-contrib-filter`, for example).
 func NewWithOptions(t testing.TB, opts plugin.Options, istioYAML string, kube ...runtime.Object) *Mesh {
 	t.Helper()
-	efs, skipped := TranslateWithOptions(t, opts, istioYAML, kube...)
+	return NewIn(t, generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}, opts, istioYAML, kube...)
+}
+
+// NewIn is NewWithOptions in a generator context of the caller's (a route server, for
+// example).
+func NewIn(t testing.TB, ctx generator.Context, opts plugin.Options, istioYAML string, kube ...runtime.Object) *Mesh {
+	t.Helper()
+	tr := TranslateIn(t, ctx, opts, istioYAML, kube...)
+	efs, skipped := translate.SortedFilters(tr.Filters), tr.Skipped
 	var buf bytes.Buffer
 	if err := manifest.WriteEnvoyFilters(&buf, efs); err != nil {
 		t.Fatalf("writing EnvoyFilters: %v", err)
 	}
-	m := &Mesh{EnvoyFilters: efs, EnvoyFilterYAML: buf.String(), Skipped: skipped}
+	m := &Mesh{EnvoyFilters: efs, EnvoyFilterYAML: buf.String(), Skipped: skipped, Routes: tr.Routes}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("generated EnvoyFilters:\n%s", m.EnvoyFilterYAML)

@@ -1,9 +1,7 @@
 package listeners
 
 import (
-	"bytes"
 	"slices"
-	"strings"
 	"testing"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -12,20 +10,14 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"aeraki.io/aeraki/pkg/generator"
-	"aeraki.io/aeraki/pkg/manifest"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/patch"
-	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
 	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
 )
 
 // routeServer is the route server of the shared-port tests.
-var routeServer = &generator.RouteDiscovery{
-	Cluster:    "aeraki-routes",
-	Host:       "aeraki.istio-system.svc.cluster.local",
-	Port:       15080,
-	Identities: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"},
-}
+var routeServer = generatortest.RouteDiscovery
 
 // sharedMesh: three Dubbo ServiceEntries on port 20880 in two namespaces, one routed
 // by a VirtualService, a headless Kubernetes Service of Dubbo on the same port with
@@ -148,17 +140,11 @@ endpoints:
 // inline; the served routes lead to clusters the client has.
 func TestSharedPortOnListeners(t *testing.T) {
 	kube := KubeObjects(t, sharedKube)
-	tr := TranslateIn(t, generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix, RouteDiscovery: routeServer}, plugin.Options{}, sharedMesh, kube...)
-	efs := translate.SortedFilters(tr.Filters)
-	var buf bytes.Buffer
-	if err := manifest.WriteEnvoyFilters(&buf, efs); err != nil {
-		t.Fatal(err)
-	}
-	s := Istiod(t, strings.TrimSpace(sharedMesh)+"\n---\n"+buf.String(), kube...)
-	m := &Mesh{Server: s, EnvoyFilters: efs}
-	routes := tr.Routes[patch.SharedObjectName("dubbo", 20880)]
+	m := NewIn(t, generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix, RouteDiscovery: routeServer}, plugin.Options{}, sharedMesh, kube...)
+	s := m.Server
+	routes := m.Routes[patch.SharedObjectName("dubbo", 20880)]
 	if routes == nil {
-		t.Fatalf("no shared routes; route configurations %v", tr.Routes)
+		t.Fatalf("no shared routes; route configurations %v", m.Routes)
 	}
 
 	consumer := Proxy{Name: "consumer-0", Namespace: "clients", IP: "10.0.0.1", Labels: map[string]string{"app": "consumer"}}

@@ -26,8 +26,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"aeraki.io/aeraki/pkg/bootstrap"
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
@@ -443,10 +443,7 @@ func sharedFilters(t *testing.T, n int) []*clientalpha.EnvoyFilter {
 		snap.VirtualServices = append(snap.VirtualServices, model.Object{Name: vs.Name, Namespace: vs.Namespace, Spec: &vs.Spec})
 		snap.DestinationRules = append(snap.DestinationRules, model.Object{Name: dr.Name, Namespace: dr.Namespace, Spec: &dr.Spec})
 	}
-	ctx := generator.Context{RootNamespace: rootNS, DomainSuffix: "cluster.local", RouteDiscovery: &generator.RouteDiscovery{
-		Cluster: bootstrap.RouteCluster, Host: "aeraki." + rootNS + ".svc.cluster.local", Port: 15080,
-		Identities: []string{"spiffe://cluster.local/ns/" + rootNS + "/sa/" + controlplane.AerakiServiceAccount},
-	}}
+	ctx := generator.Context{RootNamespace: rootNS, DomainSuffix: "cluster.local", RouteDiscovery: generatortest.RouteDiscovery}
 	tr, err := translate.Translate(ctx, plugin.Registry(plugin.Options{}), snap)
 	if err != nil {
 		t.Fatal(err)

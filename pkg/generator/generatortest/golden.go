@@ -33,6 +33,15 @@ var update = flag.Bool("update", false, "rewrite golden files with the current o
 // Context is the generator context of the golden tests.
 var Context = &generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
 
+// RouteDiscovery is the route server of the tests of shared ports: the controller's,
+// installed in istio-system of a mesh of trust domain cluster.local.
+var RouteDiscovery = &generator.RouteDiscovery{
+	Cluster:    patch.RouteCluster,
+	Host:       "aeraki.istio-system.svc.cluster.local",
+	Port:       15080,
+	Identities: []string{model.SPIFFEID("cluster.local", "istio-system", "aeraki")},
+}
+
 // Push returns the services of snap and Context with lookups into them and the
 // snapshot's Secrets, as a push's generators see them. A failed read fails the test.
 func Push(t testing.TB, snap *model.Snapshot) (*generator.Context, []*model.Service) {
