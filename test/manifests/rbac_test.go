@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -12,6 +13,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -227,8 +229,14 @@ func TestSecretGrant(t *testing.T) {
 	if err := admin.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	if err := get("granted"); err != nil {
-		t.Errorf("after the grant: %v", err)
+	// The apiserver's RBAC authorizer learns of the binding through its informer, so
+	// the grant takes effect shortly after the create returns.
+	var lastErr error
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		lastErr = get("granted")
+		return lastErr == nil, nil
+	}); err != nil {
+		t.Errorf("after the grant: %v", lastErr)
 	}
 	for _, ns := range []string{"other", installNamespace} {
 		if err := get(ns); !apierrors.IsForbidden(err) {
