@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"aeraki.io/aeraki/pkg/meshcert/meshcerttest"
+
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
@@ -153,56 +155,12 @@ func TestFirstCertificate(t *testing.T) {
 
 	// A sidecar's view: TLS to a server with this GetCertificate, verified against the
 	// mesh root, shows the SPIFFE identity.
-	peer := handshake(t, &tls.Config{GetCertificate: s.GetCertificate, MinVersion: tls.VersionTLS12}, f.ca.ca.root)
+	roots := x509.NewCertPool()
+	roots.AddCert(f.ca.ca.root)
+	peer := meshcerttest.Handshake(t, &tls.Config{GetCertificate: s.GetCertificate, MinVersion: tls.VersionTLS12}, roots)
 	if got := peer.URIs; len(got) != 1 || got[0].String() != identity {
 		t.Errorf("server certificate in a handshake has URIs %v, want %s", got, identity)
 	}
-}
-
-// handshake serves TLS with server on loopback, connects as a client that trusts
-// root (and checks no name: sidecars check the SPIFFE identity instead) and returns
-// the server's verified leaf.
-func handshake(t *testing.T, server *tls.Config, root *x509.Certificate) *x509.Certificate {
-	t.Helper()
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lis.Close() }()
-	served := make(chan error, 1)
-	go func() {
-		conn, err := lis.Accept()
-		if err == nil {
-			err = conn.(*tls.Conn).Handshake()
-			_ = conn.Close()
-		}
-		served <- err
-	}()
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	var verified *x509.Certificate
-	client := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, //nolint:gosec // verified below, against the root and without a host name
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-			verified = cs.PeerCertificates[0]
-			return err
-		},
-	}
-	conn, err := tls.Dial("tcp", lis.Addr().String(), client)
-	if err != nil {
-		t.Fatalf("TLS handshake: %v", err)
-	}
-	_ = conn.Close()
-	if err := <-served; err != nil {
-		t.Fatalf("server side of the handshake: %v", err)
-	}
-	return verified
 }
 
 // TestRenewsAtHalfOfRemainingLifetime: the Source asks again when half of the

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"aeraki.io/aeraki/pkg/meshcert/meshcerttest"
+
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -75,7 +77,7 @@ func set(t *testing.T, s *Server, configs ...*dubbo.MultipleRouteConfiguration) 
 type harness struct {
 	srv       *Server
 	addr      string
-	serverCA  *testCA
+	serverCA  *meshcerttest.CA
 	rootsFile string
 	// serverCert is what the certificate callback returns.
 	serverCert atomic.Pointer[tls.Certificate]
@@ -90,15 +92,15 @@ type ack struct {
 }
 
 // start serves a Server whose roots file holds the mesh CAs.
-func start(t *testing.T, mesh ...*testCA) *harness {
+func start(t *testing.T, mesh ...*meshcerttest.CA) *harness {
 	t.Helper()
 	h := &harness{
-		serverCA:  newCA(t, "server"),
+		serverCA:  meshcerttest.NewCA(t, "server"),
 		rootsFile: filepath.Join(t.TempDir(), "root-cert.pem"),
 		refused:   make(chan string, 64),
 		acks:      make(chan ack, 64),
 	}
-	h.serverCert.Store(h.serverCA.issue(t, leaf{dns: []string{serverName}, uris: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"}}))
+	h.serverCert.Store(h.serverCA.Issue(t, meshcerttest.Leaf{DNS: []string{serverName}, URIs: []string{"spiffe://cluster.local/ns/istio-system/sa/aeraki"}}))
 	writeRoots(t, h.rootsFile, mesh...)
 	auth := TLS{
 		Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.serverCert.Load(), nil },
@@ -158,7 +160,7 @@ func (h *harness) serve(t *testing.T) {
 // server's CA. The connection closes when the test ends.
 func (h *harness) dial(t *testing.T, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: h.serverCA.pool(), ServerName: serverName, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: h.serverCA.Pool(), ServerName: serverName, MinVersion: tls.VersionTLS12}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}

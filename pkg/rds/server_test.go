@@ -8,6 +8,8 @@ import (
 	"os"
 	"testing"
 
+	"aeraki.io/aeraki/pkg/meshcert/meshcerttest"
+
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -23,12 +25,12 @@ import (
 
 // A client gets the resources it names after Set, at the version Set announced.
 func TestServesResourcesAfterSet(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	a, b := routes("dubbo-20880", "outbound|20880||demo"), routes("dubbo-20881", "outbound|20881||demo")
 	version := set(t, h.srv, a, b)
 
-	c := h.ads(t, mesh.workload(t, "shop", "consumer"))
+	c := h.ads(t, mesh.Workload(t, "shop", "consumer"))
 	c.subscribe("dubbo-20880")
 	resp := c.recv()
 
@@ -59,14 +61,14 @@ var cmpStreams = cmp.Transformer("noAddress", func(s Stream) Stream {
 // client that reconnects with a version (which the cache alone would answer with
 // an empty response) and even when another type was set; the first Set answers it.
 func TestHoldsRequestsUntilFirstSet(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	other := "type.googleapis.com/envoy.extensions.filters.network.dubbo_proxy.v3.RouteConfiguration"
 	if err := h.srv.Set(other, map[string]proto.Message{"r": &dubbo.RouteConfiguration{Name: "r"}}); err != nil {
 		t.Fatal(err)
 	}
 
-	c := h.ads(t, mesh.workload(t, "shop", "consumer"))
+	c := h.ads(t, mesh.Workload(t, "shop", "consumer"))
 	c.version = "version-of-another-replica"
 	c.subscribe("dubbo-20880")
 	eventually(t, "the request is held", func() bool { return h.srv.cache.heldCount(routeType) == 1 })
@@ -92,11 +94,11 @@ func TestHoldsRequestsUntilFirstSet(t *testing.T) {
 // After the first Set the state-of-the-world rules of go-control-plane's snapshot
 // cache apply: a response carries the requested names that exist and only those.
 func TestStateOfTheWorldSemantics(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	a, b := routes("a", "outbound|1||a"), routes("b", "outbound|2||b")
 	version := set(t, h.srv, a, b)
-	cert := mesh.workload(t, "shop", "consumer")
+	cert := mesh.Workload(t, "shop", "consumer")
 
 	for _, tc := range []struct {
 		name  string
@@ -139,11 +141,11 @@ func TestStateOfTheWorldSemantics(t *testing.T) {
 // content (new messages, maps filled in another order) has the same version and
 // sends nothing.
 func TestUpdatesOnlyOnChange(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	v1 := set(t, h.srv, routes("a", "outbound|1||v1"))
 
-	c := h.ads(t, mesh.workload(t, "shop", "consumer"))
+	c := h.ads(t, mesh.Workload(t, "shop", "consumer"))
 	c.subscribe("a")
 	if got := c.recv().GetVersionInfo(); got != v1 {
 		t.Fatalf("version %q, want %q", got, v1)
@@ -170,7 +172,7 @@ func TestUpdatesOnlyOnChange(t *testing.T) {
 // Another Server (another replica, or this one restarted) with the same content
 // announces the same version to a client that reconnects to it.
 func TestSameContentSameVersionAcrossServers(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	first, second := start(t, mesh), start(t, mesh)
 	v1 := set(t, first.srv, routes("a", "outbound|1||a"), routes("b", "outbound|2||b"))
 	v2 := set(t, second.srv, routes("b", "outbound|2||b"), routes("a", "outbound|1||a"))
@@ -178,7 +180,7 @@ func TestSameContentSameVersionAcrossServers(t *testing.T) {
 		t.Fatalf("versions %q and %q for the same content", v1, v2)
 	}
 
-	cert := mesh.workload(t, "shop", "consumer")
+	cert := mesh.Workload(t, "shop", "consumer")
 	c := first.ads(t, cert)
 	c.subscribe("a")
 	had := c.recv()
@@ -200,11 +202,11 @@ func TestSameContentSameVersionAcrossServers(t *testing.T) {
 // nothing before (not even removals of what it says it has), and is told of a
 // removal.
 func TestDelta(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(h.dial(t, mesh.workload(t, "shop", "consumer"))).DeltaAggregatedResources(ctx)
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(h.dial(t, mesh.Workload(t, "shop", "consumer"))).DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,10 +265,10 @@ func TestDelta(t *testing.T) {
 
 // A NACK and an ACK reach the observer, once per response.
 func TestObservesAcks(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	set(t, h.srv, routes("a", "outbound|1||v1"))
-	c := h.ads(t, mesh.workload(t, "shop", "consumer"))
+	c := h.ads(t, mesh.Workload(t, "shop", "consumer"))
 	c.subscribe("a")
 	c.recvNack("dubbo_proxy: unknown cluster")
 	if got := <-h.acks; got != (ack{routeType, false}) {
@@ -281,10 +283,10 @@ func TestObservesAcks(t *testing.T) {
 
 // Serve ends the streams and returns when its context ends.
 func TestStopsWithContext(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	set(t, h.srv, routes("a", "outbound|1||a"))
-	c := h.ads(t, mesh.workload(t, "shop", "consumer"))
+	c := h.ads(t, mesh.Workload(t, "shop", "consumer"))
 	c.subscribe("a")
 	c.recv()
 
@@ -351,10 +353,10 @@ func accepted(t *testing.T, h *harness, cert *tls.Certificate) {
 
 // Only clients with a certificate of the mesh that carries a SPIFFE ID get in.
 func TestRefusesClients(t *testing.T) {
-	mesh, other := newCA(t, "mesh"), newCA(t, "other")
+	mesh, other := meshcerttest.NewCA(t, "mesh"), meshcerttest.NewCA(t, "other")
 	h := start(t, mesh)
 	set(t, h.srv, routes("a", "outbound|1||a"))
-	accepted(t, h, mesh.workload(t, "shop", "consumer"))
+	accepted(t, h, mesh.Workload(t, "shop", "consumer"))
 
 	for _, tc := range []struct {
 		name   string
@@ -362,10 +364,10 @@ func TestRefusesClients(t *testing.T) {
 		reason string
 	}{
 		{"no client certificate", nil, ReasonNoCertificate},
-		{"another CA", other.workload(t, "shop", "consumer"), ReasonUntrusted},
-		{"not for client authentication", mesh.issue(t, leaf{uris: []string{"spiffe://cluster.local/ns/shop/sa/consumer"}, usage: x509.ExtKeyUsageServerAuth}), ReasonUntrusted},
-		{"no SPIFFE ID", mesh.issue(t, leaf{dns: []string{"consumer.shop.svc"}}), ReasonNoSPIFFEID},
-		{"not a SPIFFE URI", mesh.issue(t, leaf{uris: []string{"https://consumer.shop.svc/"}}), ReasonNoSPIFFEID},
+		{"another CA", other.Workload(t, "shop", "consumer"), ReasonUntrusted},
+		{"not for client authentication", mesh.Issue(t, meshcerttest.Leaf{URIs: []string{"spiffe://cluster.local/ns/shop/sa/consumer"}, Usage: x509.ExtKeyUsageServerAuth}), ReasonUntrusted},
+		{"no SPIFFE ID", mesh.Issue(t, meshcerttest.Leaf{DNS: []string{"consumer.shop.svc"}}), ReasonNoSPIFFEID},
+		{"not a SPIFFE URI", mesh.Issue(t, meshcerttest.Leaf{URIs: []string{"https://consumer.shop.svc/"}}), ReasonNoSPIFFEID},
 	} {
 		t.Run(tc.name, func(t *testing.T) { refused(t, h, tc.cert, tc.reason) })
 	}
@@ -374,10 +376,10 @@ func TestRefusesClients(t *testing.T) {
 // The roots file is read at every handshake: replaced by another CA's root, the
 // old clients are refused and the new ones accepted; missing, every client is.
 func TestRereadsRootsFile(t *testing.T) {
-	meshA, meshB := newCA(t, "mesh A"), newCA(t, "mesh B")
+	meshA, meshB := meshcerttest.NewCA(t, "mesh A"), meshcerttest.NewCA(t, "mesh B")
 	h := start(t, meshA)
 	set(t, h.srv, routes("a", "outbound|1||a"))
-	oldClient, newClient := meshA.workload(t, "shop", "consumer"), meshB.workload(t, "billing", "invoicer")
+	oldClient, newClient := meshA.Workload(t, "shop", "consumer"), meshB.Workload(t, "billing", "invoicer")
 	accepted(t, h, oldClient)
 
 	writeRoots(t, h.rootsFile, meshB)
@@ -397,17 +399,17 @@ func TestRereadsRootsFile(t *testing.T) {
 // The server certificate comes from the callback at every handshake, so a
 // rotated one is served to new connections.
 func TestServerCertificateFromCallback(t *testing.T) {
-	mesh := newCA(t, "mesh")
+	mesh := meshcerttest.NewCA(t, "mesh")
 	h := start(t, mesh)
 	set(t, h.srv, routes("a", "outbound|1||a"))
-	client := mesh.workload(t, "shop", "consumer")
+	client := mesh.Workload(t, "shop", "consumer")
 
 	for range 2 {
-		want := h.serverCA.issue(t, leaf{dns: []string{serverName}})
+		want := h.serverCA.Issue(t, meshcerttest.Leaf{DNS: []string{serverName}})
 		h.serverCert.Store(want)
 		var served *x509.Certificate
 		conn, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-			RootCAs: h.serverCA.pool(), ServerName: serverName, MinVersion: tls.VersionTLS12,
+			RootCAs: h.serverCA.Pool(), ServerName: serverName, MinVersion: tls.VersionTLS12,
 			Certificates: []tls.Certificate{*client},
 			VerifyConnection: func(state tls.ConnectionState) error {
 				served = state.PeerCertificates[0]

@@ -3,18 +3,12 @@ package xds
 import (
 	"cmp"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"aeraki.io/aeraki/pkg/meshcert/meshcerttest"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -41,12 +37,12 @@ const rootNS = "istio-system"
 func TestSecureWatcherFollowsRotation(t *testing.T) {
 	secureIstiodFeatures(t)
 	env := newSecureEnv(t)
-	caA, caB := newTestCA(t, "root A"), newTestCA(t, "root B")
-	env.write(t, env.rootFile, caA.pem)
+	caA, caB := meshcerttest.NewCA(t, "root A"), meshcerttest.NewCA(t, "root B")
+	env.write(t, env.rootFile, caA.PEM())
 	first := testToken(t, rootNS, "first", false)
 	env.write(t, env.tokenFile, first)
 
-	istiodA := startSecureIstiod(t, env.addr, caA.serving(t), env.auth)
+	istiodA := startSecureIstiod(t, env.addr, istiodCert(t, caA), env.auth)
 	w, stop := env.run(t, env.options())
 	eventually(t, "sync over TLS", func() bool {
 		return w.HasSynced() && w.Connected() && inSnapshot(w, gvk.ServiceEntry, "dubbo-a")
@@ -57,11 +53,11 @@ func TestSecureWatcherFollowsRotation(t *testing.T) {
 
 	// Both rotate; istiod restarts with a certificate of the new root.
 	second := testToken(t, rootNS, "second", false)
-	env.write(t, env.rootFile, caB.pem)
+	env.write(t, env.rootFile, caB.PEM())
 	env.write(t, env.tokenFile, second)
 	istiodA.stop()
 	eventually(t, "disconnect", func() bool { return !w.Connected() })
-	istiodB := startSecureIstiod(t, env.addr, caB.serving(t), env.auth)
+	istiodB := startSecureIstiod(t, env.addr, istiodCert(t, caB), env.auth)
 	eventually(t, "reconnect with the new root and token", func() bool { return w.Connected() && env.auth.last() == second })
 
 	// The token goes away: the next connection says which file it needs.
@@ -69,7 +65,7 @@ func TestSecureWatcherFollowsRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	istiodB.stop()
-	startSecureIstiod(t, env.addr, caB.serving(t), env.auth)
+	startSecureIstiod(t, env.addr, istiodCert(t, caB), env.auth)
 	eventually(t, "the missing token reported", func() bool { r, _ := w.LastError(); return r == ReasonToken })
 	if _, msg := w.LastError(); !strings.Contains(msg, env.tokenFile) {
 		t.Errorf("LastError message %q does not name the token file", msg)
@@ -89,10 +85,10 @@ func TestSecureWatcherFollowsRotation(t *testing.T) {
 func TestSecureWatcherWrongRoot(t *testing.T) {
 	secureIstiodFeatures(t)
 	env := newSecureEnv(t)
-	caA, caB := newTestCA(t, "root A"), newTestCA(t, "root B")
-	env.write(t, env.rootFile, caB.pem)
+	caA, caB := meshcerttest.NewCA(t, "root A"), meshcerttest.NewCA(t, "root B")
+	env.write(t, env.rootFile, caB.PEM())
 	env.write(t, env.tokenFile, testToken(t, rootNS, "t", false))
-	startSecureIstiod(t, env.addr, caA.serving(t), env.auth)
+	startSecureIstiod(t, env.addr, istiodCert(t, caA), env.auth)
 	opts := env.options()
 	failures := &failureCounter{}
 	opts.Observer = failures
@@ -110,7 +106,7 @@ func TestSecureWatcherWrongRoot(t *testing.T) {
 		t.Error("the token was sent to an istiod whose certificate does not verify")
 	}
 
-	env.write(t, env.rootFile, caA.pem)
+	env.write(t, env.rootFile, caA.PEM())
 	eventually(t, "connected with the corrected root", func() bool { return w.Connected() && w.HasSynced() })
 	if r, _ := w.LastError(); r != "" {
 		t.Errorf("LastError reason %s while connected", r)
@@ -122,7 +118,7 @@ func TestSecureWatcherWrongRoot(t *testing.T) {
 // not for the address's host (here an IP its certificate also carries).
 func TestSecureWatcherServerName(t *testing.T) {
 	secureIstiodFeatures(t)
-	ca := newTestCA(t, "root")
+	ca := meshcerttest.NewCA(t, "root")
 	for _, tc := range []struct {
 		serverName string
 		reason     string // "" means it connects
@@ -132,9 +128,9 @@ func TestSecureWatcherServerName(t *testing.T) {
 	} {
 		t.Run(tc.serverName, func(t *testing.T) {
 			env := newSecureEnv(t)
-			env.write(t, env.rootFile, ca.pem)
+			env.write(t, env.rootFile, ca.PEM())
 			env.write(t, env.tokenFile, testToken(t, rootNS, "t", false))
-			startSecureIstiod(t, env.addr, ca.serving(t), env.auth)
+			startSecureIstiod(t, env.addr, istiodCert(t, ca), env.auth)
 			opts := env.options()
 			opts.Security.ServerName = tc.serverName
 			w, stop := env.run(t, opts)
@@ -154,7 +150,7 @@ func TestSecureWatcherServerName(t *testing.T) {
 // TestSecureWatcherRefusals: what istiod refuses, and the node's declared identity.
 func TestSecureWatcherRefusals(t *testing.T) {
 	secureIstiodFeatures(t)
-	ca := newTestCA(t, "root")
+	ca := meshcerttest.NewCA(t, "root")
 	for _, tc := range []struct {
 		name     string
 		ns       string
@@ -178,9 +174,9 @@ func TestSecureWatcherRefusals(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newSecureEnv(t)
-			env.write(t, env.rootFile, ca.pem)
+			env.write(t, env.rootFile, ca.PEM())
 			env.write(t, env.tokenFile, testToken(t, tc.ns, "t", tc.rejected))
-			startSecureIstiod(t, env.addr, ca.serving(t), env.auth)
+			startSecureIstiod(t, env.addr, istiodCert(t, ca), env.auth)
 			w, stop := env.run(t, env.options())
 			eventually(t, "the refusal", func() bool { r, _ := w.LastError(); return r == tc.reason })
 			_, msg := w.LastError()
@@ -202,7 +198,7 @@ func TestSecureWatcherRefusals(t *testing.T) {
 
 // TestSecureWatcherLocalFailures: failures found before istiod can answer.
 func TestSecureWatcherLocalFailures(t *testing.T) {
-	ca := newTestCA(t, "root")
+	ca := meshcerttest.NewCA(t, "root")
 	// Connections to it are accepted by the kernel and wait: enough to dial, and to
 	// fail before the TLS handshake sends anything.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -217,15 +213,15 @@ func TestSecureWatcherLocalFailures(t *testing.T) {
 		reason      string
 		names       string // the message names the file: "root" or "token"
 	}{
-		{name: "no token file", root: string(ca.pem), reason: ReasonToken, names: "token"},
-		{name: "not a ServiceAccount token", root: string(ca.pem), token: "not-a-jwt", reason: ReasonToken, names: "token"},
+		{name: "no token file", root: string(ca.PEM()), reason: ReasonToken, names: "token"},
+		{name: "not a ServiceAccount token", root: string(ca.PEM()), token: "not-a-jwt", reason: ReasonToken, names: "token"},
 		{name: "no root file", token: testToken(t, rootNS, "t", false), reason: ReasonRootCert, names: "root"},
 		{
 			name: "no certificate in the root file", root: "garbage", token: testToken(t, rootNS, "t", false),
 			reason: ReasonRootCert, names: "root",
 		},
 		{
-			name: "nothing listening", addr: freeAddress(t), root: string(ca.pem), token: testToken(t, rootNS, "t", false),
+			name: "nothing listening", addr: freeAddress(t), root: string(ca.PEM()), token: testToken(t, rootNS, "t", false),
 			reason: ReasonUnreachable,
 		},
 	} {
@@ -537,59 +533,13 @@ func (c *failureCounter) count(reason string) int {
 	return c.n[reason]
 }
 
-// testCA is a self-signed root that signs istiod's serving certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
+// istiodCert returns a serving certificate for istiod's names and 127.0.0.1, signed
+// by ca.
+func istiodCert(t *testing.T, ca *meshcerttest.CA) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// serving returns a certificate for istiod's names and 127.0.0.1, signed by the root.
-func (ca *testCA) serving(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "istiod"},
-		DNSNames:     []string{"istiod.istio-system.svc"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return *ca.Issue(t, meshcerttest.Leaf{
+		DNS:   []string{"istiod.istio-system.svc"},
+		IPs:   []net.IP{net.IPv4(127, 0, 0, 1)},
+		Usage: x509.ExtKeyUsageServerAuth,
+	})
 }

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"aeraki.io/aeraki/pkg/meshcert/meshcerttest"
+	"aeraki.io/aeraki/pkg/meshpem"
+
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,7 +51,10 @@ func TestCertificateFromStockIstiod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	meshRoots := certPool(t, ic.RootCertFile)
+	meshRoots, err := meshpem.LoadRoots(ic.RootCertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	security := xds.Security{RootCertFile: ic.RootCertFile, ServerName: ic.ServerName, TokenFile: ic.TokenFile}
 
 	t.Run("issued for the ServiceAccount", func(t *testing.T) {
@@ -82,8 +88,10 @@ func TestCertificateFromStockIstiod(t *testing.T) {
 		}
 		t.Logf("istiod signed %s until %s, issuer %q, chain of %d", s.Identity(), leaf.NotAfter.Format(time.RFC3339), leaf.Issuer, len(cert.Certificate))
 
-		if got := serveTLS(t, s, meshRoots); got != want {
-			t.Errorf("a TLS client that trusts the mesh root sees %q, want %s", got, want)
+		// A sidecar's view: it trusts the mesh root and checks the SPIFFE identity.
+		peer := meshcerttest.Handshake(t, &tls.Config{GetCertificate: s.GetCertificate, MinVersion: tls.VersionTLS12}, meshRoots)
+		if got := peer.URIs; len(got) != 1 || got[0].String() != want {
+			t.Errorf("a TLS client that trusts the mesh root sees URIs %v, want %s", got, want)
 		}
 	})
 
@@ -179,65 +187,4 @@ func waitIssued(t *testing.T, s *meshcert.Source) {
 	case <-time.After(timeout):
 		t.Fatalf("no certificate from istiod; last error: %v", s.LastError())
 	}
-}
-
-// serveTLS makes one TLS handshake to a server that takes its certificate from s, as
-// a client that trusts roots and checks the SPIFFE identity rather than a host name
-// (as a sidecar checks an xDS server), and returns that identity.
-func serveTLS(t *testing.T, s *meshcert.Source, roots *x509.CertPool) string {
-	t.Helper()
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: s.GetCertificate, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = lis.Close() }()
-	served := make(chan error, 1)
-	go func() {
-		conn, err := lis.Accept()
-		if err == nil {
-			err = conn.(*tls.Conn).Handshake()
-			_ = conn.Close()
-		}
-		served <- err
-	}()
-	var id string
-	conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, //nolint:gosec // verified below: against the mesh root, by SPIFFE identity
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			leaf := cs.PeerCertificates[0]
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
-				return err
-			}
-			if len(leaf.URIs) == 1 {
-				id = leaf.URIs[0].String()
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		t.Fatalf("TLS handshake: %v", err)
-	}
-	_ = conn.Close()
-	if err := <-served; err != nil {
-		t.Fatalf("server side of the handshake: %v", err)
-	}
-	return id
-}
-
-func certPool(t *testing.T, path string) *x509.CertPool {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Clean(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		t.Fatalf("no certificate in %s", path)
-	}
-	return pool
 }
