@@ -204,11 +204,14 @@ var (
 )
 
 // installAeraki applies k8s/aeraki.yaml for real to envtest's apiserver, once per test
-// binary. There is no kube-controller-manager: the Deployment gets no pods.
+// binary, and waits for its bindings to take effect. There is no
+// kube-controller-manager: the Deployment gets no pods.
 func installAeraki(t *testing.T) {
 	t.Helper()
 	installOnce.Do(func() {
-		installErr = installManifest(t, nil)
+		if installErr = installManifest(t, nil); installErr == nil {
+			installErr = waitGranted(serviceAccountConfig(t))
+		}
 	})
 	if installErr != nil {
 		t.Fatal(installErr)

@@ -163,6 +163,45 @@ func can(ctx context.Context, cs kubernetes.Interface, ns, verb string, a access
 	return r.Status.Allowed, nil
 }
 
+// waitGranted waits until the client config cfg, aeraki's ServiceAccount's, has
+// every access the manifest grants in a user namespace and in aeraki's own: the
+// apiserver's RBAC authorizer learns of new bindings through an informer, so they take
+// effect shortly after they are created.
+func waitGranted(cfg *rest.Config) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var missing string
+	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		for _, a := range wantAccess {
+			if a.name != "" {
+				continue // by name only; the same bindings grant the rest
+			}
+			for _, ns := range []string{"shop", installNamespace} {
+				verbs := a.everywhere
+				if ns == installNamespace {
+					verbs = append(slices.Clone(verbs), a.own...)
+				}
+				for _, verb := range verbs {
+					ok, err := can(ctx, cs, ns, verb, a)
+					if err != nil || !ok {
+						missing = fmt.Sprintf("%s %s in %s (%v)", verb, a, where(ns), err)
+						return false, nil
+					}
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the manifest's bindings took no effect: still not allowed %s: %w", missing, err)
+	}
+	return nil
+}
+
 // serviceAccountConfig returns a client config for envtest's apiserver that
 // authenticates as aeraki's ServiceAccount (installAeraki first).
 func serviceAccountConfig(t *testing.T) *rest.Config {
