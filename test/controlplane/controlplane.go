@@ -11,10 +11,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,9 +179,15 @@ func (c *ControlPlane) start(ctx context.Context) error {
 	return nil
 }
 
-// freePorts returns n distinct free ports on 127.0.0.1. All listeners stay
-// open until every port is known, so no port is handed out twice.
+// freePorts returns n distinct free ports on 127.0.0.1, taken below the
+// kernel's ephemeral range. A port the kernel hands out for ":0" is free only
+// until a process is started on it seconds later, and in between any
+// outgoing connection (the apiserver's to etcd, a client's to the apiserver)
+// may take it as its local port; ports outside the ephemeral range are never
+// given to outgoing connections. All listeners stay open until every port is
+// known, so no port is handed out twice.
 func freePorts(n int) ([]int, error) {
+	lo, hi := portPool()
 	var out []int
 	var listeners []net.Listener
 	defer func() {
@@ -187,15 +195,36 @@ func freePorts(n int) ([]int, error) {
 			_ = l.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("pick a free port: none free in %d-%d", lo, hi)
+		}
+		port := lo + rand.IntN(hi-lo) //nolint:gosec // a port number, not a secret
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			return nil, fmt.Errorf("pick a free port: %w", err)
+			continue
 		}
 		listeners = append(listeners, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		out = append(out, port)
 	}
 	return out, nil
+}
+
+// portPool returns the ports [lo, hi) that freePorts draws from: the
+// registered ports below the ephemeral range that
+// /proc/sys/net/ipv4/ip_local_port_range reports (Linux's default,
+// 32768, where the file cannot be read).
+func portPool() (lo, hi int) {
+	const floor, fallback = 10000, 32768
+	hi = fallback
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > floor+1000 {
+				hi = v
+			}
+		}
+	}
+	return floor, hi
 }
 
 // Stop stops every process it started (istiod, apiserver, etcd, in that

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,6 +40,37 @@ func TestStartFailureShowsLog(t *testing.T) {
 	_, err := Start(t.Context(), Options{BinDir: bin, WorkDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "refuses to start") {
 		t.Fatalf("Start with a failing etcd: got %v, want an error quoting its log", err)
+	}
+}
+
+// TestFreePortsOutsideEphemeralRange: a port picked for a process started
+// later must not be one the kernel may give an outgoing connection meanwhile.
+func TestFreePortsOutsideEphemeralRange(t *testing.T) {
+	lo, hi := portPool()
+	held, err := net.Listen("tcp", "127.0.0.1:0") // an ephemeral port in use
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if p := held.Addr().(*net.TCPAddr).Port; p >= lo && p < hi {
+		t.Fatalf("pool %d-%d overlaps the ephemeral port %d the kernel just gave", lo, hi, p)
+	}
+	ports, err := freePorts(50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p < lo || p >= hi || seen[p] {
+			t.Errorf("port %d: outside %d-%d or given twice (%v)", p, lo, hi, ports)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Errorf("port %d was handed out but is not free: %v", p, err)
+			continue
+		}
+		_ = l.Close()
 	}
 }
 
