@@ -45,6 +45,11 @@ type Service struct {
 	// exported to every namespace: those of the service's namespace, or, when it has
 	// none, those of the root namespace; by namespace and name.
 	DestinationRules []*Config[*networking.DestinationRule]
+	// Views are the namespaces whose sidecars Istio gives other routing for the
+	// service than every other namespace's (a VirtualService or DestinationRule
+	// exported to some namespaces only, or one of the client's own namespace), with
+	// that routing; by namespace. Only namespaces that see the service have one.
+	Views []*View
 	// RedisServices and RedisDestinations for any host of the service, by namespace
 	// and name.
 	RedisServices     []*Config[*redisspec.RedisServiceSpec]
@@ -71,11 +76,34 @@ type Port struct {
 	TargetPort uint32
 }
 
+// View is the routing Istio's sidecars of one namespace use for a service, where it
+// is not the routing of every namespace (Service.VirtualServices and
+// DestinationRules), in the same order.
+type View struct {
+	Namespace        string
+	VirtualServices  []*Config[*networking.VirtualService]
+	DestinationRules []*Config[*networking.DestinationRule]
+}
+
+// InView returns a copy of svc as the sidecars of v's namespace see it: v's routing,
+// seen by that namespace only, and no views.
+func (s *Service) InView(v *View) *Service {
+	out := *s
+	out.VirtualServices, out.DestinationRules = v.VirtualServices, v.DestinationRules
+	out.ExportTo = []string{v.Namespace}
+	out.Views = nil
+	return &out
+}
+
 // Config is a named Istio object with its typed spec.
 type Config[T any] struct {
 	Name      string
 	Namespace string
 	Spec      T
+	// ExportTo are the namespaces whose sidecars see a VirtualService or
+	// DestinationRule (its exportTo, or the mesh's default for the kind, "." resolved),
+	// sorted; nil when every namespace's do.
+	ExportTo []string
 	// Version changes whenever the object does: its resource version, or a hash of
 	// its content when it has none.
 	Version string
@@ -155,6 +183,16 @@ type Snapshot struct {
 	// configures services of every namespace, one elsewhere only those of its own, as
 	// Istio scopes its own root-namespace config.
 	RootNamespace string
+	// ExportDefaults are the mesh's exportTo for objects that set none.
+	ExportDefaults ExportDefaults
+}
+
+// ExportDefaults are the mesh config's defaults for exportTo, by kind
+// (defaultServiceExportTo, defaultVirtualServiceExportTo,
+// defaultDestinationRuleExportTo): what an object without exportTo gets. Empty is
+// every namespace, as in Istio.
+type ExportDefaults struct {
+	ServiceEntry, VirtualService, DestinationRule []string
 }
 
 // BuildServices returns a Service for every ServiceEntry with at least one port of a
@@ -162,10 +200,15 @@ type Snapshot struct {
 // are resolved once into an index, so the cost is linear in the config size. A
 // failed lookup of the snapshot is an error naming the object.
 func BuildServices(snap *Snapshot) ([]*Service, error) {
-	vsIndex := newHostIndex[*networking.VirtualService](meshWide(snap.VirtualServices), snap.DomainSuffix)
-	drIndex := newHostIndex[*networking.DestinationRule](snap.DestinationRules, snap.DomainSuffix)
-	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](Bindable(snap.RedisServices, snap.DomainSuffix), snap.DomainSuffix)
-	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](Bindable(snap.RedisDestinations, snap.DomainSuffix), snap.DomainSuffix)
+	defaults := snap.ExportDefaults
+	vsIndex := newHostIndex(snap.VirtualServices, snap.DomainSuffix, func(c Object, vs *networking.VirtualService) []string {
+		return exportNamespaces(vs.GetExportTo(), defaults.VirtualService, c.Namespace)
+	})
+	drIndex := newHostIndex(snap.DestinationRules, snap.DomainSuffix, func(c Object, dr *networking.DestinationRule) []string {
+		return destinationRuleExport(dr, defaults.DestinationRule, c.Namespace)
+	})
+	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](Bindable(snap.RedisServices, snap.DomainSuffix), snap.DomainSuffix, nil)
+	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](Bindable(snap.RedisDestinations, snap.DomainSuffix), snap.DomainSuffix, nil)
 
 	var out []*Service
 	for i := range snap.ServiceEntries {
@@ -211,9 +254,15 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 			svc.WorkloadSelector = sel
 		}
-		svc.ExportTo = exportNamespaces(se.GetExportTo(), c.Namespace)
-		svc.VirtualServices = virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix)
-		svc.DestinationRules = destinationRules(drIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
+		svc.ExportTo = exportNamespaces(se.GetExportTo(), defaults.ServiceEntry, c.Namespace)
+		r := routing{
+			vss:           virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix),
+			drs:           drIndex.lookup(svc.Hosts),
+			svcNamespace:  svc.Namespace,
+			rootNamespace: snap.RootNamespace,
+		}
+		svc.VirtualServices, svc.DestinationRules = r.virtualServices(""), r.destinationRules("")
+		svc.Views = r.views(svc)
 		svc.RedisServices = inScope(rsIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.RedisDestinations = inScope(rdIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.Version = serviceVersion(c, kube, svc)
@@ -289,8 +338,9 @@ type wildcardEntry[T any] struct {
 	cfg  *Config[T]
 }
 
-// newHostIndex indexes the VirtualServices or DestinationRules (T) in cfgs by host.
-func newHostIndex[T any](cfgs []Object, domainSuffix string) *hostIndex[T] {
+// newHostIndex indexes the objects of kind T in cfgs by host. export resolves an
+// object's exportTo (see Config.ExportTo); nil for kinds without one.
+func newHostIndex[T any](cfgs []Object, domainSuffix string, export func(Object, T) []string) *hostIndex[T] {
 	idx := &hostIndex[T]{exact: map[string][]*Config[T]{}}
 	for _, c := range cfgs {
 		spec, ok := c.Spec.(T)
@@ -298,6 +348,9 @@ func newHostIndex[T any](cfgs []Object, domainSuffix string) *hostIndex[T] {
 			continue
 		}
 		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec, Version: ConfigVersion(c), Created: c.Created}
+		if export != nil {
+			entry.ExportTo = export(c, spec)
+		}
 		for _, h := range HostsOf(c, domainSuffix) {
 			fqdn := host.Name(h)
 			if fqdn.IsWildCarded() {
@@ -326,35 +379,104 @@ func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
 	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
 }
 
-// destinationRules keeps the DestinationRules Istio's sidecars use for a service of
-// namespace ns, as far as one choice can hold for every sidecar: those of the
-// service's own namespace, else those of the root namespace (push_context.go,
-// destinationRule), exported to every namespace. A DestinationRule of a third
-// namespace applies only to that namespace's own sidecars, so it defines no subset
-// here.
-func destinationRules(drs []*Config[*networking.DestinationRule], ns, rootNamespace string) []*Config[*networking.DestinationRule] {
-	mine := func(in string) []*Config[*networking.DestinationRule] {
+// routing is the VirtualServices (in precedence order) and DestinationRules bound
+// to a service's hosts, from which each namespace's sidecars take theirs.
+type routing struct {
+	vss                         []*Config[*networking.VirtualService]
+	drs                         []*Config[*networking.DestinationRule]
+	svcNamespace, rootNamespace string
+}
+
+// visibleTo reports whether the sidecars of namespace ns see an object exported to
+// export (see Config.ExportTo); ns "" stands for every namespace.
+func visibleTo(export []string, ns string) bool {
+	return export == nil || (ns != "" && slices.Contains(export, ns))
+}
+
+// virtualServices returns the VirtualServices the sidecars of namespace ns see, in
+// precedence order; "" for those every namespace sees.
+func (r *routing) virtualServices(ns string) []*Config[*networking.VirtualService] {
+	var out []*Config[*networking.VirtualService]
+	for _, vs := range r.vss {
+		if visibleTo(vs.ExportTo, ns) {
+			out = append(out, vs)
+		}
+	}
+	return out
+}
+
+// destinationRules returns the DestinationRules the sidecars of namespace ns use for
+// the service, as Istio chooses them (push_context.go, destinationRule): those of
+// the client's own namespace that it sees, else those of the service's namespace
+// exported to it, else those of the root namespace exported to it; by namespace and
+// name. ns "" is a namespace with none of its own, seeing what every namespace sees.
+func (r *routing) destinationRules(ns string) []*Config[*networking.DestinationRule] {
+	from := func(in, to string) []*Config[*networking.DestinationRule] {
 		var out []*Config[*networking.DestinationRule]
-		for _, dr := range drs {
-			export := dr.Spec.GetExportTo()
-			if dr.Namespace == in && (len(export) == 0 || slices.Contains(export, "*")) {
+		for _, dr := range r.drs {
+			if dr.Namespace == in && visibleTo(dr.ExportTo, to) {
 				out = append(out, dr)
 			}
 		}
 		return out
 	}
-	if own := mine(ns); len(own) > 0 {
+	if ns != "" {
+		if own := from(ns, ns); len(own) > 0 {
+			return own
+		}
+	}
+	if own := from(r.svcNamespace, ns); len(own) > 0 {
 		return own
 	}
-	if rootNamespace == "" || rootNamespace == ns {
+	if r.rootNamespace == "" || r.rootNamespace == r.svcNamespace {
 		return nil
 	}
-	return mine(rootNamespace)
+	return from(r.rootNamespace, ns)
 }
 
-// exportNamespaces resolves a ServiceEntry's exportTo: nil for every namespace (none
-// given, or "*"), the namespaces otherwise ("." is its own; "~", none: an empty list).
-func exportNamespaces(exportTo []string, namespace string) []string {
+// views returns the namespaces whose sidecars use other routing for svc than
+// every namespace does. Only namespaces named by the rules can: those a rule is
+// exported to, and those a DestinationRule lives in (a client's own namespace's
+// rules come first). Views that route as every namespace does are left out: only
+// the first VirtualService and the DestinationRules' subsets shape routes.
+func (r *routing) views(svc *Service) []*View {
+	var candidates []string
+	for _, vs := range r.vss {
+		candidates = append(candidates, vs.ExportTo...)
+	}
+	for _, dr := range r.drs {
+		candidates = append(candidates, dr.Namespace)
+		candidates = append(candidates, dr.ExportTo...)
+	}
+	slices.Sort(candidates)
+	var out []*View
+	for _, ns := range slices.Compact(candidates) {
+		if !visibleTo(svc.ExportTo, ns) {
+			continue
+		}
+		v := &View{Namespace: ns, VirtualServices: r.virtualServices(ns), DestinationRules: r.destinationRules(ns)}
+		if first(v.VirtualServices) == first(svc.VirtualServices) && slices.Equal(v.DestinationRules, svc.DestinationRules) {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func first[T any](s []*T) *T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s[0]
+}
+
+// exportNamespaces resolves an exportTo, the mesh's default for the kind standing in
+// for an empty one: nil for every namespace ("*"), the namespaces otherwise ("." is
+// the object's own; "~", none: an empty list).
+func exportNamespaces(exportTo, defaults []string, namespace string) []string {
+	if len(exportTo) == 0 {
+		exportTo = defaults
+	}
 	if len(exportTo) == 0 || slices.Contains(exportTo, "*") {
 		return nil
 	}
@@ -372,18 +494,17 @@ func exportNamespaces(exportTo []string, namespace string) []string {
 	return slices.Compact(out)
 }
 
-// meshWide returns the VirtualServices exported to every namespace (no exportTo, or
-// one with "*"). The filters a translation writes reach every sidecar; one exported
-// to some namespaces only would route the clients of every other namespace too.
-func meshWide(vss []Object) []Object {
-	out := make([]Object, 0, len(vss))
-	for _, o := range vss {
-		vs, ok := o.Spec.(*networking.VirtualService)
-		if ok && (len(vs.GetExportTo()) == 0 || slices.Contains(vs.GetExportTo(), "*")) {
-			out = append(out, o)
-		}
+// destinationRuleExport resolves a DestinationRule's exportTo: one with a workload
+// selector is its own namespace's only, and of the mesh's defaults Istio honours
+// only "." and "*".
+func destinationRuleExport(dr *networking.DestinationRule, defaults []string, namespace string) []string {
+	if dr.GetWorkloadSelector() != nil {
+		return []string{namespace}
 	}
-	return out
+	if len(dr.GetExportTo()) == 0 {
+		defaults = slices.DeleteFunc(slices.Clone(defaults), func(e string) bool { return e != "." && e != "*" })
+	}
+	return exportNamespaces(dr.GetExportTo(), defaults, namespace)
 }
 
 // virtualServicePrecedence orders the VirtualServices of a service as Istio's sidecars

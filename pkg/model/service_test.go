@@ -322,3 +322,114 @@ func TestDestinationRulesAsIstioChooses(t *testing.T) {
 		})
 	}
 }
+
+// Each namespace whose sidecars Istio gives other routing for a service than every
+// namespace gets a view with that routing, and no other namespace does.
+func TestViews(t *testing.T) {
+	at := func(day int) time.Time { return time.Date(2026, 1, day, 0, 0, 0, 0, time.UTC) }
+	vs := func(ns, name string, day int, host string, exportTo ...string) model.Object {
+		return model.Object{Name: name, Namespace: ns, Created: at(day), ResourceVersion: "1",
+			Spec: &networking.VirtualService{Hosts: []string{host}, ExportTo: exportTo}}
+	}
+	dr := func(ns, name string, exportTo ...string) model.Object {
+		return model.Object{Name: name, Namespace: ns, ResourceVersion: "1", Spec: &networking.DestinationRule{Host: "orders.shop.svc.cluster.local", ExportTo: exportTo}}
+	}
+	se := func(exportTo ...string) model.Object {
+		return model.Object{Name: "orders", Namespace: "shop", ResourceVersion: "1", Spec: &networking.ServiceEntry{
+			Hosts: []string{"orders.shop.svc.cluster.local"}, Addresses: []string{"240.240.0.1"}, ExportTo: exportTo,
+			Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+		}}
+	}
+	const host = "orders.shop.svc.cluster.local"
+	for _, c := range []struct {
+		name     string
+		se       model.Object
+		vss, drs []model.Object
+		defaults model.ExportDefaults
+		// want: namespace -> its first VirtualService and its DestinationRules.
+		want map[string]string
+	}{
+		{
+			name: "a namespace's own VirtualService, older than the mesh's",
+			se:   se(),
+			vss:  []model.Object{vs("shop", "mesh", 5, host), vs("canary", "own", 1, host, "."), vs("late", "own", 9, host, ".")},
+			want: map[string]string{"canary": "canary/own"},
+		},
+		{
+			name: "exported to a list of namespaces",
+			se:   se(),
+			vss:  []model.Object{vs("team", "pair", 1, host, "a", "b")},
+			want: map[string]string{"a": "team/pair", "b": "team/pair"},
+		},
+		{
+			name: "hidden everywhere",
+			se:   se(),
+			vss:  []model.Object{vs("team", "none", 1, host, "~")},
+			want: map[string]string{},
+		},
+		{
+			name: "only where the service is seen",
+			se:   se("shop", "a"),
+			vss:  []model.Object{vs("team", "pair", 1, host, "a", "b")},
+			want: map[string]string{"a": "team/pair"},
+		},
+		{
+			name: "a client namespace's own DestinationRule comes first",
+			se:   se(),
+			drs:  []model.Object{dr("shop", "public"), dr("tenant", "own", "."), dr("shop", "private", ".")},
+			want: map[string]string{"tenant": "- tenant/own", "shop": "- shop/private shop/public"},
+		},
+		{
+			name: "the service namespace's rule exported to one namespace",
+			se:   se(),
+			drs:  []model.Object{dr("istio-system", "mesh"), dr("shop", "for-a", "a")},
+			want: map[string]string{"a": "- shop/for-a"},
+		},
+		{
+			name:     "the mesh's default export",
+			se:       se(),
+			vss:      []model.Object{vs("shop", "mesh", 5, host, "*"), vs("canary", "own", 1, host)},
+			defaults: model.ExportDefaults{VirtualService: []string{"."}},
+			want:     map[string]string{"canary": "canary/own"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			snap := &model.Snapshot{DomainSuffix: "cluster.local", RootNamespace: "istio-system", ExportDefaults: c.defaults,
+				ServiceEntries: []model.Object{c.se}, VirtualServices: c.vss, DestinationRules: c.drs}
+			got := map[string]string{}
+			for _, v := range build(t, snap)[0].Views {
+				s := "-"
+				if len(v.VirtualServices) > 0 {
+					s = v.VirtualServices[0].Namespace + "/" + v.VirtualServices[0].Name
+				}
+				for _, d := range v.DestinationRules {
+					s += " " + d.Namespace + "/" + d.Name
+				}
+				got[v.Namespace] = s
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" {
+				t.Errorf("views (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// The mesh's default exportTo applies to objects without one; of its defaults for
+// DestinationRules Istio honours only "." and "*".
+func TestExportDefaults(t *testing.T) {
+	snap := &model.Snapshot{DomainSuffix: "cluster.local", RootNamespace: "istio-system",
+		ExportDefaults: model.ExportDefaults{ServiceEntry: []string{"."}, DestinationRule: []string{"other"}},
+		ServiceEntries: []model.Object{{Name: "orders", Namespace: "shop", ResourceVersion: "1", Spec: &networking.ServiceEntry{
+			Hosts: []string{"orders.shop.svc.cluster.local"}, Addresses: []string{"240.240.0.1"},
+			Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+		}}},
+		DestinationRules: []model.Object{{Name: "orders", Namespace: "shop", ResourceVersion: "1", Spec: &networking.DestinationRule{Host: "orders"}}},
+	}
+	svc := build(t, snap)[0]
+	if !cmp.Equal(svc.ExportTo, []string{"shop"}) {
+		t.Errorf("ServiceEntry without exportTo, mesh default \".\": ExportTo %v, want [shop]", svc.ExportTo)
+	}
+	if len(svc.DestinationRules) != 1 {
+		t.Errorf("DestinationRule without exportTo, mesh default [other] (not honoured): %d rules for every namespace, want 1", len(svc.DestinationRules))
+	}
+}

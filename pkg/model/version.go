@@ -64,6 +64,20 @@ func serviceVersion(c *Object, kube *KubeService, svc *Service) string {
 	for _, x := range svc.DestinationRules {
 		related("dr", x.Namespace, x.Name, x.Version)
 	}
+	// The mesh's export defaults are not in the ServiceEntry.
+	if svc.ExportTo != nil {
+		write("export")
+		write(svc.ExportTo...)
+	}
+	for _, v := range svc.Views {
+		write("view", v.Namespace)
+		for _, x := range v.VirtualServices {
+			related("vs", x.Namespace, x.Name, x.Version)
+		}
+		for _, x := range v.DestinationRules {
+			related("dr", x.Namespace, x.Name, x.Version)
+		}
+	}
 	for _, x := range svc.RedisServices {
 		related("rs", x.Namespace, x.Name, x.Version)
 	}

@@ -24,8 +24,11 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/protobuf/proto"
+
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/patch"
 )
 
 // Translation is the desired state computed from a set of services.
@@ -211,7 +214,74 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 			r.protocols = append(r.protocols, port.Protocol)
 		}
 	}
+	for _, v := range svc.Views {
+		if serr := generateView(ctx, reg, svc, v, r); serr != nil {
+			r.filters, r.keys, r.ports, r.protocols, r.skipped, r.routes = nil, nil, nil, nil, nil, nil
+			r.err = serr
+			return r
+		}
+	}
 	return r
+}
+
+// ViewPriority is the priority of the EnvoyFilters that give one namespace's
+// sidecars their own view of a service: before the root namespace's filter of the
+// same listener, which then finds no tcp_proxy left to replace (istiod applies
+// EnvoyFilters by priority first, of whatever namespace).
+const ViewPriority = -1
+
+// generateView adds to r the client side of svc as the sidecars of v's namespace
+// see it: a filter per listener, in that namespace, routes inline, also for a
+// shared port, whose filter is keyed by port only. A filter equal to the one every
+// namespace gets is left out. A failure fails the service, as a failing rule of
+// every namespace does.
+func generateView(ctx *generator.Context, reg generator.Registry, svc *model.Service, v *model.View, r *serviceResult) *ServiceError {
+	view := svc.InView(v)
+	view.WorkloadSelector = nil // the server side is the same for every client
+	for _, port := range svc.Ports {
+		gen, ok := reg[port.Protocol]
+		if !ok {
+			continue
+		}
+		efs, err := gen.Generate(ctx, view, port)
+		if err == nil {
+			err = checkSizes(efs)
+		}
+		var skip *generator.SkipError
+		if errors.As(err, &skip) || errors.Is(err, patch.ErrNoListener) {
+			continue
+		}
+		if err != nil {
+			return &ServiceError{Service: svc, Port: port, Protocol: port.Protocol,
+				Err: fmt.Errorf("as the sidecars of namespace %s see it: %w", v.Namespace, err)}
+		}
+		for _, ef := range efs {
+			r.addView(ctx, ef, port)
+		}
+	}
+	return nil
+}
+
+// addView adds a view's filter, in place of the service's own filter of the same
+// key (a service only some namespaces see has one per namespace), unless the
+// filter every namespace gets is the same.
+func (r *serviceResult) addView(ctx *generator.Context, ef *model.EnvoyFilter, port *model.Port) {
+	for i, have := range r.filters {
+		switch {
+		case have.Namespace == ctx.RootNamespace && have.Name == ef.Name && proto.Equal(have.Spec, ef.Spec):
+			return
+		case have.Key() == ef.Key():
+			if !proto.Equal(have.Spec, ef.Spec) {
+				ef.Spec.Priority = ViewPriority
+				r.filters[i] = ef
+			}
+			return
+		}
+	}
+	ef.Spec.Priority = ViewPriority
+	r.filters = append(r.filters, ef)
+	r.keys = append(r.keys, ef.Key())
+	r.ports = append(r.ports, port)
 }
 
 // oldestFirst returns the indexes of services (sorted by key) by creation time, then key.

@@ -1,9 +1,16 @@
 package listeners
 
 import (
+	"fmt"
 	"testing"
 
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
+
+	"aeraki.io/aeraki/pkg/generator"
 	amodel "aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/plugin"
+	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
 )
 
 // tenants: team shop's Dubbo service with its own VirtualService, and team attacker's
@@ -139,4 +146,174 @@ func TestPrivateServiceConfigStaysInItsNamespace(t *testing.T) {
 	if efw := m.Server.PushContext().EnvoyFilters(m.SetupProxy(other)); efw != nil && len(efw.Patches) > 0 {
 		t.Errorf("another namespace's sidecar gets %d kinds of patches of a private service", len(efw.Patches))
 	}
+}
+
+// views: orders has a VirtualService of its own for every namespace (to v1). Team
+// canary's own, older one sends canary's calls to v2; team late's own, newer one
+// loses to the older one; team attacker's wildcard, exported to attacker only, is
+// beaten by orders' exact host but takes stock, which has no VirtualService, for
+// attacker's sidecars alone.
+const views = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: orders, namespace: shop, annotations: {interface: org.example.Orders}}
+spec:
+  hosts: [orders.shop.svc.cluster.local]
+  addresses: [240.240.0.1]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: stock, namespace: warehouse, annotations: {interface: org.example.Stock}}
+spec:
+  hosts: [stock.warehouse.svc.cluster.local]
+  addresses: [240.240.0.3]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: sink, namespace: attacker, annotations: {interface: org.example.Sink}}
+spec:
+  hosts: [sink.attacker.svc.cluster.local]
+  addresses: [240.240.0.2]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: orders, namespace: shop}
+spec:
+  host: orders.shop.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: orders, namespace: shop, creationTimestamp: "2026-06-01T00:00:00Z"}
+spec:
+  hosts: [orders.shop.svc.cluster.local]
+  http:
+  - route: [{destination: {host: orders.shop.svc.cluster.local, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: orders-canary, namespace: canary, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  hosts: [orders.shop.svc.cluster.local]
+  exportTo: ["."]
+  http:
+  - route: [{destination: {host: orders.shop.svc.cluster.local, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: orders-late, namespace: late, creationTimestamp: "2026-09-01T00:00:00Z"}
+spec:
+  hosts: [orders.shop.svc.cluster.local]
+  exportTo: ["."]
+  http:
+  - route: [{destination: {host: orders.shop.svc.cluster.local, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: steal-local, namespace: attacker, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  hosts: ["*.svc.cluster.local"]
+  exportTo: ["."]
+  http:
+  - route: [{destination: {host: sink.attacker.svc.cluster.local}}]
+`
+
+// TestNamespaceViews: on istiod's own listeners, with and without the shared port,
+// each namespace's sidecars route as Istio would route HTTP for them: a rule
+// exported to one namespace changes that namespace's clients only, and among the
+// rules a namespace sees, the exact host and then the oldest win.
+func TestNamespaceViews(t *testing.T) {
+	orders := func(subset string) string {
+		return amodel.OutboundClusterName(20880, subset, "orders.shop.svc.cluster.local")
+	}
+	stock := amodel.OutboundClusterName(20880, "", "stock.warehouse.svc.cluster.local")
+	sink := amodel.OutboundClusterName(20880, "", "sink.attacker.svc.cluster.local")
+	want := []struct {
+		namespace     string
+		orders, stock string
+	}{
+		{"clients", orders("v1"), stock},
+		{"shop", orders("v1"), stock},
+		{"canary", orders("v2"), stock},
+		{"late", orders("v1"), stock},
+		{"attacker", orders("v1"), sink},
+	}
+	for _, mode := range []struct {
+		name string
+		ctx  generator.Context
+	}{
+		{"own listener patches", generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}},
+		{"shared port", generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix, RouteDiscovery: routeServer}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			m := NewIn(t, mode.ctx, plugin.Options{}, views)
+			for i, w := range want {
+				client := Proxy{Name: "client-0", Namespace: w.namespace, IP: fmt.Sprintf("10.0.1.%d", i+1), Labels: map[string]string{"app": "client"}}
+				out := m.Listeners(client)
+				for _, c := range []struct{ vip, iface, want string }{
+					{"240.240.0.1", "org.example.Orders", w.orders},
+					{"240.240.0.3", "org.example.Stock", w.stock},
+				} {
+					for _, got := range m.dubboFirstClusters(t, out, c.vip+"_20880", c.iface) {
+						if got != c.want {
+							t.Errorf("namespace %s: calls of %s go to %s, want %s", w.namespace, c.iface, got, c.want)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// dubboFirstClusters returns, for each chain of a listener, the cluster that its
+// dubbo_proxy's first route of iface (which every route here matches every call of)
+// sends calls to, from its inline routes or from the shared routes it names.
+func (m *Mesh) dubboFirstClusters(t *testing.T, out []*listener.Listener, name, iface string) []string {
+	t.Helper()
+	l := Find(out, name)
+	if l == nil {
+		t.Fatalf("no listener %s", name)
+	}
+	var clusters []string
+	for _, fc := range l.GetFilterChains() {
+		f := Filter(fc, dubboplugin.FilterName)
+		if f == nil {
+			t.Fatalf("listener %s has no dubbo_proxy: %v", name, FilterNames(fc))
+		}
+		dp := &dubbo.DubboProxy{}
+		if err := f.GetTypedConfig().UnmarshalTo(dp); err != nil {
+			t.Fatal(err)
+		}
+		rcs := dp.GetMultipleRouteConfig().GetRouteConfig()
+		if drds := dp.GetDrds().GetRouteConfigName(); drds != "" {
+			shared, ok := m.Routes[drds].Config.(*dubbo.MultipleRouteConfiguration)
+			if !ok {
+				t.Fatalf("listener %s names routes %q, which are not served", name, drds)
+			}
+			rcs = shared.GetRouteConfig()
+		}
+		for _, rc := range rcs {
+			if rc.GetInterface() != iface {
+				continue
+			}
+			if len(rc.GetRoutes()) > 0 {
+				clusters = append(clusters, rc.GetRoutes()[0].GetRoute().GetCluster())
+			}
+		}
+	}
+	if len(clusters) == 0 {
+		t.Fatalf("listener %s has no routes for %s", name, iface)
+	}
+	return clusters
 }
