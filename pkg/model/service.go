@@ -435,9 +435,9 @@ func (r *routing) destinationRules(ns string) []*Config[*networking.DestinationR
 }
 
 // views returns the namespaces whose sidecars use other routing for svc than
-// every namespace does. Only namespaces named by the rules can: those a rule is
-// exported to, and those a DestinationRule lives in (a client's own namespace's
-// rules come first). Views that route as every namespace does are left out: only
+// every namespace does, but the root namespace. Only namespaces named by the rules
+// can: those a rule is exported to, and those a DestinationRule lives in (a
+// client's own namespace's rules come first). Views that route as every namespace does are left out: only
 // the first VirtualService and the DestinationRules' subsets shape routes.
 func (r *routing) views(svc *Service) []*View {
 	var candidates []string
@@ -451,7 +451,9 @@ func (r *routing) views(svc *Service) []*View {
 	slices.Sort(candidates)
 	var out []*View
 	for _, ns := range slices.Compact(candidates) {
-		if !visibleTo(svc.ExportTo, ns) {
+		// A filter in the root namespace would reach every sidecar: the root
+		// namespace's own sidecars keep the routes of every namespace.
+		if !visibleTo(svc.ExportTo, ns) || ns == r.rootNamespace {
 			continue
 		}
 		v := &View{Namespace: ns, VirtualServices: r.virtualServices(ns), DestinationRules: r.destinationRules(ns)}

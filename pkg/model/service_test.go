@@ -362,6 +362,12 @@ func TestViews(t *testing.T) {
 			want: map[string]string{"a": "team/pair", "b": "team/pair"},
 		},
 		{
+			name: "never the root namespace, whose filters reach every sidecar",
+			se:   se(),
+			vss:  []model.Object{vs("istio-system", "own", 1, host, ".")},
+			want: map[string]string{},
+		},
+		{
 			name: "hidden everywhere",
 			se:   se(),
 			vss:  []model.Object{vs("team", "none", 1, host, "~")},

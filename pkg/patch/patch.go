@@ -137,6 +137,8 @@ func NewBuilder(ctx *generator.Context, svc *model.Service, port *model.Port) (*
 // only some namespaces see (exportTo) is in each of those namespaces instead of the
 // root namespace: Istio gives the service's listeners to those namespaces' sidecars
 // only, and its config (Redis credentials among it) then reaches no other sidecar.
+// The root namespace itself gets none: a filter there reaches every sidecar, so
+// the root namespace's own sidecars keep plain TCP for such a service.
 func (b *Builder) Filters() []*model.EnvoyFilter {
 	if b.svc.ExportTo == nil {
 		return b.filters
@@ -148,6 +150,9 @@ func (b *Builder) Filters() []*model.EnvoyFilter {
 			continue
 		}
 		for _, ns := range b.svc.ExportTo {
+			if ns == b.ctx.RootNamespace {
+				continue
+			}
 			c := *ef
 			c.Namespace = ns
 			c.Spec = proto.Clone(ef.Spec).(*networking.EnvoyFilter)

@@ -2,6 +2,7 @@ package patch
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,6 +61,28 @@ func TestListenerFilters(t *testing.T) {
 	if m.GetContext() != networking.EnvoyFilter_SIDECAR_INBOUND || m.GetListener().GetName() != "virtualInbound" ||
 		m.GetListener().GetFilterChain().GetDestinationPort() != 9001 || m.GetListener().GetFilterChain().GetFilter().GetName() != TCPProxyFilter {
 		t.Errorf("inbound match = %v", m)
+	}
+}
+
+// The outbound filter of a service only some namespaces see is in each of them,
+// and never in the root namespace, where it would reach every sidecar.
+func TestListenerFiltersOfAServiceSomeNamespacesSee(t *testing.T) {
+	svc := &model.Service{
+		Name: "s", Namespace: "ns", Hosts: []string{"a.example"}, Addresses: []string{"10.0.0.1"},
+		WorkloadSelector: map[string]string{"app": "s"}, ExportTo: []string{"ns", "other", "root"},
+	}
+	port := &model.Port{Number: 9000, TargetPort: 9001, Protocol: model.ZooKeeper}
+	efs, err := ListenerFilters(&generator.Context{RootNamespace: "root"}, svc, port, InsertBeforeTCPProxy, tcpFilter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ef := range efs {
+		got = append(got, ef.Key())
+	}
+	want := []string{"ns/aeraki-outbound-a.example-9000", "other/aeraki-outbound-a.example-9000", "ns/aeraki-inbound-a.example-9000"}
+	if !slices.Equal(got, want) {
+		t.Errorf("EnvoyFilters %v, want %v", got, want)
 	}
 }
 

@@ -24,8 +24,9 @@ func (c *Changes) Empty() bool {
 }
 
 // Plan diffs desired against current EnvoyFilters (those carrying our label). A current
-// filter that belongs to a failed service (by its service annotation) is kept, never
-// deleted: a generation error must not take down a working service.
+// filter that belongs to a failed service (by its service annotation), or to a
+// service whose view failed in the filter's namespace, is kept, never deleted: a
+// generation error must not take down a working service.
 func Plan(desired, current map[string]*model.EnvoyFilter, failed map[string]*translate.ServiceError) Changes {
 	return plan(desired, current, failed, func(_ string, want, have *model.EnvoyFilter) bool { return want.UpToDate(have) })
 }
@@ -46,7 +47,11 @@ func plan(desired, current map[string]*model.EnvoyFilter, failed map[string]*tra
 		if _, ok := desired[k]; ok {
 			continue
 		}
-		if _, keep := failed[have.Annotations[model.ServiceAnnotation]]; keep {
+		owner := have.Annotations[model.ServiceAnnotation]
+		if _, keep := failed[owner]; keep {
+			continue
+		}
+		if _, keep := failed[translate.ViewKey(owner, have.Namespace)]; keep {
 			continue
 		}
 		c.Delete = append(c.Delete, have)

@@ -22,6 +22,11 @@ func ef(name, service string, priority int32) *model.EnvoyFilter {
 	}
 }
 
+func inNamespace(e *model.EnvoyFilter, ns string) *model.EnvoyFilter {
+	e.Namespace = ns
+	return e
+}
+
 func byKey(efs ...*model.EnvoyFilter) map[string]*model.EnvoyFilter {
 	m := map[string]*model.EnvoyFilter{}
 	for _, e := range efs {
@@ -75,6 +80,13 @@ func TestPlan(t *testing.T) {
 			current: byKey(ef("other", "ns/ok", 1), ef("broken-out", "ns/broken", 1), ef("broken-in", "ns/broken", 1), ef("gone", "ns/deleted", 1)),
 			failed:  map[string]*translate.ServiceError{"ns/broken": {Err: errors.New("bad")}},
 			delete:  []string{"gone"},
+		},
+		{
+			name:    "a failed view keeps the service's filters of its namespace only",
+			desired: byKey(ef("svc-out", "ns/svc", 1)),
+			current: byKey(ef("svc-out", "ns/svc", 1), inNamespace(ef("in-team", "ns/svc", 2), "team"), inNamespace(ef("in-other", "ns/svc", 2), "other")),
+			failed:  map[string]*translate.ServiceError{translate.ViewKey("ns/svc", "team"): {Err: errors.New("bad")}},
+			delete:  []string{"in-other"},
 		},
 	}
 	for _, c := range cases {

@@ -26,35 +26,45 @@ var sharingContext = generator.Context{
 	RouteDiscovery: generatortest.RouteDiscovery,
 }
 
-// TestSharedGolden is the whole output for testdata/shared.yaml with a route server:
-// the EnvoyFilters, the failures and notes, and the route configurations served.
-func TestSharedGolden(t *testing.T) {
-	objs, errs := manifest.ReadPaths([]string{"testdata/shared.yaml"})
-	if len(errs) > 0 {
-		t.Fatal(errs)
+// TestGolden is the whole output for each input of testdata: the EnvoyFilters, the
+// failures and notes, and the route configurations served.
+func TestGolden(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ctx  generator.Context
+	}{
+		{"shared", sharingContext}, // with a route server
+		{"views", testContext},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			objs, errs := manifest.ReadPaths([]string{"testdata/" + c.name + ".yaml"})
+			if len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			tr, err := Translate(c.ctx, plugin.Registry(plugin.Options{}), objs.Snapshot(c.ctx.DomainSuffix))
+			if err != nil {
+				t.Fatal(err)
+			}
+			filters := SortedFilters(tr.Filters)
+			generatortest.Validate(t, filters)
+			var out bytes.Buffer
+			for _, e := range SortedErrors(tr.Failed) {
+				fmt.Fprintf(&out, "# failed: %v\n", e)
+			}
+			for _, k := range slices.Sorted(maps.Keys(tr.Skipped)) {
+				for _, e := range tr.Skipped[k] {
+					fmt.Fprintf(&out, "# note: %v\n", e)
+				}
+			}
+			if err := manifest.WriteEnvoyFilters(&out, filters); err != nil {
+				t.Fatal(err)
+			}
+			if err := manifest.WriteRouteConfigs(&out, tr.Routes); err != nil {
+				t.Fatal(err)
+			}
+			generatortest.Compare(t, "testdata/"+c.name+".golden.yaml", out.Bytes())
+		})
 	}
-	tr, err := Translate(sharingContext, plugin.Registry(plugin.Options{}), objs.Snapshot(sharingContext.DomainSuffix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	filters := SortedFilters(tr.Filters)
-	generatortest.Validate(t, filters)
-	var out bytes.Buffer
-	for _, e := range SortedErrors(tr.Failed) {
-		fmt.Fprintf(&out, "# failed: %v\n", e)
-	}
-	for _, k := range slices.Sorted(maps.Keys(tr.Skipped)) {
-		for _, e := range tr.Skipped[k] {
-			fmt.Fprintf(&out, "# note: %v\n", e)
-		}
-	}
-	if err := manifest.WriteEnvoyFilters(&out, filters); err != nil {
-		t.Fatal(err)
-	}
-	if err := manifest.WriteRouteConfigs(&out, tr.Routes); err != nil {
-		t.Fatal(err)
-	}
-	generatortest.Compare(t, "testdata/shared.golden.yaml", out.Bytes())
 }
 
 // sharedName is the shared filter and route configuration of the fixtures' port.

@@ -13,6 +13,16 @@
 // patch per service makes each sidecar's build grow with services x services, and
 // one per port does not (BENCHMARKS.md, "What our EnvoyFilters cost istiod"). Ports
 // that cannot be shared keep a patch per service and address, with routes inline.
+//
+// Where the sidecars of a namespace see other routing for a service than every
+// namespace does (model.Service.Views: a VirtualService or DestinationRule exported
+// to some namespaces only, or a client namespace's own DestinationRule), the
+// service's client side is generated again as that namespace sees it, into an
+// EnvoyFilter of that namespace at ViewPriority. istiod applies it to that
+// namespace's sidecars only, before the mesh-wide filter of the root namespace,
+// which then finds no tcp_proxy to replace on the listener; a shared port's
+// listener of the service gets it too, routes inline. A namespace's view that fails
+// is that namespace's failure alone (ViewKey).
 package translate
 
 import (
@@ -38,8 +48,9 @@ type Translation struct {
 	// Routes are the route configurations that shared filters name, by name: what
 	// the route server serves (see generator.Sharer).
 	Routes map[string]*model.RouteConfig
-	// Failed are the services whose generation failed, by key. Their EnvoyFilters
-	// from earlier pushes must be kept as they are.
+	// Failed are the services whose generation failed, by key, and the failed views
+	// of services, by ViewKey. Their EnvoyFilters from earlier pushes (a view's: the
+	// service's in that namespace) must be kept as they are.
 	Failed map[string]*ServiceError
 	// Skipped are the service ports a generator chose to leave as plain TCP, with why,
 	// by service key. They are not failures: the service's other ports generate.
@@ -62,7 +73,10 @@ type ServiceError struct {
 	Service  *model.Service
 	Port     *model.Port
 	Protocol model.Protocol
-	Err      error
+	// View is the namespace whose view of the service failed (see generateView);
+	// empty when the service itself failed.
+	View string
+	Err  error
 }
 
 func (e *ServiceError) Error() string {
@@ -91,6 +105,8 @@ type serviceResult struct {
 	protocols []model.Protocol
 	skipped   []*ServiceError
 	err       *ServiceError
+	// viewErrs are the failed views of a service that did not fail itself.
+	viewErrs []*ServiceError
 	// deps are the lookups the generators made (see lookup).
 	deps []dependency
 }
@@ -150,6 +166,9 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 		}
 		for j, ef := range r.filters {
 			t.Filters[r.keys[j]] = ef
+		}
+		for _, verr := range r.viewErrs {
+			t.Failed[ViewKey(svc.Key(), verr.View)] = verr
 		}
 		routes.add(svc, r.routes)
 		if len(svc.Addresses) == 0 && len(r.filters) > 0 {
@@ -216,9 +235,7 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 	}
 	for _, v := range svc.Views {
 		if serr := generateView(ctx, reg, svc, v, r); serr != nil {
-			r.filters, r.keys, r.ports, r.protocols, r.skipped, r.routes = nil, nil, nil, nil, nil, nil
-			r.err = serr
-			return r
+			r.viewErrs = append(r.viewErrs, serr)
 		}
 	}
 	return r
@@ -230,34 +247,46 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 // EnvoyFilters by priority first, of whatever namespace).
 const ViewPriority = -1
 
+// ViewKey is the key of a failed view in Translation.Failed: the service's key and
+// the namespace. The service's EnvoyFilters in that namespace are kept as they are.
+func ViewKey(service, namespace string) string { return service + "@" + namespace }
+
 // generateView adds to r the client side of svc as the sidecars of v's namespace
 // see it: a filter per listener, in that namespace, routes inline, also for a
 // shared port, whose filter is keyed by port only. A filter equal to the one every
-// namespace gets is left out. A failure fails the service, as a failing rule of
-// every namespace does.
+// namespace gets is left out. A failure is the view's alone: it adds nothing, and
+// takes out of r the service's filters in the namespace, so that the ones applied
+// before stay; the rest of the service and the other namespaces go on.
 func generateView(ctx *generator.Context, reg generator.Registry, svc *model.Service, v *model.View, r *serviceResult) *ServiceError {
 	view := svc.InView(v)
 	view.WorkloadSelector = nil // the server side is the same for every client
+	var efs []*model.EnvoyFilter
+	var ports []*model.Port
 	for _, port := range svc.Ports {
 		gen, ok := reg[port.Protocol]
 		if !ok {
 			continue
 		}
-		efs, err := gen.Generate(ctx, view, port)
+		got, err := gen.Generate(ctx, view, port)
 		if err == nil {
-			err = checkSizes(efs)
+			err = checkSizes(got)
 		}
 		var skip *generator.SkipError
 		if errors.As(err, &skip) || errors.Is(err, patch.ErrNoListener) {
 			continue
 		}
 		if err != nil {
-			return &ServiceError{Service: svc, Port: port, Protocol: port.Protocol,
+			r.dropClients(v.Namespace)
+			return &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, View: v.Namespace,
 				Err: fmt.Errorf("as the sidecars of namespace %s see it: %w", v.Namespace, err)}
 		}
-		for _, ef := range efs {
-			r.addView(ctx, ef, port)
+		for range got {
+			ports = append(ports, port)
 		}
+		efs = append(efs, got...)
+	}
+	for i, ef := range efs {
+		r.addView(ctx, ef, ports[i])
 	}
 	return nil
 }
@@ -282,6 +311,18 @@ func (r *serviceResult) addView(ctx *generator.Context, ef *model.EnvoyFilter, p
 	r.filters = append(r.filters, ef)
 	r.keys = append(r.keys, ef.Key())
 	r.ports = append(r.ports, port)
+}
+
+// dropClients takes out the client side filters of namespace ns (a service only
+// some namespaces see has them there).
+func (r *serviceResult) dropClients(ns string) {
+	for i := len(r.filters) - 1; i >= 0; i-- {
+		if ef := r.filters[i]; ef.Namespace == ns && ef.Spec.GetWorkloadSelector() == nil {
+			r.filters = slices.Delete(r.filters, i, i+1)
+			r.keys = slices.Delete(r.keys, i, i+1)
+			r.ports = slices.Delete(r.ports, i, i+1)
+		}
+	}
 }
 
 // oldestFirst returns the indexes of services (sorted by key) by creation time, then key.

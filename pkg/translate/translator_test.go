@@ -15,8 +15,10 @@ import (
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
+	"aeraki.io/aeraki/pkg/plan"
 	"aeraki.io/aeraki/pkg/translate"
 	"aeraki.io/aeraki/plugin"
 )
@@ -359,5 +361,59 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 	tr.Reset()
 	if got := translate(); got.Generated != 100 {
 		t.Errorf("after Reset %d services generated, want all 100", got.Generated)
+	}
+}
+
+// A view that fails keeps what the service has in that namespace, and costs the
+// service nothing elsewhere; fixed, it is written again.
+func TestFailedViewStaysInItsNamespace(t *testing.T) {
+	objs, errs := manifest.ReadPaths([]string{"testdata/views.yaml"})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	snap := objs.Snapshot(translatorContext.DomainSuffix)
+	canary := slices.IndexFunc(snap.VirtualServices, func(o model.Object) bool { return o.Name == "orders-canary" })
+	good := snap.VirtualServices[canary].Spec.(*networking.VirtualService)
+	broken := proto.Clone(good).(*networking.VirtualService)
+	broken.Http[0].Route[0].Destination.Subset = "nope"
+	const (
+		inCanary = "canary/aeraki-outbound-orders.shop.svc.cluster.local-20880"
+		inRoot   = "istio-system/aeraki-outbound-orders.shop.svc.cluster.local-20880"
+	)
+	viewKey := translate.ViewKey("shop/orders", "canary")
+	tr := translate.NewTranslator(translatorContext, plugin.Registry(plugin.Options{}))
+	push := func(vs *networking.VirtualService) *translate.Translation {
+		t.Helper()
+		snap.VirtualServices[canary].Spec = vs
+		out, err := tr.Translate(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	first := push(good)
+	if first.Filters[inCanary] == nil || first.Filters[inRoot] == nil || first.Failed[viewKey] != nil {
+		t.Fatalf("with canary's rule valid: want orders' filters in canary and the root namespace and no failure; failed: %v", first.Failed)
+	}
+	second := push(broken)
+	serr := second.Failed[viewKey]
+	if serr == nil || serr.View != "canary" || !strings.Contains(serr.Error(), "namespace canary") {
+		t.Fatalf("with canary's rule broken: failure %v, want one of the view of namespace canary", serr)
+	}
+	if second.Failed["shop/orders"] != nil || second.Filters[inRoot] == nil {
+		t.Errorf("canary's broken rule failed orders for every namespace: %v", second.Failed["shop/orders"])
+	}
+	if second.Filters[inCanary] != nil {
+		t.Errorf("canary's broken view still desired a filter")
+	}
+	changes := plan.Plan(second.Filters, first.Filters, second.Failed)
+	if !changes.Empty() {
+		t.Errorf("plan after the view failed: %d to create, %d to update, %d to delete; want the filters applied before kept",
+			len(changes.Create), len(changes.Update), len(changes.Delete))
+	}
+	third := push(good)
+	if third.Filters[inCanary] == nil || third.Failed[viewKey] != nil {
+		t.Errorf("with canary's rule fixed: want its filter back and no failure")
 	}
 }

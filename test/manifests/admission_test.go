@@ -131,7 +131,11 @@ func TestAdmissionPolicyFencesAerakisWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	goldens = append(goldens, filepath.Join(repoRoot, "pkg", "translate", "testdata", "shared.golden.yaml"))
+	translated, err := filepath.Glob(filepath.Join(repoRoot, "pkg", "translate", "testdata", "*.golden.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	goldens = append(goldens, translated...)
 	admitted := 0
 	for _, file := range goldens {
 		rel, _ := filepath.Rel(repoRoot, file)
