@@ -41,6 +41,7 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	var ro bootstrap.RouteServerOptions
 	routeServerFlags(fs, &ro)
 	serviceAccount := fs.String("service-account", "aeraki", "the controller's ServiceAccount, in --root-namespace: the route server's identity")
+	meshFile := fs.String("mesh-config", "", "Istio's mesh config (YAML, the `mesh` key of istiod's ConfigMap): its default exportTo settings apply to objects without exportTo")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: aeraki generate -f FILE_OR_DIR [-f ...]\n\nPrints the EnvoyFilters for the ServiceEntries, VirtualServices and DestinationRules in the files.\nExit status: 0 all generated, 1 some object failed (the rest is printed), 2 usage error.\n\n")
 		fs.PrintDefaults()
@@ -67,7 +68,16 @@ func generate(args []string, stdout, stderr io.Writer) int {
 		ro.Host = cmp.Or(ro.Host, "aeraki."+*root+".svc."+*domain)
 		ctx.RouteDiscovery = bootstrap.RouteDiscovery(ro, model.SPIFFEID(ro.TrustDomain, *root, *serviceAccount))
 	}
-	t, err := translate.Translate(ctx, plugin.Registry(plugins), objs.Snapshot(*domain))
+	snap := objs.Snapshot(*domain)
+	if *meshFile != "" {
+		mesh, err := manifest.ReadMeshConfig(*meshFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "error: %v\n", err)
+			return 1
+		}
+		snap.ExportDefaults = model.ExportDefaultsOf(mesh)
+	}
+	t, err := translate.Translate(ctx, plugin.Registry(plugins), snap)
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1

@@ -185,3 +185,54 @@ spec:
 		}
 	}
 }
+
+// With the mesh's default exportTo ".", a VirtualService without exportTo routes
+// its own namespace's clients only: their filter is in that namespace.
+func TestGenerateMeshConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	input := write(t, dir, "in.yaml", goodEntry+`---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: to-next, namespace: team}
+spec:
+  hosts: [good.example]
+  http:
+  - route: [{destination: {host: good.example, port: {number: 20881}}}]
+`)
+	private := write(t, dir, "mesh.yaml", "defaultVirtualServiceExportTo: [\".\"]\nsomeFieldOfANewerIstio: {x: 1}\n")
+	notMesh := write(t, dir, "bad.yaml", "defaultVirtualServiceExportTo: 5\n")
+	for _, c := range []struct {
+		name     string
+		args     []string
+		code     int
+		inTeam   bool
+		stderr   string
+		emptyOut bool
+	}{
+		{name: "every namespace by default", args: []string{"-f", input}},
+		{name: "own namespace by default", args: []string{"-f", input, "--mesh-config", private}, inTeam: true},
+		{name: "not a mesh config", args: []string{"-f", input, "--mesh-config", notMesh}, code: 1, stderr: "bad.yaml: not a mesh config", emptyOut: true},
+		{name: "missing", args: []string{"-f", input, "--mesh-config", filepath.Join(dir, "absent.yaml")}, code: 1, stderr: "absent.yaml", emptyOut: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(append([]string{"generate"}, c.args...), &stdout, &stderr); code != c.code {
+				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, c.code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), c.stderr) {
+				t.Errorf("stderr lacks %q:\n%s", c.stderr, stderr.String())
+			}
+			if c.emptyOut {
+				if stdout.Len() > 0 {
+					t.Errorf("stdout not empty:\n%s", stdout.String())
+				}
+				return
+			}
+			inTeam := strings.Contains(stdout.String(), "namespace: team") && strings.Contains(stdout.String(), "priority: -1")
+			everyone := strings.Contains(stdout.String(), "cluster: outbound|20881||good.example") && !inTeam
+			if inTeam != c.inTeam || (!c.inTeam && !everyone) {
+				t.Errorf("the route to 20881: in namespace team %v, for every namespace %v; want in team %v:\n%s", inTeam, everyone, c.inTeam, stdout.String())
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 type configSource interface {
 	HasSynced() bool
 	Snapshot() (serviceEntries, virtualServices, destinationRules []model.Object)
+	ExportDefaults() model.ExportDefaults
 }
 
 // source is the translation input: Istio config from istiod, completed by the
@@ -43,6 +44,7 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 		VirtualServices:         vss,
 		DestinationRules:        drs,
 		DomainSuffix:            s.domainSuffix,
+		ExportDefaults:          s.config.ExportDefaults(),
 		KubeService:             s.kubeService,
 		ServiceEntryAnnotations: s.serviceEntryAnnotations,
 		Secret:                  s.secret,

@@ -66,6 +66,8 @@ func (c *istiodConfig) HasSynced() bool { return true }
 
 func (c *istiodConfig) Snapshot() (ses, vss, drs []model.Object) { return c.ses, nil, nil }
 
+func (c *istiodConfig) ExportDefaults() model.ExportDefaults { return model.ExportDefaults{} }
+
 // failing makes reads of one kind fail while set, with an error other than NotFound.
 type failing struct {
 	list atomic.Pointer[string] // the list type's name, e.g. "RedisServiceList"

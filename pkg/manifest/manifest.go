@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/config/kube"
@@ -149,6 +150,28 @@ func readFile(name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is more than %d bytes: refused", name, MaxFileSize)
 	}
 	return data, nil
+}
+
+// ReadMeshConfig reads Istio's mesh config from a YAML file: what istiod reads with
+// --meshConfig, the `mesh` key of its ConfigMap. Fields this Istio version does not
+// know are ignored: a newer mesh has more.
+func ReadMeshConfig(name string) (*meshconfig.MeshConfig, error) {
+	data, err := readFile(name)
+	if err != nil {
+		return nil, err
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	m := &meshconfig.MeshConfig{}
+	if t := bytes.TrimSpace(js); len(t) == 0 || string(t) == "null" {
+		return m, nil
+	}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(js, m); err != nil {
+		return nil, fmt.Errorf("%s: not a mesh config: %w", name, err)
+	}
+	return m, nil
 }
 
 func expand(p string) ([]string, error) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pkg/config/host"
 
@@ -193,6 +194,15 @@ type Snapshot struct {
 // every namespace, as in Istio.
 type ExportDefaults struct {
 	ServiceEntry, VirtualService, DestinationRule []string
+}
+
+// ExportDefaultsOf returns the export defaults of a mesh config; nil gives none.
+func ExportDefaultsOf(mesh *meshconfig.MeshConfig) ExportDefaults {
+	return ExportDefaults{
+		ServiceEntry:    mesh.GetDefaultServiceExportTo(),
+		VirtualService:  mesh.GetDefaultVirtualServiceExportTo(),
+		DestinationRule: mesh.GetDefaultDestinationRuleExportTo(),
+	}
 }
 
 // BuildServices returns a Service for every ServiceEntry with at least one port of a

@@ -1,6 +1,7 @@
 // Package xds watches Istio config through istiod's xDS "api" generator (MCP over
-// xDS), keeps ServiceEntries, VirtualServices and DestinationRules in memory and
-// reports the changes that can matter to a generator.
+// xDS), keeps ServiceEntries, VirtualServices and DestinationRules (and the mesh
+// config's export defaults) in memory and reports the changes that can matter to a
+// generator.
 package xds
 
 import (
@@ -22,6 +23,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	meshconfig "istio.io/api/mesh/v1alpha1"
 	"istio.io/istio/pilot/pkg/config/memory"
 	istiomodel "istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pkg/adsc"
@@ -37,6 +40,9 @@ const (
 	KindServiceEntry    = "ServiceEntry"
 	KindVirtualService  = "VirtualService"
 	KindDestinationRule = "DestinationRule"
+	// KindMeshConfig is a change of the mesh config's export defaults (see
+	// Watcher.ExportDefaults); the Event names no object.
+	KindMeshConfig = "MeshConfig"
 )
 
 // Defaults for the zero values of Options.
@@ -128,7 +134,7 @@ func (o Options) withDefaults() Options {
 // Event says that Istio config changed in a way that can matter to a generator. It
 // names the object that changed; the new state is read with Snapshot.
 type Event struct {
-	Kind            string // KindServiceEntry, KindVirtualService or KindDestinationRule
+	Kind            string // KindServiceEntry, KindVirtualService, KindDestinationRule or KindMeshConfig
 	Namespace, Name string
 }
 
@@ -158,10 +164,11 @@ type Watcher struct {
 	store  *memory.Controller // set by Run
 	id     identity           // the declared identity, set by Run
 
-	// filterMu guards hosts and serialises onChange, so that the decision about an
-	// event and its delivery see the same host index.
-	filterMu sync.Mutex
-	hosts    *hostIndex
+	// filterMu guards hosts and exportDefaults and serialises onChange, so that the
+	// decision about an event and its delivery see the same state.
+	filterMu       sync.Mutex
+	hosts          *hostIndex
+	exportDefaults model.ExportDefaults
 }
 
 // NewWatcher returns a Watcher that calls onChange for every change that can matter to
@@ -309,7 +316,9 @@ func (w *Watcher) waitIdentity(ctx context.Context) (identity, error) {
 // adscConfig configures the xDS client as a node of identity id: istiod checks a
 // verified identity against the node's namespace and service account.
 func (w *Watcher) adscConfig(id identity) *adsc.ADSConfig {
-	requests := make([]*discovery.DiscoveryRequest, 0, len(watchedKinds()))
+	// The mesh config first: istiod answers in order, so the export defaults are in
+	// before the config they apply to.
+	requests := []*discovery.DiscoveryRequest{{TypeUrl: gvk.MeshConfig.String()}}
 	for _, k := range watchedKinds() {
 		requests = append(requests, &discovery.DiscoveryRequest{TypeUrl: k.gvk.String()})
 	}
@@ -324,6 +333,7 @@ func (w *Watcher) adscConfig(id identity) *adsc.ADSConfig {
 			GrpcOpts:      w.dialOptions(),
 		},
 		InitialDiscoveryRequests: requests,
+		ResponseHandler:          meshHandler{w},
 	}
 }
 
@@ -494,6 +504,43 @@ func (w *Watcher) process(kind, op string, c change) {
 	}
 	log.V(1).Info("config change")
 	w.onChange(Event{Kind: kind, Namespace: obj.Namespace, Name: obj.Name})
+}
+
+// meshHandler reads the export defaults from istiod's mesh config (adsc keeps the
+// config in a field it writes without a lock).
+type meshHandler struct{ w *Watcher }
+
+func (h meshHandler) HandleResponse(_ *adsc.ADSC, resp *discovery.DiscoveryResponse) {
+	if resp.GetTypeUrl() != gvk.MeshConfig.String() || len(resp.GetResources()) == 0 {
+		return
+	}
+	mesh := &meshconfig.MeshConfig{}
+	if err := proto.Unmarshal(resp.GetResources()[0].GetValue(), mesh); err != nil {
+		h.w.log.Error(err, "cannot read istiod's mesh config; keeping the export defaults as they were")
+		return
+	}
+	h.w.setExportDefaults(model.ExportDefaultsOf(mesh))
+}
+
+// setExportDefaults records the mesh's export defaults and tells of a change.
+func (w *Watcher) setExportDefaults(d model.ExportDefaults) {
+	w.filterMu.Lock()
+	defer w.filterMu.Unlock()
+	if slices.Equal(d.ServiceEntry, w.exportDefaults.ServiceEntry) && slices.Equal(d.VirtualService, w.exportDefaults.VirtualService) &&
+		slices.Equal(d.DestinationRule, w.exportDefaults.DestinationRule) {
+		return
+	}
+	w.exportDefaults = d
+	w.log.Info("mesh export defaults", "serviceEntry", d.ServiceEntry, "virtualService", d.VirtualService, "destinationRule", d.DestinationRule)
+	w.onChange(Event{Kind: KindMeshConfig})
+}
+
+// ExportDefaults returns the export defaults of istiod's mesh config: what objects
+// without exportTo get.
+func (w *Watcher) ExportDefaults() model.ExportDefaults {
+	w.filterMu.Lock()
+	defer w.filterMu.Unlock()
+	return w.exportDefaults
 }
 
 // HasSynced reports whether every watched type was received at least once. It stays

@@ -11,10 +11,12 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/google/go-cmp/cmp"
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pilot/pkg/features"
 	istioxds "istio.io/istio/pilot/test/xds"
 	"istio.io/istio/pkg/config"
+	istiomesh "istio.io/istio/pkg/config/mesh"
 	"istio.io/istio/pkg/config/schema/gvk"
 	"istio.io/istio/pkg/test"
 	"istio.io/istio/tests/util/leak"
@@ -291,6 +293,44 @@ func TestWatcherAgainstIstiod(t *testing.T) {
 // TestWatcherReportsAuthGate: Istio 1.31 refuses an unauthenticated api-generator
 // client on plaintext; the watcher must say so in its log and LastError, not just
 // stay unsynced.
+// The watcher takes the export defaults from istiod's mesh config, and tells of
+// them as a change.
+func TestWatcherReadsMeshExportDefaults(t *testing.T) {
+	test.SetForTest(t, &features.EnableXDSAPIGeneratorAuth, false)
+	addr := freeAddress(t)
+	mesh := istiomesh.DefaultMeshConfig()
+	mesh.DefaultServiceExportTo = []string{"*"}
+	mesh.DefaultVirtualServiceExportTo = []string{"."}
+	mesh.DefaultDestinationRuleExportTo = []string{"."}
+	f := &fakeIstiod{T: t}
+	t.Cleanup(f.stop)
+	f.server = istioxds.NewFakeDiscoveryServer(f, istioxds.FakeOptions{
+		ConfigString:    seDubboA,
+		MeshConfig:      mesh,
+		ListenerBuilder: func() (net.Listener, error) { return net.Listen("tcp", addr) },
+	})
+	rec := &recorder{}
+	w := NewWatcher(Options{
+		Address: addr, Security: Security{Plaintext: true},
+		InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: (&logBuffer{}).logger(),
+	}, rec.add)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	eventually(t, "synced", w.HasSynced)
+	eventually(t, "the mesh's export defaults", func() bool { return rec.count(Event{Kind: KindMeshConfig}) == 1 })
+	want := model.ExportDefaults{ServiceEntry: []string{"*"}, VirtualService: []string{"."}, DestinationRule: []string{"."}}
+	if got := w.ExportDefaults(); !cmp.Equal(got, want) {
+		t.Errorf("ExportDefaults = %+v, want %+v", got, want)
+	}
+}
+
 func TestWatcherReportsAuthGate(t *testing.T) {
 	test.SetForTest(t, &features.EnableXDSAPIGeneratorAuth, true)
 	logs := &logBuffer{}
