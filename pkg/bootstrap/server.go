@@ -117,7 +117,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		Observer:       metrics,
 	}, func(xds.Event) { s.controller.Trigger() })
 	status := &redisStatus{synced: s.watcher.HasSynced}
-	src := &source{config: s.watcher, cache: mgr.GetCache(), secrets: mgr.GetAPIReader(), domainSuffix: opts.DomainSuffix}
+	src := &source{config: s.watcher, cache: mgr.GetCache(), secrets: mgr.GetAPIReader(), domainSuffix: opts.DomainSuffix, rootNamespace: opts.RootNamespace}
 	routes, discovery, err := newRouteServer(opts, metrics, log)
 	if err != nil {
 		return nil, err

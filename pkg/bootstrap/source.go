@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/kubeobj"
 )
@@ -20,6 +23,9 @@ type configSource interface {
 	HasSynced() bool
 	Snapshot() (serviceEntries, virtualServices, destinationRules []model.Object)
 	ExportDefaults() model.ExportDefaults
+	// SetHiddenServices tells the source of the services the snapshot adds to its
+	// own (see hiddenServices): changes to their routing count too.
+	SetHiddenServices(serviceEntries []model.Object)
 }
 
 // source is the translation input: Istio config from istiod, completed by the
@@ -31,25 +37,32 @@ type source struct {
 	cache  client.Reader
 	// secrets reads Secrets from the apiserver itself: the controller may read
 	// them only in the namespaces that granted it, and caches none.
-	secrets      client.Reader
-	domainSuffix string
+	secrets       client.Reader
+	domainSuffix  string
+	rootNamespace string
 }
 
 func (s *source) HasSynced() bool { return s.config.HasSynced() }
 
 func (s *source) Snapshot() (*model.Snapshot, error) {
 	ses, vss, drs := s.config.Snapshot()
+	defaults := s.config.ExportDefaults()
+	ctx := context.Background()
+	hidden, err := s.hiddenServices(ctx, ses, defaults)
+	if err != nil {
+		return nil, err
+	}
+	s.config.SetHiddenServices(hidden)
 	snap := &model.Snapshot{
-		ServiceEntries:          ses,
+		ServiceEntries:          append(ses, hidden...),
 		VirtualServices:         vss,
 		DestinationRules:        drs,
 		DomainSuffix:            s.domainSuffix,
-		ExportDefaults:          s.config.ExportDefaults(),
+		ExportDefaults:          defaults,
 		KubeService:             s.kubeService,
 		ServiceEntryAnnotations: s.serviceEntryAnnotations,
 		Secret:                  s.secret,
 	}
-	ctx := context.Background()
 	var rss redisv1alpha1.RedisServiceList
 	if err := s.cache.List(ctx, &rss); err != nil {
 		return nil, fmt.Errorf("listing RedisServices: %w", err)
@@ -65,6 +78,37 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 		snap.RedisDestinations = append(snap.RedisDestinations, kubeobj.RedisDestination(&rds.Items[i]))
 	}
 	return snap, nil
+}
+
+// hiddenServices returns, as the ServiceEntries istiod derives from them, the
+// Kubernetes Services with a supported port that istiod does not show the
+// controller: it lists Kubernetes Services as a sidecar of the controller's
+// namespace (the root namespace) sees them, so one not exported there (its
+// networking.istio.io/exportTo, or the mesh's default) is left out, although the
+// sidecars of the namespaces it is exported to use it. The controller's own cache
+// has them. ExternalName Services are istiod's alone to convert.
+func (s *source) hiddenServices(ctx context.Context, shown []model.Object, defaults model.ExportDefaults) ([]model.Object, error) {
+	var list corev1.ServiceList
+	if err := s.cache.List(ctx, &list); err != nil {
+		return nil, fmt.Errorf("listing Services: %w", err)
+	}
+	have := make(map[types.NamespacedName]bool, len(shown))
+	for _, se := range shown {
+		have[types.NamespacedName{Namespace: se.Namespace, Name: se.Name}] = true
+	}
+	var out []model.Object
+	for i := range list.Items {
+		svc := &list.Items[i]
+		export := model.ExportNamespaces(manifest.ServiceExportTo(svc), defaults.ServiceEntry, svc.Namespace)
+		if export == nil || slices.Contains(export, s.rootNamespace) || svc.Spec.Type == corev1.ServiceTypeExternalName ||
+			!kube.HasSupportedPort(svc) || have[types.NamespacedName{Namespace: svc.Namespace, Name: model.SyntheticPrefix + svc.Name}] {
+			continue
+		}
+		se := manifest.SyntheticServiceEntry(svc, s.domainSuffix)
+		out = append(out, model.Object{Name: se.Name, Namespace: se.Namespace, ResourceVersion: svc.ResourceVersion,
+			Created: svc.CreationTimestamp.Time, Spec: se.Spec})
+	}
+	return out, nil
 }
 
 // get reads one object from the cache into obj: false with no error when it does

@@ -68,6 +68,8 @@ func (c *istiodConfig) Snapshot() (ses, vss, drs []model.Object) { return c.ses,
 
 func (c *istiodConfig) ExportDefaults() model.ExportDefaults { return model.ExportDefaults{} }
 
+func (c *istiodConfig) SetHiddenServices([]model.Object) {}
+
 // failing makes reads of one kind fail while set, with an error other than NotFound.
 type failing struct {
 	list atomic.Pointer[string] // the list type's name, e.g. "RedisServiceList"

@@ -103,16 +103,21 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 // ServiceChangeMatters reports whether a Service change can change what is generated:
 // a supported protocol port before or after, and the ports or annotations changed.
 func ServiceChangeMatters(oldSvc, newSvc *corev1.Service) bool {
-	if !hasSupportedPort(oldSvc) && !hasSupportedPort(newSvc) {
+	if !HasSupportedPort(oldSvc) && !HasSupportedPort(newSvc) {
 		return false
 	}
 	if oldSvc == nil || newSvc == nil {
 		return true
 	}
-	return !equality.Semantic.DeepEqual(oldSvc.Spec.Ports, newSvc.Spec.Ports) || !maps.Equal(oldSvc.Annotations, newSvc.Annotations)
+	// Selector and ClusterIP too: of a Service that istiod does not show the
+	// controller, the controller's own copy is all it has (see bootstrap's source).
+	return !equality.Semantic.DeepEqual(oldSvc.Spec.Ports, newSvc.Spec.Ports) || !maps.Equal(oldSvc.Annotations, newSvc.Annotations) ||
+		!maps.Equal(oldSvc.Spec.Selector, newSvc.Spec.Selector) || oldSvc.Spec.ClusterIP != newSvc.Spec.ClusterIP
 }
 
-func hasSupportedPort(svc *corev1.Service) bool {
+// HasSupportedPort reports whether a Kubernetes Service has a port whose name says a
+// supported protocol.
+func HasSupportedPort(svc *corev1.Service) bool {
 	if svc == nil {
 		return false
 	}

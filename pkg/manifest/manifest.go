@@ -373,7 +373,7 @@ func WriteRouteConfigs(w io.Writer, routes map[string]*model.RouteConfig) error 
 // SyntheticServiceEntry returns the ServiceEntry istiod derives from a Kubernetes
 // Service and serves to api clients as synthetic-<name>: the cluster-local host, the
 // ClusterIP as address, the ports by name and number, the selector as workload
-// selector, and no annotations (those come from the Service through
+// selector, the exportTo annotation as exportTo, and no annotations (those come from the Service through
 // model.Snapshot.KubeService, as in the controller).
 func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Config {
 	se := &networking.ServiceEntry{
@@ -398,6 +398,7 @@ func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Conf
 	if len(svc.Spec.Selector) > 0 {
 		se.WorkloadSelector = &networking.WorkloadSelector{Labels: svc.Spec.Selector}
 	}
+	se.ExportTo = ServiceExportTo(svc)
 	return config.Config{
 		Meta: config.Meta{
 			GroupVersionKind: gvk.ServiceEntry,
@@ -406,6 +407,26 @@ func SyntheticServiceEntry(svc *corev1.Service, domainSuffix string) config.Conf
 		},
 		Spec: se,
 	}
+}
+
+// ExportToAnnotation on a Kubernetes Service is its exportTo, comma-separated.
+const ExportToAnnotation = "networking.istio.io/exportTo"
+
+// ServiceExportTo returns a Kubernetes Service's exportTo annotation as Istio reads
+// it, sorted; nil without one.
+func ServiceExportTo(svc *corev1.Service) []string {
+	v, ok := svc.Annotations[ExportToAnnotation]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // objects are Istio configs as a snapshot holds them.

@@ -212,7 +212,7 @@ func ExportDefaultsOf(mesh *meshconfig.MeshConfig) ExportDefaults {
 func BuildServices(snap *Snapshot) ([]*Service, error) {
 	defaults := snap.ExportDefaults
 	vsIndex := newHostIndex(snap.VirtualServices, snap.DomainSuffix, func(c Object, vs *networking.VirtualService) []string {
-		return exportNamespaces(vs.GetExportTo(), defaults.VirtualService, c.Namespace)
+		return ExportNamespaces(vs.GetExportTo(), defaults.VirtualService, c.Namespace)
 	})
 	drIndex := newHostIndex(snap.DestinationRules, snap.DomainSuffix, func(c Object, dr *networking.DestinationRule) []string {
 		return destinationRuleExport(dr, defaults.DestinationRule, c.Namespace)
@@ -264,7 +264,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 			svc.WorkloadSelector = sel
 		}
-		svc.ExportTo = exportNamespaces(se.GetExportTo(), defaults.ServiceEntry, c.Namespace)
+		svc.ExportTo = ExportNamespaces(se.GetExportTo(), defaults.ServiceEntry, c.Namespace)
 		r := routing{
 			vss:           virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix),
 			drs:           drIndex.lookup(svc.Hosts),
@@ -482,10 +482,10 @@ func first[T any](s []*T) *T {
 	return s[0]
 }
 
-// exportNamespaces resolves an exportTo, the mesh's default for the kind standing in
+// ExportNamespaces resolves an exportTo, the mesh's default for the kind standing in
 // for an empty one: nil for every namespace ("*"), the namespaces otherwise ("." is
 // the object's own; "~", none: an empty list).
-func exportNamespaces(exportTo, defaults []string, namespace string) []string {
+func ExportNamespaces(exportTo, defaults []string, namespace string) []string {
 	if len(exportTo) == 0 {
 		exportTo = defaults
 	}
@@ -516,7 +516,7 @@ func destinationRuleExport(dr *networking.DestinationRule, defaults []string, na
 	if len(dr.GetExportTo()) == 0 {
 		defaults = slices.DeleteFunc(slices.Clone(defaults), func(e string) bool { return e != "." && e != "*" })
 	}
-	return exportNamespaces(dr.GetExportTo(), defaults, namespace)
+	return ExportNamespaces(dr.GetExportTo(), defaults, namespace)
 }
 
 // virtualServicePrecedence orders the VirtualServices of a service as Istio's sidecars

@@ -13,6 +13,8 @@ import (
 	"istio.io/istio/pkg/config/host"
 	"istio.io/istio/pkg/config/schema/collections"
 	"istio.io/istio/pkg/config/schema/gvk"
+
+	"aeraki.io/aeraki/pkg/model"
 )
 
 func se(name, ns string, hosts []string, portNames ...string) *config.Config {
@@ -178,6 +180,24 @@ func TestWatcherHandler(t *testing.T) {
 		{KindServiceEntry, "default", "a"},
 	}
 	if !slices.Equal(got, want) {
+		t.Errorf("events\n got %v\nwant %v", got, want)
+	}
+}
+
+// The routing of a service istiod does not show the watcher, but the controller
+// adds (a Kubernetes Service not exported to the root namespace), is reported too.
+func TestWatcherHandlerHiddenServices(t *testing.T) {
+	var got []Event
+	w := NewWatcher(Options{Address: "unused:1"}, func(e Event) { got = append(got, e) })
+	vsH := w.handler(KindVirtualService)
+	route := vs("r", "shop", "cache")
+	vsH(config.Config{}, *route, istiomodel.EventAdd) // unknown host: unrelated
+	hidden := se("synthetic-cache", "shop", []string{"cache.shop.svc.cluster.local"}, "tcp-redis")
+	w.SetHiddenServices([]model.Object{{Name: hidden.Name, Namespace: hidden.Namespace, Spec: hidden.Spec}})
+	vsH(config.Config{}, *with(route, func(c *config.Config) { c.Name = "r2" }), istiomodel.EventAdd)
+	w.SetHiddenServices(nil)
+	vsH(config.Config{}, *with(route, func(c *config.Config) { c.Name = "r3" }), istiomodel.EventAdd)
+	if want := []Event{{KindVirtualService, "shop", "r2"}}; !slices.Equal(got, want) {
 		t.Errorf("events\n got %v\nwant %v", got, want)
 	}
 }

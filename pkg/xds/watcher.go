@@ -29,6 +29,7 @@ import (
 	istiomodel "istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pkg/adsc"
 	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/host"
 	"istio.io/istio/pkg/config/schema/collections"
 	"istio.io/istio/pkg/config/schema/gvk"
 
@@ -67,9 +68,11 @@ type Options struct {
 	// serves the api generator to. The xDS node declares the namespace of the
 	// token's identity (Namespace itself with Security.Plaintext), which must be this
 	// one. istiod treats the client as a sidecar there: it lists Kubernetes Services,
-	// and decides which changes to push, by that sidecar's scope. Services and config
-	// not visible from it (exportTo elsewhere, or hidden by a Sidecar resource that
-	// applies there) are missed.
+	// and decides which changes to push, by that sidecar's scope. Kubernetes
+	// Services not visible from it (exportTo elsewhere, or hidden by a Sidecar
+	// resource that applies there) are missed; the controller adds those not
+	// exported there from its own cache (see SetHiddenServices). ServiceEntries,
+	// VirtualServices and DestinationRules come whatever their exportTo.
 	Namespace string
 	// InitialBackoff and MaxBackoff bound the exponential reconnect backoff, which
 	// retries for ever (defaults 500ms and 30s).
@@ -169,6 +172,9 @@ type Watcher struct {
 	filterMu       sync.Mutex
 	hosts          *hostIndex
 	exportDefaults model.ExportDefaults
+	// hidden indexes the hosts of the services istiod does not show the watcher
+	// (see SetHiddenServices).
+	hidden *hostIndex
 }
 
 // NewWatcher returns a Watcher that calls onChange for every change that can matter to
@@ -188,6 +194,7 @@ func NewWatcher(opts Options, onChange func(Event)) *Watcher {
 		onChange: onChange,
 		log:      opts.Logger.WithName("config"),
 		hosts:    newHostIndex(),
+		hidden:   newHostIndex(),
 	}
 }
 
@@ -498,7 +505,8 @@ func (w *Watcher) process(kind, op string, c change) {
 		w.hosts.update(c)
 	}
 	log := w.log.WithValues("kind", kind, "namespace", obj.Namespace, "name", obj.Name, "event", op)
-	if !relevant(c, w.hosts.contains, w.opts.DomainSuffix) {
+	known := func(h host.Name) bool { return w.hosts.contains(h) || w.hidden.contains(h) }
+	if !relevant(c, known, w.opts.DomainSuffix) {
 		log.V(2).Info("config change ignored")
 		return
 	}
@@ -533,6 +541,20 @@ func (w *Watcher) setExportDefaults(d model.ExportDefaults) {
 	w.exportDefaults = d
 	w.log.Info("mesh export defaults", "serviceEntry", d.ServiceEntry, "virtualService", d.VirtualService, "destinationRule", d.DestinationRule)
 	w.onChange(Event{Kind: KindMeshConfig})
+}
+
+// SetHiddenServices sets the ServiceEntries of the services that istiod does not
+// show the watcher but the controller knows from elsewhere (Kubernetes Services not
+// exported to its namespace): changes to their VirtualServices and
+// DestinationRules are reported as those of the services istiod shows.
+func (w *Watcher) SetHiddenServices(serviceEntries []model.Object) {
+	idx := newHostIndex()
+	for _, o := range serviceEntries {
+		idx.add(&config.Config{Spec: o.Spec}, +1)
+	}
+	w.filterMu.Lock()
+	defer w.filterMu.Unlock()
+	w.hidden = idx
 }
 
 // ExportDefaults returns the export defaults of istiod's mesh config: what objects

@@ -193,6 +193,39 @@ func TestDubboKubernetesService(t *testing.T) {
 	e.waitEnvoyFilter(t, rootNS, outbound, false)
 }
 
+// TestPrivateKubernetesService: istiod does not show the controller a Kubernetes
+// Service exported to its own namespace only (the controller's scope is the root
+// namespace); the controller still configures it, for that namespace's sidecars
+// only, from its own cache.
+func TestPrivateKubernetesService(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "cache-private", Namespace: appNS,
+			Annotations: map[string]string{"networking.istio.io/exportTo": "."}},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "cache"},
+			Ports:    []corev1.ServicePort{{Name: "tcp-redis", Port: 6379, TargetPort: intstr.FromInt32(6379)}},
+		},
+	}
+	created, err := e.kube.CoreV1().Services(appNS).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := "cache-private." + appNS + ".svc.cluster.local"
+	outbound := "aeraki-outbound-" + host + "-6379"
+	e.waitEnvoyFilter(t, appNS, outbound, true)
+	e.waitListenerFilter(t, created.Spec.ClusterIP+"_6379", redisFilter)
+	if _, err := e.istio.NetworkingV1alpha3().EnvoyFilters(rootNS).Get(ctx, outbound, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the private Service's outbound EnvoyFilter in the root namespace, which reaches every sidecar: %v", err)
+	}
+
+	if err := e.kube.CoreV1().Services(appNS).Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEnvoyFilter(t, appNS, outbound, false)
+}
+
 // dubboService is a ServiceEntry in the application namespace with one tcp-dubbo port
 // on a VIP, selecting the Dubbo provider's workloads: it gets an outbound EnvoyFilter in
 // the root namespace and an inbound one in its own.

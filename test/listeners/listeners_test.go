@@ -14,6 +14,7 @@ import (
 	thrift "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/thrift_proxy/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
+	networking "istio.io/api/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -627,6 +628,17 @@ spec:
   selector: {app: headless}
   ports:
   - {name: tcp-dubbo, port: 20880}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: private
+  namespace: dubbo
+  annotations: {networking.istio.io/exportTo: "., team"}
+spec:
+  clusterIP: 10.96.0.21
+  ports:
+  - {name: tcp-redis, port: 6379}
 `) {
 		svc := svc.(*corev1.Service)
 		want := IstiodServiceEntry(svc)
@@ -634,7 +646,9 @@ spec:
 		if got.Name != want.Name || got.Namespace != want.Namespace {
 			t.Errorf("%s: name %s/%s, istiod %s/%s", svc.Name, got.Namespace, got.Name, want.Namespace, want.Name)
 		}
-		if diff := cmp.Diff(want.Spec, got.Spec, protocmp.Transform()); diff != "" {
+		// istiod lists exportTo in map order.
+		sortExport := protocmp.SortRepeatedFields(&networking.ServiceEntry{}, "export_to")
+		if diff := cmp.Diff(want.Spec, got.Spec, protocmp.Transform(), sortExport); diff != "" {
 			t.Errorf("%s: spec differs from istiod's (-istiod +ours):\n%s", svc.Name, diff)
 		}
 	}
