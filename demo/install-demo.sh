@@ -40,15 +40,16 @@ say "Istio (demo/istio/istio-demo.iop)"
 istioctl install -y -f "$here/istio/istio-demo.iop"
 
 say "Prometheus and Grafana from $addons"
-kubectl apply -f "$addons/prometheus.yaml" -f "$addons/grafana.yaml"
+# Prometheus with a job that scrapes aeraki's metrics over HTTPS with its token.
+"$here/prometheus-with-aeraki.sh" <"$addons/prometheus.yaml" | kubectl apply -f - -f "$addons/grafana.yaml"
 
 # aeraki lives in istio-system, Istio's root namespace: istiod serves its config only to
 # identities of that namespace (k8s/aeraki.yaml says more).
 say "aeraki ($AERAKI_IMAGE, in istio-system)"
 sed "s|image: aeraki:latest|image: $AERAKI_IMAGE|" "$root/k8s/aeraki.yaml" | kubectl apply -f -
-# Istio's Prometheus scrapes Services annotated for it.
-kubectl -n istio-system annotate service aeraki-metrics --overwrite \
-	prometheus.io/scrape=true prometheus.io/port=8080 prometheus.io/path=/metrics
+# aeraki serves its metrics only to tokens allowed to read them: Prometheus's.
+kubectl create clusterrolebinding aeraki-metrics-reader --clusterrole=aeraki-metrics-reader \
+	--serviceaccount=istio-system:prometheus --dry-run=client -o yaml | kubectl apply -f -
 kubectl wait --for=condition=Established --timeout=60s \
 	crd/redisservices.redis.aeraki.io crd/redisdestinations.redis.aeraki.io
 

@@ -19,6 +19,7 @@ for proto in redis kafka thrift dubbo; do
 done
 
 say "aeraki"
+kubectl delete clusterrolebinding aeraki-metrics-reader --ignore-not-found
 kubectl delete -f "$root/k8s/aeraki.yaml" --ignore-not-found
 # The EnvoyFilters aeraki wrote stay behind if it was stopped before it cleaned up.
 kubectl delete envoyfilters --all-namespaces -l manager=aeraki --ignore-not-found

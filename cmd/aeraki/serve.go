@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/plugin/kafka"
 )
@@ -40,7 +41,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.BoolVar(&o.Manager.LeaderElection, "leader-elect", true, "elect a leader among replicas; only the leader writes")
 	fs.StringVar(&o.Manager.LeaderElectionID, "leader-election-id", "aeraki-leader", "name of the leader election Lease")
 	fs.StringVar(&o.Manager.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the Lease (default: $POD_NAMESPACE, or the in-cluster namespace)")
-	fs.StringVar(&o.Manager.MetricsAddr, "metrics-addr", ":8080", "Prometheus metrics address (0 disables)")
+	metricsFlags(fs, &o.Manager)
 	fs.StringVar(&o.Manager.ProbeAddr, "probe-addr", ":8081", "/healthz and /readyz address (0 disables)")
 	fs.BoolVar(&o.Plugins.KafkaContribFilter, kafka.ContribFlag, false, kafkaFlagHelp)
 	routeServerFlags(fs, &o.RouteServer)
@@ -55,6 +56,10 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "aeraki: unexpected argument %q\n\n%s", fs.Arg(0), usage)
+		return 2
+	}
+	if o.Manager.InsecureMetrics && o.Manager.MetricsCertDir != "" {
+		fmt.Fprintf(stderr, "aeraki: --metrics-cert-dir needs --metrics-secure\n")
 		return 2
 	}
 	if o.RouteServer.Host == "" {
@@ -101,6 +106,20 @@ func istiodFlags(fs *flag.FlagSet, o *bootstrap.Options) {
 		"the name istiod's certificate must carry; empty means the host of --istiod-addr")
 	fs.BoolVar(&sec.Plaintext, "istiod-plaintext", false,
 		"connect without TLS or identity, to an istiod running with ENABLE_XDS_API_GENERATOR_AUTH=false: local development only")
+}
+
+// metricsFlags are the flags of the metrics server: HTTPS for clients the apiserver
+// authenticates and authorizes, unless turned off for a local run.
+func metricsFlags(fs *flag.FlagSet, mo *kube.Options) {
+	fs.StringVar(&mo.MetricsAddr, "metrics-addr", ":8443", "Prometheus metrics address (0 disables)")
+	fs.BoolFunc("metrics-secure", "serve metrics over HTTPS to clients whose bearer token the apiserver accepts and "+
+		"who may get the non-resource URL /metrics (false: plain HTTP to anyone, for local runs only) (default true)", func(v string) error {
+		secure, err := strconv.ParseBool(v)
+		mo.InsecureMetrics = !secure
+		return err
+	})
+	fs.StringVar(&mo.MetricsCertDir, "metrics-cert-dir", "", "directory with the metrics server's "+kube.MetricsCertFile+" and "+
+		kube.MetricsKeyFile+", reloaded when they change (default: a self-signed certificate)")
 }
 
 // memoryLimit is the Go runtime's soft memory limit for a container limit of

@@ -4,9 +4,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"aeraki.io/aeraki/pkg/bootstrap"
+	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/xds"
 )
 
@@ -87,6 +89,39 @@ func TestRouteServerFlags(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "mesh-system")
 	if got := defaultRouteServerHost(bootstrap.Options{RootNamespace: "istio-system", DomainSuffix: "corp.local"}); got != "aeraki.mesh-system.svc.corp.local" {
 		t.Errorf("default host %q", got)
+	}
+}
+
+// Metrics are served over HTTPS with authentication and authorization unless a local
+// run turns that off explicitly.
+func TestMetricsFlags(t *testing.T) {
+	parse := func(args ...string) (kube.Options, error) {
+		t.Helper()
+		fs := flag.NewFlagSet("aeraki", flag.ContinueOnError)
+		var o kube.Options
+		metricsFlags(fs, &o)
+		return o, fs.Parse(args)
+	}
+	for _, c := range []struct {
+		args []string
+		want kube.Options
+	}{
+		{nil, kube.Options{MetricsAddr: ":8443"}},
+		{[]string{"--metrics-secure"}, kube.Options{MetricsAddr: ":8443"}},
+		{[]string{"--metrics-secure=true", "--metrics-cert-dir=/certs"}, kube.Options{MetricsAddr: ":8443", MetricsCertDir: "/certs"}},
+		{[]string{"--metrics-secure=false", "--metrics-addr=127.0.0.1:8080"}, kube.Options{MetricsAddr: "127.0.0.1:8080", InsecureMetrics: true}},
+	} {
+		o, err := parse(c.args...)
+		if err != nil || o != c.want {
+			t.Errorf("%q: %+v, %v; want %+v", c.args, o, err, c.want)
+		}
+	}
+	if _, err := parse("--metrics-secure=maybe"); err == nil {
+		t.Error("--metrics-secure=maybe accepted")
+	}
+	var stderr strings.Builder
+	if code := serve([]string{"--metrics-secure=false", "--metrics-cert-dir=/certs"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "--metrics-cert-dir") {
+		t.Errorf("a certificate for plain HTTP: exit %d, %q; want 2 and the flag named", code, stderr.String())
 	}
 }
 

@@ -93,7 +93,9 @@ func run() error {
 		XDSInitialBackoff: 500 * time.Millisecond,
 		XDSMaxBackoff:     30 * time.Second,
 		Manager: kube.Options{LeaderElection: true, LeaderElectionID: "aeraki-leader",
-			LeaderElectionNamespace: controlplane.IstioNamespace, MetricsAddr: "127.0.0.1:8080", ProbeAddr: "127.0.0.1:8081"},
+			LeaderElectionNamespace: controlplane.IstioNamespace, MetricsAddr: "127.0.0.1:8080", ProbeAddr: "127.0.0.1:8081",
+			// Plain HTTP on loopback, for curl; a cluster serves them over HTTPS to authorized clients.
+			InsecureMetrics: true},
 		RouteServer: bootstrap.RouteServerOptions{Addr: routeServer, Host: "aeraki." + controlplane.IstioNamespace + ".svc.cluster.local",
 			Port: 15080, TrustDomain: "cluster.local"},
 	}, log.WithName("aeraki"))

@@ -3,8 +3,12 @@
 package kube
 
 import (
+	"crypto/tls"
 	"fmt"
 	"maps"
+	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,10 +19,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	certutil "k8s.io/client-go/util/cert"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
@@ -33,7 +39,15 @@ type Options struct {
 	// LeaseDuration and RenewDeadline tune failover; zero keeps controller-runtime's defaults.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	MetricsAddr                               string
-	ProbeAddr                                 string
+	// InsecureMetrics serves metrics over plain HTTP to anyone who asks: for a local
+	// run on loopback only. Otherwise they are served over HTTPS to clients whose
+	// bearer token the apiserver accepts (TokenReview) and who may get /metrics
+	// (SubjectAccessReview).
+	InsecureMetrics bool
+	// MetricsCertDir holds the metrics server's tls.crt and tls.key, reloaded when
+	// they change; empty means a self-signed certificate made at start.
+	MetricsCertDir string
+	ProbeAddr      string
 	// SeveralManagersPerProcess lets tests run more than one manager in a process:
 	// controller-runtime otherwise refuses a second controller of the same name.
 	SeveralManagersPerProcess bool
@@ -65,6 +79,10 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	metrics, err := metricsOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	ours := labels.SelectorFromSet(labels.Set{model.ManagedByLabel: model.ManagedByValue})
 	mo := ctrl.Options{
 		Scheme:                        scheme,
@@ -72,7 +90,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                       metrics,
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&clientnetworking.EnvoyFilter{}: {Label: ours},
@@ -98,6 +116,54 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 	return mgr, nil
+}
+
+// Names of the metrics server's certificate and key in Options.MetricsCertDir, as a
+// kubernetes.io/tls Secret mounts them.
+const (
+	MetricsCertFile = "tls.crt"
+	MetricsKeyFile  = "tls.key"
+)
+
+// metricsOptions are the metrics server's: HTTPS with authentication and
+// authorization by the apiserver unless opts.InsecureMetrics.
+func metricsOptions(opts Options) (metricsserver.Options, error) {
+	mo := metricsserver.Options{BindAddress: opts.MetricsAddr}
+	if opts.InsecureMetrics || opts.MetricsAddr == "0" {
+		return mo, nil
+	}
+	mo.SecureServing = true
+	mo.FilterProvider = filters.WithAuthenticationAndAuthorization
+	// HTTP/2 only adds exposure to its stream-reset floods; a scraper needs HTTP/1.1.
+	mo.TLSOpts = []func(*tls.Config){func(c *tls.Config) {
+		c.NextProtos = []string{"http/1.1"}
+		c.MinVersion = tls.VersionTLS12
+	}}
+	if opts.MetricsCertDir != "" {
+		// controller-runtime falls back to a self-signed certificate when a file is
+		// missing: a mistyped mount would go unnoticed, so refuse to start instead.
+		for _, name := range []string{MetricsCertFile, MetricsKeyFile} {
+			if _, err := os.Stat(filepath.Join(opts.MetricsCertDir, name)); err != nil {
+				return mo, fmt.Errorf("metrics certificate directory: %w", err)
+			}
+		}
+		mo.CertDir, mo.CertName, mo.KeyName = opts.MetricsCertDir, MetricsCertFile, MetricsKeyFile
+		return mo, nil
+	}
+	// Made here rather than left to controller-runtime, which would first look for
+	// a certificate in a fixed directory under the system's temporary directory.
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+	if err != nil {
+		return mo, fmt.Errorf("self-signed metrics certificate: %w", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return mo, fmt.Errorf("self-signed metrics certificate: %w", err)
+	}
+	mo.TLSOpts = append(mo.TLSOpts, func(c *tls.Config) {
+		c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+	})
+	return mo, nil
 }
 
 // ServiceChangeMatters reports whether a Service change can change what is generated:

@@ -2,8 +2,9 @@ package controlplane
 
 import (
 	"bufio"
-	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	certutil "k8s.io/client-go/util/cert"
 )
 
 const (
@@ -28,8 +31,12 @@ const (
 // test against this control plane: what a Deployment runs, with its own client
 // settings and its own memory.
 type Aeraki struct {
-	// MetricsAddr is host:port of its Prometheus /metrics.
+	// MetricsAddr is host:port of its Prometheus /metrics, served as installed: over
+	// HTTPS to clients the apiserver authenticates and authorizes.
 	MetricsAddr string
+	// MetricsCA is the certificate authority of the metrics server's certificate
+	// (--metrics-cert-dir), issued for 127.0.0.1.
+	MetricsCA *x509.CertPool
 	// ProbeAddr is host:port of its /healthz and /readyz.
 	ProbeAddr string
 	// RouteServerAddr is host:port of its route server (on the secure path only).
@@ -41,6 +48,8 @@ type Aeraki struct {
 	Istiod *IstiodClient
 
 	p *process
+	// adminToken is the control plane's admin token, which Metrics sends.
+	adminToken string
 }
 
 // BuildAeraki builds cmd/aeraki into dir and returns the binary's path. It runs the go
@@ -95,6 +104,11 @@ func (c *ControlPlane) startAeraki(ctx context.Context, bin, probe string, args 
 	a := &Aeraki{
 		MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(free[0])),
 		ProbeAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(free[1])),
+		adminToken:  c.adminToken,
+	}
+	certDir := filepath.Join(dir, "metrics-certs")
+	if a.MetricsCA, err = writeServingCert(certDir); err != nil {
+		return nil, err
 	}
 	istiod := []string{"--istiod-addr=" + c.IstiodAddr, "--istiod-plaintext"}
 	if c.IstiodSecureAddr != "" {
@@ -115,6 +129,7 @@ func (c *ControlPlane) startAeraki(ctx context.Context, bin, probe string, args 
 		"--root-namespace=" + IstioNamespace,
 		"--leader-election-namespace=" + IstioNamespace,
 		"--metrics-addr=" + a.MetricsAddr,
+		"--metrics-cert-dir=" + certDir,
 		"--probe-addr=" + a.ProbeAddr,
 	}
 	begin := time.Now()
@@ -192,25 +207,71 @@ func (a *Aeraki) PeakRSS() (int64, error) {
 	return 0, errors.New("no VmHWM in /proc/<pid>/status")
 }
 
-// Metrics returns the controller's /metrics in Prometheus text format.
+// Metrics returns the controller's /metrics in Prometheus text format, fetched as
+// the control plane's admin.
 func (a *Aeraki) Metrics(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.MetricsAddr+"/metrics", http.NoBody)
+	code, body, err := a.GetMetrics(ctx, a.adminToken)
 	if err != nil {
 		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if code != http.StatusOK {
+		return "", fmt.Errorf("aeraki metrics: %d %s: %s", code, http.StatusText(code), strings.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// GetMetrics GETs the controller's /metrics over TLS verified against MetricsCA,
+// with token as the bearer token (none when empty), and returns the status and body.
+func (a *Aeraki) GetMetrics(ctx context.Context, token string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+a.MetricsAddr+"/metrics", http.NoBody)
 	if err != nil {
-		return "", fmt.Errorf("aeraki metrics: %w", err)
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: a.MetricsCA, MinVersion: tls.VersionTLS12}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", fmt.Errorf("aeraki metrics: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, metricsLimit))
 	if err != nil {
-		return "", fmt.Errorf("aeraki metrics: %w", err)
+		return 0, "", fmt.Errorf("aeraki metrics: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("aeraki metrics: %s: %s", resp.Status, bytes.TrimSpace(body))
+	return resp.StatusCode, string(body), nil
+}
+
+// writeServingCert writes a certificate for 127.0.0.1 and its key into dir, as
+// --metrics-cert-dir reads them, and returns the pool of the CA that signed it.
+func writeServingCert(dir string) (*x509.CertPool, error) {
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("metrics serving certificate: %w", err)
 	}
-	return string(body), nil
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create metrics certificate dir: %w", err)
+	}
+	// The names of kube.MetricsCertFile and MetricsKeyFile (pkg/kube's tests import
+	// this package, so it cannot import that one).
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return nil, fmt.Errorf("write metrics serving certificate: %w", err)
+		}
+	}
+	// The file holds the certificate, then the CA that signed it: trust the CA only.
+	certs, err := certutil.ParseCertsPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("metrics serving certificate: %w", err)
+	}
+	if len(certs) != 2 || !certs[1].IsCA {
+		return nil, fmt.Errorf("metrics serving certificate: want a certificate and its CA, got %d certificates", len(certs))
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(certs[1])
+	return pool, nil
 }
 
 // Log returns what the controller has logged so far.

@@ -23,6 +23,11 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
+// APIAudience is the apiserver's own audience, its service-account issuer: a token
+// for it is what the kubelet mounts into a pod for the API, and what a TokenReview
+// without audiences accepts.
+const APIAudience = "https://kubernetes.default.svc.cluster.local"
+
 const (
 	etcdTimeout      = 30 * time.Second
 	apiserverTimeout = 90 * time.Second
@@ -140,7 +145,7 @@ func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
 		"--authorization-mode=RBAC",
 		"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-issuer=" + APIAudience,
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--allow-privileged=true",
 		// No controller-manager creates default ServiceAccounts, which this

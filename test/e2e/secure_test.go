@@ -66,8 +66,9 @@ func startSecure(t *testing.T) *env {
 
 // TestSecureBinary runs the controller binary as the chart runs it (its default
 // secure settings, pointed at the files a pod mounts) against a stock istiod: it
-// serves; it reports an identity istiod refuses and a root certificate istiod's does
-// not chain to; it follows a token replaced on disk when istiod restarts.
+// serves; its metrics go to authorized scrapers only; it reports an identity istiod
+// refuses and a root certificate istiod's does not chain to; it follows a token
+// replaced on disk when istiod restarts.
 func TestSecureBinary(t *testing.T) {
 	ctx := t.Context()
 	built := buildAeraki(t)
@@ -90,6 +91,8 @@ func TestSecureBinary(t *testing.T) {
 	})
 
 	t.Run("routes served to sidecars", func(t *testing.T) { testRouteServer(t, e, bin) })
+
+	t.Run("metrics for authorized scrapers only", func(t *testing.T) { testMetricsAccess(t, e, bin) })
 
 	t.Run("token of another namespace", func(t *testing.T) {
 		token := filepath.Join(t.TempDir(), "istio-token")

@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"context"
+	"crypto/tls"
 	"debug/buildinfo"
 	"debug/elf"
 	"errors"
@@ -229,8 +230,8 @@ func moduleDirs(t *testing.T, pkg string) []string {
 // for, the files of the mesh root certificate and of the token (the ConfigMap
 // istio-ca-root-cert istiod wrote, and a token of the ServiceAccount for the audience
 // istio-ca, as the kubelet mounts them), and the metrics and probe addresses. It must
-// become ready (istiod accepted its identity and sent its config), serve /metrics,
-// become leader (Lease and Event in its namespace), write a Redis Service's EnvoyFilter
+// become ready (istiod accepted its identity and sent its config), serve /metrics over
+// HTTPS to an authorized token only (its ServiceAccount reviews the token), become leader (Lease and Event in its namespace), write a Redis Service's EnvoyFilter
 // and its RedisService's status, log no "forbidden", and stop on SIGTERM with no error
 // logged, releasing the Lease.
 func TestImageBinary(t *testing.T) {
@@ -243,6 +244,7 @@ func TestImageBinary(t *testing.T) {
 	checkFlagDefaults(t, bin, map[string]string{
 		"istiod-addr": defaultIstiodAddr, "istiod-root-cert": defaultRootCert, "istiod-token": defaultToken,
 		"istiod-server-name": "", "istiod-plaintext": "", "leader-election-id": defaultLeaseName,
+		"metrics-secure": "true", "metrics-cert-dir": "",
 	})
 	if t.Failed() {
 		t.FailNow() // the Deployment below would not run as k8s/aeraki.yaml means it to
@@ -377,10 +379,7 @@ func TestImageBinary(t *testing.T) {
 		_, why, _ := httpGet(ctx, "http://"+probeAddr+"/readyz/xds")
 		t.Fatalf("not ready with istiod's secure port: /readyz %s; /readyz/xds %q", readyz, why)
 	}
-	if code, body, err := httpGet(ctx, "http://"+metricsAddr+"/metrics"); err != nil || code != http.StatusOK ||
-		!strings.Contains(body, "leader_election_master_status") || !strings.Contains(body, "\naeraki_xds_connected 1\n") {
-		t.Errorf("/metrics: %d %v; want 200 with controller-runtime's metrics and aeraki_xds_connected 1", code, err)
-	}
+	checkSecureMetrics(ctx, t, metricsAddr, cp.RestConfig.BearerToken)
 
 	lease := &coordinationv1.Lease{}
 	waitFor(ctx, t, "the leader Lease", running(func() (bool, error) {
@@ -658,12 +657,43 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
 	return file
 }
 
+// checkSecureMetrics checks the metrics as the Deployment serves them: HTTPS only,
+// 401 without a token, 200 with the token of an admin, which aeraki can only tell
+// through the TokenReview and SubjectAccessReview its ClusterRole allows.
+func checkSecureMetrics(ctx context.Context, t *testing.T, addr, adminToken string) {
+	t.Helper()
+	// The Deployment's certificate is self-signed: nothing to verify it against.
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, //nolint:gosec // a self-signed certificate, as installed
+	}}}
+	defer insecure.CloseIdleConnections()
+	if code, _, err := httpGet(ctx, "http://"+addr+"/metrics"); err == nil && code == http.StatusOK {
+		t.Error("/metrics answers over plain HTTP: want HTTPS only")
+	}
+	if code, body, err := httpGetWith(ctx, insecure, "https://"+addr+"/metrics", ""); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("/metrics without a token: %d %q %v; want 401", code, body, err)
+	}
+	code, body, err := httpGetWith(ctx, insecure, "https://"+addr+"/metrics", adminToken)
+	if err != nil || code != http.StatusOK ||
+		!strings.Contains(body, "leader_election_master_status") || !strings.Contains(body, "\naeraki_xds_connected 1\n") {
+		t.Errorf("/metrics with an admin's token: %d %v; want 200 with controller-runtime's metrics and aeraki_xds_connected 1\n%.300s", code, err, body)
+	}
+}
+
 func httpGet(ctx context.Context, url string) (int, string, error) {
+	return httpGetWith(ctx, http.DefaultClient, url, "")
+}
+
+// httpGetWith GETs url with client, with token as a bearer token unless empty.
+func httpGetWith(ctx context.Context, client *http.Client, url, token string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
 	if err != nil {
 		return 0, "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

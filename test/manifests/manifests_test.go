@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -174,6 +175,7 @@ func TestInstallManifest(t *testing.T) {
 		nsRoles      []rbacv1.PolicyRule // the Roles' rules, in installNamespace
 		bindSubjects []rbacv1.Subject
 		crds         int
+		metricsRead  *rbacv1.ClusterRole
 	)
 	clusterScoped := []string{"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 	for _, d := range docs {
@@ -206,6 +208,9 @@ func TestInstallManifest(t *testing.T) {
 			var r rbacv1.ClusterRole // a Role has the same rules
 			fromUnstructured(t, d, &r)
 			roles = append(roles, r.Rules...)
+			if d.obj.GetName() == "aeraki-metrics-reader" {
+				metricsRead = &r
+			}
 			if d.obj.GetKind() == "Role" {
 				nsRoles = append(nsRoles, r.Rules...)
 			}
@@ -295,6 +300,17 @@ func TestInstallManifest(t *testing.T) {
 	}
 	if len(metrics.Spec.Ports) != 1 || portOf(metrics.Spec.Ports[0].TargetPort.String()) != metricsPort {
 		t.Errorf("metrics Service ports %+v, want one targeting the container port %d (--metrics-addr)", metrics.Spec.Ports, metricsPort)
+	}
+	// Served over HTTPS to authorized scrapers; plain HTTP is for local runs.
+	if v, ok := flagValue(ctr.Args, "metrics-secure"); (ok && v != "true") || slices.Contains(ctr.Args, "--metrics-secure=false") {
+		t.Errorf("args %q serve metrics without TLS and authorization", ctr.Args)
+	}
+	if len(metrics.Spec.Ports) == 1 && !strings.HasPrefix(metrics.Spec.Ports[0].Name, "https") {
+		t.Errorf("metrics Service port %q: name it https-... (the metrics are served over HTTPS)", metrics.Spec.Ports[0].Name)
+	}
+	wantReader := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}
+	if metricsRead == nil || !equality.Semantic.DeepEqual(metricsRead.Rules, wantReader) {
+		t.Errorf("ClusterRole aeraki-metrics-reader %+v, want exactly the rules %+v", metricsRead, wantReader)
 	}
 	if !equalSelector(metrics.Spec.Selector, pod.Labels) {
 		t.Errorf("metrics Service selector %v does not select the pod labels %v", metrics.Spec.Selector, pod.Labels)

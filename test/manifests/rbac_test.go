@@ -40,6 +40,8 @@ type access struct {
 //     create conflict, updates (whole spec) and deletes EnvoyFilters;
 //   - the Redis reconcilers write status with Status().Update;
 //   - Events on users' objects go through events.k8s.io (create, patch for a series);
+//   - the metrics server (pkg/kube, secure by default) creates a TokenReview and a
+//     SubjectAccessReview for a scraper's request;
 //   - leader election (client-go's Lease lock) gets, creates and updates its Lease,
 //     releasing it with an update, and records a core/v1 Event on it, in aeraki's
 //     namespace. That namespace is istio-system, where istiod keeps leader Leases of
@@ -60,6 +62,10 @@ var wantAccess = []access{
 	{group: "redis.aeraki.io", resource: "redisservices", subresource: "status", everywhere: []string{"update"}},
 	{group: "redis.aeraki.io", resource: "redisdestinations", subresource: "status", everywhere: []string{"update"}},
 	{group: "events.k8s.io", resource: "events", everywhere: []string{"create", "patch"}},
+	// The metrics endpoint's authentication and authorization of scrapers
+	// (controller-runtime's filters.WithAuthenticationAndAuthorization).
+	{group: "authentication.k8s.io", resource: "tokenreviews", everywhere: []string{"create"}},
+	{group: "authorization.k8s.io", resource: "subjectaccessreviews", everywhere: []string{"create"}},
 	{resource: "events", own: []string{"create", "patch"}},
 	{group: "coordination.k8s.io", resource: "leases", own: []string{"create"}},
 	{group: "coordination.k8s.io", resource: "leases", name: defaultLeaseName, own: []string{"get", "create", "update"}},
