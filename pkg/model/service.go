@@ -450,6 +450,9 @@ func (r *routing) destinationRules(ns string) []*Config[*networking.DestinationR
 // client's own namespace's rules come first). Views that route as every namespace does are left out: only
 // the first VirtualService and the DestinationRules' subsets shape routes.
 func (r *routing) views(svc *Service) []*View {
+	if !r.scoped() {
+		return nil
+	}
 	var candidates []string
 	for _, vs := range r.vss {
 		candidates = append(candidates, vs.ExportTo...)
@@ -473,6 +476,24 @@ func (r *routing) views(svc *Service) []*View {
 		out = append(out, v)
 	}
 	return out
+}
+
+// scoped reports whether any rule can route some namespace differently: one
+// exported to some namespaces only, or a DestinationRule of a client namespace (one
+// neither of the service's namespace nor of the root namespace). Most services have
+// none, and need no view computed on every push.
+func (r *routing) scoped() bool {
+	for _, vs := range r.vss {
+		if vs.ExportTo != nil {
+			return true
+		}
+	}
+	for _, dr := range r.drs {
+		if dr.ExportTo != nil || (dr.Namespace != r.svcNamespace && dr.Namespace != r.rootNamespace) {
+			return true
+		}
+	}
+	return false
 }
 
 func first[T any](s []*T) *T {
