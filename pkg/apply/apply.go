@@ -158,7 +158,7 @@ func (a *Applier) Apply(ctx context.Context, c plan.Changes) (Result, error) {
 
 // ErrNotRetriable marks an Apply whose failed writes cannot succeed by trying again
 // (a name taken by an EnvoyFilter that is not ours, an object the apiserver
-// rejects): the controller waits for the next change or resync instead of retrying.
+// rejects, a namespace that does not exist): the controller waits for the next change or resync instead of retrying.
 var ErrNotRetriable = errors.New("writes failed that a retry cannot fix")
 
 func (a *Applier) backoff() backoff.BackOff {
@@ -171,9 +171,16 @@ func (a *Applier) backoff() backoff.BackOff {
 // errNotOurs is a name taken by an EnvoyFilter without our label.
 var errNotOurs = errors.New("an EnvoyFilter of that name exists without our label: rename or delete it")
 
+// errNoNamespace is a create into a namespace that does not exist (an exportTo may
+// name any): trying again cannot help until it exists, which the next resync finds.
+var errNoNamespace = errors.New("the namespace does not exist")
+
 func (a *Applier) create(ctx context.Context, ef *model.EnvoyFilter) (string, error) {
 	obj := toObject(ef)
 	err := a.Client.Create(ctx, obj, client.FieldOwner(FieldOwner))
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("%w: %w", errNoNamespace, err)
+	}
 	if !apierrors.IsAlreadyExists(err) {
 		return obj.ResourceVersion, err
 	}
@@ -265,7 +272,7 @@ func (a *Applier) awaitCache(ctx context.Context, pending []cacheExpectation) {
 func retriable(err error) bool {
 	return !apierrors.IsInvalid(err) && !apierrors.IsBadRequest(err) && !apierrors.IsForbidden(err) &&
 		!apierrors.IsMethodNotSupported(err) && !apierrors.IsNotAcceptable(err) && !apierrors.IsUnsupportedMediaType(err) &&
-		!apierrors.IsRequestEntityTooLargeError(err) && !errors.Is(err, context.Canceled)
+		!apierrors.IsRequestEntityTooLargeError(err) && !errors.Is(err, context.Canceled) && !errors.Is(err, errNoNamespace)
 }
 
 // toObject returns the Kubernetes object of an EnvoyFilter.

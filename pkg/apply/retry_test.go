@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,6 +24,7 @@ func TestRetriable(t *testing.T) {
 		{"invalid", apierrors.NewInvalid(schema.GroupKind{Group: gr.Group, Kind: "EnvoyFilter"}, "x", field.ErrorList{field.Invalid(field.NewPath("spec"), "", "bad")}), false},
 		{"forbidden", apierrors.NewForbidden(gr, "x", errors.New("no")), false},
 		{"canceled", context.Canceled, false},
+		{"no namespace", fmt.Errorf("%w: %w", errNoNamespace, apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "gone")), false},
 		{"conflict", apierrors.NewConflict(gr, "x", errors.New("changed")), true},
 		{"timeout", apierrors.NewServerTimeout(gr, "create", 1), true},
 	} {

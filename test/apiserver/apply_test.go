@@ -321,6 +321,18 @@ func TestApplyLifecycle(t *testing.T) {
 	if rv := h.get("user-filter").ResourceVersion; rv != userRV {
 		t.Fatal("the unlabelled EnvoyFilter was modified")
 	}
+
+	t.Log("a service exported to a namespace that does not exist is reported, not retried")
+	if err := h.admin.Delete(ctx, squatter); err != nil {
+		t.Fatal(err)
+	}
+	h.source.set(t, fixture.DubboEntry("c", "org.example.C", "240.0.0.3")+"\n  exportTo: [dubbo, nowhere]")
+	_, err = h.push()
+	if err == nil || !strings.Contains(err.Error(), "nowhere/aeraki-outbound-c.dubbo.example-20880") ||
+		!strings.Contains(err.Error(), "namespace does not exist") || !errors.Is(err, apply.ErrNotRetriable) {
+		t.Fatalf("push into a missing namespace: err %v; want it named, as not retriable", err)
+	}
+	h.waitCache("dubbo/aeraki-outbound-c.dubbo.example-20880", "dubbo/aeraki-inbound-c.dubbo.example-20880")
 }
 
 // waitUpToDate pushes until the cache has caught up with the last writes, and
