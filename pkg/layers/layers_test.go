@@ -14,6 +14,7 @@ var pure = []string{
 	"aeraki.io/aeraki/plugin/...",
 	"aeraki.io/aeraki/pkg/translate",
 	"aeraki.io/aeraki/pkg/plan",
+	"aeraki.io/aeraki/pkg/feedback",
 }
 
 // forbidden are the module paths of clients and servers, of metrics, and of
