@@ -86,24 +86,24 @@ func TestAttribute(t *testing.T) {
 		Proxies: 9, InSync: 2,
 		Rejecting: []*model.ProxyStatus{
 			// Outbound and inbound Kafka, two lines.
-			proxy("sidecar~10.0.0.1~a.kafka~kafka.svc.cluster.local", "kafka",
+			proxy("a.kafka", "kafka",
 				noKafka+"\nError adding/updating listener(s) virtualInbound: Didn't find a registered implementation for name: 'envoy.filters.network.kafka_broker'\n", ""),
-			proxy("sidecar~10.0.0.2~b.apps~apps.svc.cluster.local", "apps", noKafka, ""),
+			proxy("b.apps", "apps", noKafka, ""),
 			// The shared port's filter, on some listener of its port; the config type names it.
-			proxy("sidecar~10.0.0.3~c.apps~apps.svc.cluster.local", "apps",
+			proxy("c.apps", "apps",
 				"Error adding/updating listener(s) 10.96.0.7_20880: Proto constraint validation failed (DubboProxyValidationError.StatPrefix: value length must be at least 1 runes)", ""),
 			// A cluster we patch.
-			proxy("sidecar~10.0.0.4~d.apps~apps.svc.cluster.local", "apps", "",
+			proxy("d.apps", "apps", "",
 				"Error adding/updating cluster(s) outbound|6379||cache.shop.svc.cluster.local: cluster: unknown field 'x'"),
 			// A listener we patch, rejected for a filter that is not ours: not ours.
-			proxy("sidecar~10.0.0.5~e.apps~apps.svc.cluster.local", "apps",
+			proxy("e.apps", "apps",
 				"Error adding/updating listener(s) 240.0.0.1_9092: Didn't find a registered implementation for name: 'envoy.filters.network.lua'", ""),
 			// A private service's filter reaches only its namespace: a proxy elsewhere
 			// rejecting the same listener name does not blame it.
-			proxy("sidecar~10.0.0.6~f.apps~apps.svc.cluster.local", "apps",
+			proxy("f.apps", "apps",
 				"Error adding/updating listener(s) 240.0.0.4_20881: Didn't find a registered implementation for name: 'envoy.filters.network.dubbo_proxy'", ""),
 			// Somebody else's listener.
-			proxy("sidecar~10.0.0.7~g.apps~apps.svc.cluster.local", "apps",
+			proxy("g.apps", "apps",
 				"Error adding/updating listener(s) 0.0.0.0_8080: Didn't find a registered implementation for name: 'envoy.filters.http.wasm'", ""),
 		},
 		Dropped: 0,
@@ -114,14 +114,14 @@ func TestAttribute(t *testing.T) {
 		got[owner.String()] = fmtRejection(rej)
 	}
 	want := map[string]string{
-		"service kafka/broker": "2 proxies [istio-system/aeraki-outbound-broker.kafka.svc.cluster.local-9092 kafka/aeraki-inbound-broker.kafka.svc.cluster.local-9092] [kafka] e.g. sidecar~10.0.0.1~a.kafka~kafka.svc.cluster.local: " + noKafka,
-		"port dubbo/20880":     "1 proxies [istio-system/aeraki-shared-dubbo-20880] [dubbo] e.g. sidecar~10.0.0.3~c.apps~apps.svc.cluster.local: Error adding/updating listener(s) 10.96.0.7_20880: Proto constraint validation failed (DubboProxyValidationError.StatPrefix: value length must be at least 1 runes)",
-		"service shop/cache":   "1 proxies [istio-system/aeraki-outbound-cache.shop.svc.cluster.local-6379] [redis] e.g. sidecar~10.0.0.4~d.apps~apps.svc.cluster.local: Error adding/updating cluster(s) outbound|6379||cache.shop.svc.cluster.local: cluster: unknown field 'x'",
+		"service kafka/broker": "2 proxies [istio-system/aeraki-outbound-broker.kafka.svc.cluster.local-9092 kafka/aeraki-inbound-broker.kafka.svc.cluster.local-9092] [kafka] e.g. a.kafka: " + noKafka,
+		"port dubbo/20880":     "1 proxies [istio-system/aeraki-shared-dubbo-20880] [dubbo] e.g. c.apps: Error adding/updating listener(s) 10.96.0.7_20880: Proto constraint validation failed (DubboProxyValidationError.StatPrefix: value length must be at least 1 runes)",
+		"service shop/cache":   "1 proxies [istio-system/aeraki-outbound-cache.shop.svc.cluster.local-6379] [redis] e.g. d.apps: Error adding/updating cluster(s) outbound|6379||cache.shop.svc.cluster.local: cluster: unknown field 'x'",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("rejections (-want +got):\n%s", diff)
 	}
-	if r.Unattributed != 3 || r.UnattributedExample.ID != "sidecar~10.0.0.5~e.apps~apps.svc.cluster.local" {
+	if r.Unattributed != 3 || r.UnattributedExample.ID != "e.apps" {
 		t.Errorf("unattributed: %d, example %v; want 3, the first not ours", r.Unattributed, r.UnattributedExample)
 	}
 	if r.Proxies != 9 || r.InSync != 2 || r.Rejecting != 7 {

@@ -23,7 +23,7 @@ const MaxRejectingProxies = 1000
 
 // ProxyStatus is one proxy's rejections.
 type ProxyStatus struct {
-	// ID is the xDS node ID (sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.<suffix>).
+	// ID names the proxy as istiod and `istioctl proxy-status` do: <pod>.<namespace>.
 	ID        string
 	Namespace string
 	// Listeners and Clusters are the error details of the rejected listener and
