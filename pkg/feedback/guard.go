@@ -12,24 +12,30 @@ import (
 	"aeraki.io/aeraki/pkg/model"
 )
 
-// Guard contains what proxies reject. Per owner it remembers the filters written
-// last and the last ones proxies accepted; once proxies keep rejecting what was
-// written, the translation's filters for that owner are replaced by the accepted
-// ones (or, if there never were any, left out, so that the port falls back to
-// plain TCP, which every proxy accepts) until the translation wants something else:
-// the rejected spec is not tried again while the owner's inputs stay the same.
+// Guard contains what proxies reject. Per owner it knows the filters written last
+// and the last ones proxies accepted; once proxies keep rejecting what was written,
+// the translation's filters for that owner are replaced by the accepted ones (or,
+// if there never were any, left out, so that the port falls back to plain TCP,
+// which every proxy accepts) until the translation wants something else: the
+// rejected spec is not tried again while the owner's inputs stay the same.
 //
 // A rejection counts against what was written only if istiod sent the rejected
-// update after the write, in Confirm reports in a row: istiod keeps a proxy's last
+// update after the write, in confirm reports in a row: istiod keeps a proxy's last
 // error until the proxy accepts a later update, so a report taken between a push
 // and the proxy's answer still shows the error of the push before. Filters count as
-// accepted once they stood Settle without rejection.
+// accepted once they stood settle without rejection; filters that were in place
+// before the guard saw them change count as accepted.
 //
-// The zero value is not ready: use NewGuard. It is not safe for concurrent use.
+// Its cost follows the changes, not the mesh: it keeps state only for owners whose
+// filters changed or were rejected recently, and looks at the others only when
+// proxies reject them. The zero value is not ready: use NewGuard. It is not safe
+// for concurrent use.
 type Guard struct {
 	settle  time.Duration
 	confirm int
 	owners  map[Owner]*ownerState
+	// last is what the last push wrote (Filter's result), shared, not copied.
+	last map[string]*model.EnvoyFilter
 }
 
 // NewGuard returns a guard with nothing contained.
@@ -40,7 +46,7 @@ func NewGuard(settle time.Duration, confirm int) *Guard {
 type ownerState struct {
 	// applied is what was written last, and when.
 	applied spec
-	// accepted is the last spec that stood settle without rejection; nil for none.
+	// accepted is the last spec proxies accepted; nil for none.
 	accepted *spec
 	// rejected is the hash of the translation's spec that proxies rejected; ""
 	// while nothing is contained.
@@ -57,6 +63,10 @@ type spec struct {
 	at      time.Time
 }
 
+func newSpec(filters map[string]*model.EnvoyFilter, at time.Time) spec {
+	return spec{hash: hashOf(filters), filters: filters, at: at}
+}
+
 // Containment is one owner whose filters proxies rejected.
 type Containment struct {
 	Owner Owner
@@ -71,20 +81,24 @@ type Containment struct {
 // the owners contained. An owner whose translated filters changed is no longer
 // contained: the new ones are tried. desired itself is not modified.
 func (g *Guard) Filter(desired map[string]*model.EnvoyFilter) (map[string]*model.EnvoyFilter, []Containment) {
-	byOwner := group(desired)
-	var out map[string]*model.EnvoyFilter
-	var contained []Containment
-	for _, owner := range slices.SortedFunc(maps.Keys(g.owners), compareOwners) {
-		st := g.owners[owner]
-		if st.rejected == "" {
-			continue
+	var contained []Owner
+	for owner, st := range g.owners {
+		if st.rejected != "" {
+			contained = append(contained, owner)
 		}
+	}
+	if len(contained) == 0 {
+		return desired, nil
+	}
+	slices.SortFunc(contained, compareOwners)
+	byOwner := group(desired, contained)
+	out := maps.Clone(desired)
+	var result []Containment
+	for _, owner := range contained {
+		st := g.owners[owner]
 		if hashOf(byOwner[owner]) != st.rejected {
 			st.rejected, st.seen = "", 0
 			continue
-		}
-		if out == nil {
-			out = maps.Clone(desired)
 		}
 		for key := range byOwner[owner] {
 			delete(out, key)
@@ -94,42 +108,64 @@ func (g *Guard) Filter(desired map[string]*model.EnvoyFilter) (map[string]*model
 			maps.Copy(out, st.accepted.filters)
 			c.Restored = true
 		}
-		contained = append(contained, c)
+		result = append(result, c)
 	}
-	if out == nil {
-		out = desired
-	}
-	return out, contained
+	return out, result
 }
 
-// Applied records the filters written (Filter's result) at now.
-func (g *Guard) Applied(filters map[string]*model.EnvoyFilter, now time.Time) {
-	byOwner := group(filters)
-	for owner, st := range g.owners {
-		if _, ok := byOwner[owner]; !ok && st.rejected == "" {
-			delete(g.owners, owner)
+// Applied records what a push wrote at now: written is Filter's result, changed
+// the EnvoyFilters created, updated or deleted.
+func (g *Guard) Applied(written map[string]*model.EnvoyFilter, changed []*model.EnvoyFilter, now time.Time) {
+	touched := map[Owner]bool{}
+	for _, ef := range changed {
+		touched[OwnerOf(ef)] = true
+	}
+	if len(touched) > 0 {
+		owners := slices.Collect(maps.Keys(touched))
+		before, after := group(g.last, owners), group(written, owners)
+		for _, owner := range owners {
+			st := g.owners[owner]
+			switch {
+			case st == nil:
+				// In place and unrejected until now: accepted.
+				st = &ownerState{}
+				if efs := before[owner]; len(efs) > 0 {
+					accepted := newSpec(efs, time.Time{})
+					st.accepted = &accepted
+				}
+				g.owners[owner] = st
+			case g.stood(st, now):
+				accepted := st.applied
+				st.accepted = &accepted
+			}
+			st.applied, st.seen = newSpec(after[owner], now), 0
 		}
 	}
-	for owner, efs := range byOwner {
-		st := g.owners[owner]
-		if st == nil {
-			st = &ownerState{}
-			g.owners[owner] = st
-		}
-		if h := hashOf(efs); h != st.applied.hash {
-			st.applied, st.seen = spec{hash: h, filters: efs, at: now}, 0
-		}
-	}
-	// Contained owners whose filters are all left out wrote nothing.
-	for owner, st := range g.owners {
-		if _, ok := byOwner[owner]; !ok && st.applied.hash != hashOf(nil) {
-			st.applied, st.seen = spec{hash: hashOf(nil), at: now}, 0
-		}
-	}
+	g.last = written
+}
+
+// stood reports whether what was written for an owner stood settle, unrejected.
+func (g *Guard) stood(st *ownerState, now time.Time) bool {
+	return st.rejection == nil && len(st.applied.filters) > 0 && now.Sub(st.applied.at) >= g.settle
 }
 
 // Observe takes a report at now and reports whether what Filter returns changed.
 func (g *Guard) Observe(r *Report, now time.Time) bool {
+	var unknown []Owner
+	for owner := range r.Rejections {
+		if g.owners[owner] == nil {
+			unknown = append(unknown, owner)
+		}
+	}
+	if len(unknown) > 0 {
+		// Rejected without a change of ours (a proxy that cannot run them joined):
+		// what is in place is what was accepted until now.
+		current := group(g.last, unknown)
+		for _, owner := range unknown {
+			applied := newSpec(current[owner], time.Time{})
+			g.owners[owner] = &ownerState{applied: applied, accepted: &applied}
+		}
+	}
 	changed := false
 	for owner, st := range g.owners {
 		rej := r.Rejections[owner]
@@ -137,9 +173,13 @@ func (g *Guard) Observe(r *Report, now time.Time) bool {
 		fresh := rej != nil && !rej.Sent.Before(st.applied.at) && len(st.applied.filters) > 0
 		if !fresh {
 			st.seen = 0
-			if rej == nil && len(st.applied.filters) > 0 && now.Sub(st.applied.at) >= g.settle {
+			if g.stood(st, now) {
 				accepted := st.applied
 				st.accepted = &accepted
+				if st.rejected == "" {
+					// Nothing left to remember: what is in place is accepted.
+					delete(g.owners, owner)
+				}
 			}
 			continue
 		}
@@ -192,15 +232,23 @@ func compareOwners(a, b Owner) int {
 	return 0
 }
 
-// group splits filters by owner.
-func group(filters map[string]*model.EnvoyFilter) map[Owner]map[string]*model.EnvoyFilter {
-	out := map[Owner]map[string]*model.EnvoyFilter{}
+// group returns the filters of the owners given, by owner.
+func group(filters map[string]*model.EnvoyFilter, owners []Owner) map[Owner]map[string]*model.EnvoyFilter {
+	out := make(map[Owner]map[string]*model.EnvoyFilter, len(owners))
+	for _, o := range owners {
+		out[o] = nil
+	}
 	for key, ef := range filters {
 		o := OwnerOf(ef)
-		if out[o] == nil {
-			out[o] = map[string]*model.EnvoyFilter{}
+		efs, wanted := out[o]
+		if !wanted {
+			continue
 		}
-		out[o][key] = ef
+		if efs == nil {
+			efs = map[string]*model.EnvoyFilter{}
+			out[o] = efs
+		}
+		efs[key] = ef
 	}
 	return out
 }

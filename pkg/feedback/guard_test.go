@@ -40,8 +40,21 @@ func brokerFilter(version int32) map[string]*model.EnvoyFilter {
 func (r *guardRun) push(desired map[string]*model.EnvoyFilter) {
 	r.t.Helper()
 	r.now = r.now.Add(time.Second)
+	before := r.written
 	r.written, _ = r.g.Filter(desired)
-	r.g.Applied(r.written, r.now)
+	// What a plan would write: the filters created, changed or deleted.
+	var changed []*model.EnvoyFilter
+	for key, ef := range r.written {
+		if old, ok := before[key]; !ok || !proto.Equal(old.Spec, ef.Spec) {
+			changed = append(changed, ef)
+		}
+	}
+	for key, ef := range before {
+		if _, ok := r.written[key]; !ok {
+			changed = append(changed, ef)
+		}
+	}
+	r.g.Applied(r.written, changed, r.now)
 }
 
 // report is a report at the next second; rejecting says whether proxies reject the
@@ -186,5 +199,31 @@ func TestGuardGivesUpFiltersThatBecomeRejected(t *testing.T) {
 	r.push(brokerFilter(1))
 	if r.wrote() != 0 {
 		t.Fatalf("wrote v%d, want the filters left out: restoring them restores the rejection", r.wrote())
+	}
+}
+
+// In the common case, every proxy accepting, the guard keeps nothing once the
+// filters written have stood: its cost follows the changes.
+func TestGuardForgetsWhatStood(t *testing.T) {
+	r := newGuardRun(t)
+	r.push(brokerFilter(1))
+	if len(r.g.owners) != 1 {
+		t.Fatalf("%d owners tracked after a change, want 1", len(r.g.owners))
+	}
+	r.settle()
+	if len(r.g.owners) != 0 {
+		t.Fatalf("%d owners tracked after the filters stood, want none", len(r.g.owners))
+	}
+	r.push(brokerFilter(1))
+	if len(r.g.owners) != 0 {
+		t.Fatalf("%d owners tracked after a push that changed nothing", len(r.g.owners))
+	}
+	// And what stood is what a later rejection restores.
+	r.push(brokerFilter(2))
+	r.report(true, time.Time{})
+	r.report(true, time.Time{})
+	r.push(brokerFilter(2))
+	if r.wrote() != 1 {
+		t.Fatalf("wrote v%d, want v1, which stood", r.wrote())
 	}
 }
