@@ -153,6 +153,9 @@ type Report struct {
 	Proxies, InSync, Rejecting int
 	// Rejections are the rejections blamed on our filters, by owner.
 	Rejections map[Owner]*Rejection
+	// ByProtocol counts the proxies rejecting filters of ours, by the filters'
+	// protocol (a proxy may count under several).
+	ByProtocol map[model.Protocol]int
 	// Unattributed counts the rejecting proxies none of whose rejections is ours;
 	// UnattributedExample is one of them.
 	Unattributed        int
@@ -182,6 +185,7 @@ func Attribute(sync *model.ProxySync, idx *Index) *Report {
 		InSync:     sync.InSync,
 		Rejecting:  len(sync.Rejecting) + sync.Dropped,
 		Rejections: map[Owner]*Rejection{},
+		ByProtocol: map[model.Protocol]int{},
 	}
 	for _, p := range sync.Rejecting {
 		blamed := map[Owner]*blame{}
@@ -197,6 +201,16 @@ func Attribute(sync *model.ProxySync, idx *Index) *Report {
 				r.UnattributedExample = p
 			}
 			continue
+		}
+		var protos []model.Protocol
+		for _, b := range blamed {
+			for _, t := range b.targets {
+				protos = append(protos, t.protocols...)
+			}
+		}
+		slices.Sort(protos)
+		for _, proto := range slices.Compact(protos) {
+			r.ByProtocol[proto]++
 		}
 		for owner, b := range blamed {
 			rej := r.Rejections[owner]

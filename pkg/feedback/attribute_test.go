@@ -124,6 +124,9 @@ func TestAttribute(t *testing.T) {
 	if r.Unattributed != 3 || r.UnattributedExample.ID != "e.apps" {
 		t.Errorf("unattributed: %d, example %v; want 3, the first not ours", r.Unattributed, r.UnattributedExample)
 	}
+	if want := map[model.Protocol]int{model.Kafka: 2, model.Dubbo: 1, model.Redis: 1}; !cmp.Equal(r.ByProtocol, want) {
+		t.Errorf("by protocol %v, want %v", r.ByProtocol, want)
+	}
 	if r.Proxies != 9 || r.InSync != 2 || r.Rejecting != 7 {
 		t.Errorf("counts: %d proxies, %d in sync, %d rejecting", r.Proxies, r.InSync, r.Rejecting)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"aeraki.io/aeraki/pkg/feedback"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/translate"
 )
@@ -32,6 +33,11 @@ const (
 	// EnvoyFilter name; ReasonInvalid is every other one (input the generator rejects).
 	ReasonConflict = "conflict"
 	ReasonInvalid  = "invalid"
+
+	// States of aeraki_proxies.
+	ProxiesInSync    = "in_sync"
+	ProxiesRejecting = "rejecting"
+	ProxiesOther     = "other"
 )
 
 // XDS is what the metrics of the xDS connection to istiod, and of the route server
@@ -76,6 +82,11 @@ type Metrics struct {
 	routeStreams   prometheus.Gauge
 	routeResponses *prometheus.CounterVec
 	routeRefused   *prometheus.CounterVec
+
+	proxies          *prometheus.GaugeVec
+	proxiesRejecting *prometheus.GaugeVec
+	proxyRejections  *prometheus.CounterVec
+	contained        prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (the manager's
@@ -167,6 +178,25 @@ func NewMetrics(reg prometheus.Registerer, xds XDS) (*Metrics, error) {
 		Help: "Connections the route server refused, by reason: no_certificate, untrusted (not of the mesh's root), " +
 			"no_spiffe_id, roots (the root certificate file), server_certificate (this replica has none yet).",
 	}, []string{"reason"})
+	m.proxies = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "aeraki_proxies",
+		Help: "Proxies istiod reported at the last look, by state: in_sync (accepted their last listeners and " +
+			"clusters), rejecting (rejected some), other (an update on its way).",
+	}, []string{"state"})
+	m.proxiesRejecting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "aeraki_proxies_rejecting",
+		Help: "Proxies rejecting listeners or clusters that our EnvoyFilters shaped, by the filters' protocol; " +
+			"protocol=\"\" counts the proxies rejecting only what is not ours. The RejectedByProxies Events name the services.",
+	}, protocol)
+	m.proxyRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "aeraki_proxy_rejections_total",
+		Help: "Rejections of our EnvoyFilters by proxies, each counted once per service when first seen, by protocol.",
+	}, protocol)
+	m.contained = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "aeraki_contained",
+		Help: "Services (or shared ports) whose EnvoyFilters proxies rejected, for which the last accepted ones " +
+			"stand in or none are written, until their config changes.",
+	})
 	synced := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "aeraki_xds_synced",
 		Help: "1 once the full Istio config was received from istiod (pushes wait for it), 0 before.",
@@ -204,12 +234,20 @@ func NewMetrics(reg prometheus.Registerer, xds XDS) (*Metrics, error) {
 			m.generationErrors.WithLabelValues(string(p), r)
 		}
 	}
+	for _, st := range []string{ProxiesInSync, ProxiesRejecting, ProxiesOther} {
+		m.proxies.WithLabelValues(st)
+	}
+	m.proxiesRejecting.WithLabelValues("")
+	for _, p := range model.Protocols {
+		m.proxiesRejecting.WithLabelValues(string(p))
+		m.proxyRejections.WithLabelValues(string(p))
+	}
 	m.setGauges(nil)
 	var errs []error
 	for _, c := range []prometheus.Collector{
 		m.pushes, m.triggersMerged, m.translateDuration, m.translatedServices, m.pushDuration, m.writes, m.writeErrors,
 		m.services, m.failures, m.portsLeftTCP, m.generationErrors, m.xdsConnected, m.xdsReconnects, m.xdsFailures, synced,
-		m.routeStreams, m.routeResponses, m.routeRefused,
+		m.routeStreams, m.routeResponses, m.routeRefused, m.proxies, m.proxiesRejecting, m.proxyRejections, m.contained,
 	} {
 		errs = append(errs, reg.Register(c))
 	}
@@ -363,4 +401,25 @@ func failureReason(serr *translate.ServiceError) string {
 		return ReasonConflict
 	}
 	return ReasonInvalid
+}
+
+// ObservedProxies records what a look at the proxies found: r, the rejections
+// seen for the first time (newly), and the owners contained.
+func (m *Metrics) ObservedProxies(r *feedback.Report, newly []*feedback.Rejection, contained int) {
+	if m == nil {
+		return
+	}
+	m.proxies.WithLabelValues(ProxiesInSync).Set(float64(r.InSync))
+	m.proxies.WithLabelValues(ProxiesRejecting).Set(float64(r.Rejecting))
+	m.proxies.WithLabelValues(ProxiesOther).Set(float64(r.Proxies - r.InSync - r.Rejecting))
+	m.proxiesRejecting.WithLabelValues("").Set(float64(r.Unattributed))
+	for _, p := range model.Protocols {
+		m.proxiesRejecting.WithLabelValues(string(p)).Set(float64(r.ByProtocol[p]))
+	}
+	for _, rej := range newly {
+		for _, p := range rej.Protocols {
+			m.proxyRejections.WithLabelValues(string(p)).Inc()
+		}
+	}
+	m.contained.Set(float64(contained))
 }

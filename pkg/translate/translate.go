@@ -57,6 +57,8 @@ type Translation struct {
 	Skipped map[string][]*ServiceError
 	// Services counts the services with at least one generated port, by protocol.
 	Services map[model.Protocol]int
+	// ByKey are the services translated, by key: what reports about them name.
+	ByKey map[string]*model.Service
 	// Verdicts say, for every RedisService and RedisDestination of the snapshot,
 	// whether it is in effect: what its Ready condition reports.
 	Verdicts map[model.ObjectRef]model.Verdict
@@ -148,6 +150,10 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 		Failed:   map[string]*ServiceError{},
 		Skipped:  map[string][]*ServiceError{},
 		Services: map[model.Protocol]int{},
+		ByKey:    make(map[string]*model.Service, len(services)),
+	}
+	for _, svc := range services {
+		t.ByKey[svc.Key()] = svc
 	}
 	routes := sharedRoutes{}
 	order := oldestFirst(services)
