@@ -13,8 +13,9 @@ import (
 
 // Options are the operator's settings that change what generators may emit.
 type Options struct {
-	// KafkaContribFilter says the sidecars run a proxy build with Envoy's contrib
-	// filters, so tcp-kafka ports get kafka_broker (overridable per service).
+	// KafkaContribFilter gives every tcp-kafka port kafka_broker (overridable per
+	// service), for the sidecars that declare a proxy build with Envoy's contrib
+	// filters (see plugin/kafka).
 	KafkaContribFilter bool
 }
 

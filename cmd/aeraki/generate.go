@@ -19,7 +19,7 @@ import (
 	"aeraki.io/aeraki/plugin/kafka"
 )
 
-const kafkaFlagHelp = "the sidecars run a proxy build with Envoy's contrib filters: give tcp-kafka ports kafka_broker (stock Istio sidecars lack it; a service can override with the annotation " + kafka.ContribAnnotation + ")"
+const kafkaFlagHelp = "give every tcp-kafka port Envoy's contrib kafka_broker filter, applied only to sidecars that declare a contrib proxy build (ISTIO_META_" + kafka.ContribMetadataKey + "=true; stock Istio sidecars lack the filter and keep plain TCP); a service can override with the annotation " + kafka.ContribAnnotation
 
 // stringsFlag is a repeatable flag.
 type stringsFlag []string

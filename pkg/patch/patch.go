@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,8 +84,8 @@ type Filter struct {
 
 // ListenerFilters returns the EnvoyFilters that put a protocol filter on every listener
 // of one service port, in both directions (see Builder.ListenerFilter).
-func ListenerFilters(ctx *generator.Context, svc *model.Service, port *model.Port, op Operation, build FilterFunc) ([]*model.EnvoyFilter, error) {
-	b, err := NewBuilder(ctx, svc, port)
+func ListenerFilters(ctx *generator.Context, svc *model.Service, port *model.Port, op Operation, build FilterFunc, opts ...Option) ([]*model.EnvoyFilter, error) {
+	b, err := NewBuilder(ctx, svc, port, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -120,17 +121,42 @@ type Builder struct {
 	ctx  *generator.Context
 	svc  *model.Service
 	port *model.Port
+	// proxy, when set, is the proxy match of every patch.
+	proxy *networking.EnvoyFilter_ProxyMatch
 	// filters in the order they were first patched.
 	filters []*model.EnvoyFilter
 }
 
+// Option configures a Builder.
+type Option func(*Builder)
+
+// ForProxiesWithMetadata makes every patch of the builder match only proxies whose
+// node metadata has each of the keys with exactly its value (the patches'
+// match.proxy.metadata). istiod leaves every other proxy's config as it would be
+// without the patch: the way to send a filter only to proxy builds that have it. A
+// sidecar's node metadata <KEY> comes from ISTIO_META_<KEY> in its environment or its
+// proxyMetadata. No keys is no proxy match.
+func ForProxiesWithMetadata(metadata map[string]string) Option {
+	return func(b *Builder) {
+		if len(metadata) == 0 {
+			b.proxy = nil
+			return
+		}
+		b.proxy = &networking.EnvoyFilter_ProxyMatch{Metadata: maps.Clone(metadata)}
+	}
+}
+
 // NewBuilder returns a builder for one service port; a service without hosts is an
 // error.
-func NewBuilder(ctx *generator.Context, svc *model.Service, port *model.Port) (*Builder, error) {
+func NewBuilder(ctx *generator.Context, svc *model.Service, port *model.Port, opts ...Option) (*Builder, error) {
 	if len(svc.Hosts) == 0 {
 		return nil, errors.New("the service has no hosts")
 	}
-	return &Builder{ctx: ctx, svc: svc, port: port}, nil
+	b := &Builder{ctx: ctx, svc: svc, port: port}
+	for _, o := range opts {
+		o(b)
+	}
+	return b, nil
 }
 
 // Filters returns the EnvoyFilters built so far. The outbound one of a service that
@@ -191,10 +217,28 @@ func (b *Builder) filter(d Direction) (*model.EnvoyFilter, error) {
 	return ef, nil
 }
 
-// Add appends patches to the EnvoyFilter of direction d.
+// Add appends patches to the EnvoyFilter of direction d, with the builder's proxy
+// match (ForProxiesWithMetadata). A patch that names another proxy match is an
+// error: the builder's must hold for all of them.
 func (b *Builder) Add(d Direction, patches ...*networking.EnvoyFilter_EnvoyConfigObjectPatch) error {
 	if len(patches) == 0 {
 		return nil
+	}
+	if b.proxy != nil {
+		matched := make([]*networking.EnvoyFilter_EnvoyConfigObjectPatch, 0, len(patches))
+		for _, p := range patches {
+			if own := p.GetMatch().GetProxy(); own != nil && !proto.Equal(own, b.proxy) {
+				return fmt.Errorf("a %v patch matches proxies %v, not the builder's %v", p.GetApplyTo(), own, b.proxy)
+			}
+			// A copy: the caller's patch stays as it was.
+			p = proto.Clone(p).(*networking.EnvoyFilter_EnvoyConfigObjectPatch)
+			if p.Match == nil {
+				p.Match = &networking.EnvoyFilter_EnvoyConfigObjectMatch{}
+			}
+			p.Match.Proxy = proto.Clone(b.proxy).(*networking.EnvoyFilter_ProxyMatch)
+			matched = append(matched, p)
+		}
+		patches = matched
 	}
 	ef, err := b.filter(d)
 	if err != nil {

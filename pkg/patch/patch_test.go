@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	tcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -142,6 +143,70 @@ func TestBuilderDirections(t *testing.T) {
 	}
 	if err := b.ListenerFilter(ReplaceTCPProxy, tcpFilter, Inbound); err != nil || len(b.Filters()) != 1 || b.Filters()[0].Namespace != "ns" {
 		t.Errorf("inbound only: %v, %v", b.Filters(), err)
+	}
+}
+
+// TestForProxiesWithMetadata: with the option, every patch of the builder, listener
+// patches of both directions and patches added later, matches only proxies with
+// the metadata; the caller's patches are left as they were, and a patch that
+// matches other proxies is refused.
+func TestForProxiesWithMetadata(t *testing.T) {
+	svc := &model.Service{
+		Name: "s", Namespace: "ns", Hosts: []string{"a.example"},
+		Addresses:        []string{"10.0.0.1", "10.0.0.2"},
+		WorkloadSelector: map[string]string{"app": "s"},
+	}
+	port := &model.Port{Number: 9000, TargetPort: 9001, Protocol: model.ZooKeeper}
+	metadata := map[string]string{"BUILD": "special"}
+	b, err := NewBuilder(&generator.Context{RootNamespace: "root"}, svc, port, ForProxiesWithMetadata(metadata))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ListenerFilter(InsertBeforeTCPProxy, tcpFilter, Outbound, Inbound); err != nil {
+		t.Fatal(err)
+	}
+	bare := &networking.EnvoyFilter_EnvoyConfigObjectPatch{ApplyTo: networking.EnvoyFilter_CLUSTER}
+	if err := b.Add(Inbound, bare); err != nil {
+		t.Fatal(err)
+	}
+	if bare.Match != nil {
+		t.Errorf("Add changed the caller's patch: %v", bare)
+	}
+	metadata["BUILD"] = "changed" // the builder keeps its own copy
+	want := &networking.EnvoyFilter_ProxyMatch{Metadata: map[string]string{"BUILD": "special"}}
+	n := 0
+	for _, ef := range b.Filters() {
+		for i, p := range ef.Spec.GetConfigPatches() {
+			n++
+			if got := p.GetMatch().GetProxy(); !proto.Equal(got, want) {
+				t.Errorf("%s patch %d: proxy match %v, want %v", ef.Key(), i, got, want)
+			}
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d patches, want two outbound, two inbound", n)
+	}
+
+	other := &networking.EnvoyFilter_EnvoyConfigObjectPatch{Match: &networking.EnvoyFilter_EnvoyConfigObjectMatch{
+		Proxy: &networking.EnvoyFilter_ProxyMatch{Metadata: map[string]string{"BUILD": "stock"}},
+	}}
+	if err := b.Add(Outbound, other); err == nil {
+		t.Error("a patch for other proxies was accepted")
+	}
+
+	// Without the option, or with no metadata, no patch has a proxy match.
+	for _, opts := range [][]Option{nil, {ForProxiesWithMetadata(nil)}} {
+		efs, err := ListenerFilters(&generator.Context{RootNamespace: "root"}, svc, port, InsertBeforeTCPProxy, tcpFilter, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ef := range efs {
+			for i, p := range ef.Spec.GetConfigPatches() {
+				if p.GetMatch().GetProxy() != nil {
+					t.Errorf("options %d: %s patch %d has a proxy match %v", len(opts), ef.Key(), i, p.GetMatch().GetProxy())
+				}
+			}
+		}
 	}
 }
 

@@ -1,15 +1,43 @@
-// Package kafka generates Envoy's kafka_broker filter for `tcp-kafka` ports, for
-// meshes whose sidecars run a proxy build with Envoy's contrib filters.
+// Package kafka generates Envoy's kafka_broker filter for `tcp-kafka` ports, for the
+// sidecars that run a proxy build with Envoy's contrib filters.
 //
 // kafka_broker is a contrib extension, and Istio's stock sidecars have lacked it since
 // Istio 1.13. A sidecar that is sent a listener naming a filter it lacks rejects the
-// listener (NACK), which breaks the port for that sidecar. So the filter is opt-in:
-// New's contribByDefault (the controller flag named by ContribFlag) enables it for every
-// service, and the annotation ContribAnnotation ("true" or "false") on a ServiceEntry or
-// Kubernetes Service overrides that for the service. A port left out is a SkipError
-// that tells the user why and how to opt in; the service's other ports still generate.
-// The outbound filter goes to every sidecar in the mesh, so opting in means that every
-// sidecar that can see the service, not only the service's own, carries the filter.
+// listener (NACK), which breaks the port for that sidecar. Two choices keep that from
+// happening:
+//
+//   - Which services get the filter at all: New's contribByDefault (the controller
+//     flag named by ContribFlag) enables it for every service, and the annotation
+//     ContribAnnotation ("true" or "false") on a ServiceEntry or Kubernetes Service
+//     overrides that for the service. A port left out is a SkipError that tells the
+//     user why and how to opt in; the service's other ports still generate.
+//   - Which sidecars get it: every patch carries the EnvoyFilter proxy match
+//     `match.proxy.metadata: {AERAKI_CONTRIB_FILTERS: "true"}` (ContribMetadataKey),
+//     so istiod applies it only to proxies whose node metadata declares the contrib
+//     build. Every other sidecar keeps tcp_proxy on the port and accepts its listeners,
+//     so enabling Kafka for a service needs contrib filters only in the sidecars that
+//     are to decode it.
+//
+// # Declaring the contrib build
+//
+// A sidecar declares it with the environment variable
+// ISTIO_META_AERAKI_CONTRIB_FILTERS=true. pilot-agent sends every ISTIO_META_<KEY>
+// variable of its environment, and every ISTIO_META_<KEY> entry of its ProxyConfig's
+// proxyMetadata, as node metadata <KEY> (GetNodeMetaData in istio's pkg/bootstrap,
+// which strips the prefix), and istiod keeps every key of the node metadata as a
+// string for EnvoyFilter proxy matches (NodeMetadata.Raw; proxyMatch in
+// pilot/pkg/model/envoyfilter.go compares each key's value exactly). The injector
+// merges the pod annotation
+//
+//	proxy.istio.io/config: '{"proxyMetadata": {"ISTIO_META_AERAKI_CONTRIB_FILTERS": "true"}}'
+//
+// into the workload's ProxyConfig and writes its proxyMetadata into the istio-proxy
+// container's environment, so that annotation on a pod template (with a contrib proxy
+// image, say through sidecar.istio.io/proxyImage) is the per-workload way. A contrib
+// proxy image can set the variable itself, and the mesh's defaultConfig.proxyMetadata
+// sets it for every sidecar. The value must be exactly "true", and only proxies that
+// have the filter may declare it: a stock sidecar that does gets the filter and
+// rejects the listener.
 //
 // The filter decodes the Kafka protocol for statistics and is inserted in front of the
 // tcp_proxy Istio put on the listener, which still forwards the bytes.
@@ -64,11 +92,16 @@ const (
 	// ContribFlag is the name of the controller flag that sets New's contribByDefault.
 	// The message of a skipped port names it.
 	ContribFlag = "kafka-contrib-filter"
+	// ContribMetadataKey is the node metadata by which a sidecar declares that its
+	// proxy build has Envoy's contrib filters (value "true"): the filter's patches
+	// match only such proxies. A sidecar sets it as the environment variable
+	// ISTIO_META_AERAKI_CONTRIB_FILTERS.
+	ContribMetadataKey = "AERAKI_CONTRIB_FILTERS"
 )
 
-// New returns the Kafka generator. contribByDefault says that the mesh's sidecars run a
-// proxy build with Envoy's contrib filters, so every Kafka port gets kafka_broker unless
-// its service's ContribAnnotation says "false".
+// New returns the Kafka generator. contribByDefault gives every Kafka port kafka_broker
+// unless its service's ContribAnnotation says "false"; either way only the sidecars
+// that declare ContribMetadataKey get it.
 func New(contribByDefault bool) generator.Generator {
 	return generator.Func(func(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
 		if err := enabled(contribByDefault, svc.Annotations); err != nil {
@@ -79,7 +112,7 @@ func New(contribByDefault bool) generator.Generator {
 			// character). Response rewriting and API key lists stay off: the filter
 			// only observes.
 			return patch.NetworkFilter(FilterName, &kafka.KafkaBroker{StatPrefix: l.StatName}), nil
-		})
+		}, patch.ForProxiesWithMetadata(map[string]string{ContribMetadataKey: "true"}))
 	})
 }
 
@@ -97,16 +130,17 @@ func enabled(byDefault bool, annotations map[string]string) error {
 			how = `remove it or set it to "true"`
 		}
 		return &generator.SkipError{Reason: fmt.Sprintf(
-			`left as plain TCP because the annotation %s is "false"; %s to get Envoy's kafka_broker filter once the sidecars carry Envoy's contrib filters`,
-			ContribAnnotation, how)}
+			`left as plain TCP because the annotation %s is "false"; %s to give Envoy's kafka_broker filter to the sidecars that declare a contrib proxy build (ISTIO_META_%s=true)`,
+			ContribAnnotation, how, ContribMetadataKey)}
 	case set:
 		return fmt.Errorf(`annotation %s must be "true" or "false", not %q`, ContribAnnotation, value)
 	case byDefault:
 		return nil
 	default:
 		return &generator.SkipError{Reason: fmt.Sprintf(
-			`Envoy's kafka_broker filter is a contrib extension that Istio's stock sidecars lack, and a sidecar sent a listener naming it rejects that listener. `+
-				`If the sidecars run a proxy build with contrib filters, annotate the ServiceEntry or Service with %s: "true", or start the controller with --%s=true to enable it for every service`,
-			ContribAnnotation, ContribFlag)}
+			`Envoy's kafka_broker filter is a contrib extension that Istio's stock sidecars lack. `+
+				`Annotate the ServiceEntry or Service with %s: "true", or start the controller with --%s=true for every service, `+
+				`to give it to the sidecars that declare a proxy build with contrib filters (environment ISTIO_META_%s=true); other sidecars keep plain TCP`,
+			ContribAnnotation, ContribFlag, ContribMetadataKey)}
 	}
 }

@@ -33,8 +33,9 @@ func TestSkip(t *testing.T) {
 	var skip *generator.SkipError
 
 	_, err := New(false).Generate(generatortest.Context, svc, port)
-	if !errors.As(err, &skip) || !strings.Contains(skip.Reason, ContribAnnotation) || !strings.Contains(skip.Reason, "--"+ContribFlag) {
-		t.Errorf("default off: got %v, want a SkipError naming the annotation and the flag", err)
+	if !errors.As(err, &skip) || !strings.Contains(skip.Reason, ContribAnnotation) || !strings.Contains(skip.Reason, "--"+ContribFlag) ||
+		!strings.Contains(skip.Reason, "ISTIO_META_"+ContribMetadataKey+"=true") {
+		t.Errorf("default off: got %v, want a SkipError naming the annotation, the flag and the proxy metadata", err)
 	}
 
 	svc.Annotations = map[string]string{ContribAnnotation: "TRUE"}
@@ -88,6 +89,20 @@ func FuzzGenerate(f *testing.F) {
 			t.Fatalf("filter on: got a SkipError %v", err)
 		default:
 			generatortest.CheckResult(t, efs, err)
+			checkContribProxiesOnly(t, efs)
 		}
 	})
+}
+
+// checkContribProxiesOnly requires every patch to match only the proxies that declare
+// the contrib build: any other sidecar would reject the listener.
+func checkContribProxiesOnly(t *testing.T, efs []*model.EnvoyFilter) {
+	t.Helper()
+	for _, ef := range efs {
+		for i, p := range ef.Spec.GetConfigPatches() {
+			if md := p.GetMatch().GetProxy().GetMetadata(); len(md) != 1 || md[ContribMetadataKey] != "true" {
+				t.Errorf("%s patch %d: proxy metadata match %v, want only %s: \"true\"", ef.Key(), i, md, ContribMetadataKey)
+			}
+		}
+	}
 }

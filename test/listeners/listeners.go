@@ -209,6 +209,10 @@ type Proxy struct {
 	Namespace string
 	IP        string
 	Labels    map[string]string
+	// Metadata is node metadata the sidecar declares beyond what SetupProxy sets, as
+	// istiod keeps it (a variable ISTIO_META_<KEY> of the proxy arrives as <KEY>):
+	// what an EnvoyFilter's match.proxy.metadata compares with.
+	Metadata map[string]string
 }
 
 // SetupProxy returns the sidecar proxy as istiod sees it once connected: sidecar
@@ -216,6 +220,10 @@ type Proxy struct {
 // are set on the proxy itself too: they are what an EnvoyFilter's workloadSelector
 // matches (istiod copies them from the node metadata on connect; SetupProxy does not).
 func (m *Mesh) SetupProxy(p Proxy) *model.Proxy {
+	raw := make(map[string]any, len(p.Metadata))
+	for k, v := range p.Metadata {
+		raw[k] = v
+	}
 	return m.Server.SetupProxy(&model.Proxy{
 		Type:            model.SidecarProxy,
 		ID:              p.Name + "." + p.Namespace,
@@ -228,6 +236,7 @@ func (m *Mesh) SetupProxy(p Proxy) *model.Proxy {
 			Labels:       p.Labels,
 			ClusterID:    ClusterID,
 			IstioVersion: IstioVersion,
+			Raw:          raw,
 		},
 	})
 }

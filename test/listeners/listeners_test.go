@@ -299,8 +299,8 @@ func protocolCases() []protocolCase {
 		},
 		{
 			name:   "kafka ServiceEntry annotated",
-			istio:  kafkaSE.annotated(kafkaplugin.ContribAnnotation, "true").serviceEntry(),
-			client: client, server: kafkaSE.seServer(),
+			istio:  kafkaSE.kafkaContrib("true").serviceEntry(),
+			client: contribBuild(client), server: contribBuild(kafkaSE.seServer()),
 			outbound: kafkaSE.outbound(), inboundPort: 9092,
 			filter:        kafkaplugin.FilterName,
 			checkOutbound: kafkaStats("outbound_9092_kafka_kafka_example"),
@@ -308,8 +308,8 @@ func protocolCases() []protocolCase {
 		},
 		{
 			name:   "kafka Kubernetes Service annotated",
-			kube:   kafkaKube.annotated(kafkaplugin.ContribAnnotation, "true").kubeService(),
-			client: client, server: kafkaKube.kubeServer(),
+			kube:   kafkaKube.kafkaContrib("true").kubeService(),
+			client: contribBuild(client), server: contribBuild(kafkaKube.kubeServer()),
 			outbound: kafkaKube.outbound(), inboundPort: 19092,
 			filter:        kafkaplugin.FilterName,
 			checkOutbound: kafkaStats("outbound_9092_kafka_kafka_k8s_svc_cluster_local"),
@@ -319,7 +319,7 @@ func protocolCases() []protocolCase {
 			name:   "kafka ServiceEntry by the controller option",
 			istio:  kafkaSE.serviceEntry(),
 			opts:   plugin.Options{KafkaContribFilter: true},
-			client: client, server: kafkaSE.seServer(),
+			client: contribBuild(client), server: contribBuild(kafkaSE.seServer()),
 			outbound: kafkaSE.outbound(), inboundPort: 9092,
 			filter:        kafkaplugin.FilterName,
 			checkOutbound: kafkaStats("outbound_9092_kafka_kafka_example"),
@@ -345,7 +345,7 @@ func protocolCases() []protocolCase {
 		{
 			// The annotation "false" wins over the controller option.
 			name:   "kafka Kubernetes Service annotated false",
-			kube:   kafkaKube.annotated(kafkaplugin.ContribAnnotation, "false").kubeService(),
+			kube:   kafkaKube.kafkaContrib("false").kubeService(),
 			opts:   plugin.Options{KafkaContribFilter: true},
 			client: client, server: kafkaKube.kubeServer(),
 			outbound: kafkaKube.outbound(), inboundPort: 19092,
@@ -455,6 +455,16 @@ func checkSkipped(t *testing.T, c protocolCase, m *Mesh, kube []runtime.Object) 
 	if !errors.As(skips[0], &skip) || skips[0].Service.Key() != c.service || strconv.Itoa(int(skips[0].Port.Number)) != port {
 		t.Errorf("skip %v (%T), want a SkipError for %s port %s", skips[0], skips[0].Err, c.service, port)
 	}
+	plain := &Mesh{Server: Istiod(t, c.istio, kube...)}
+	checkAsIstiodBuilds(t, c, m, plain)
+}
+
+// checkAsIstiodBuilds requires the listeners m gives c's client and server to carry
+// c's filter nowhere, and the client's outbound listener and the server's inbound
+// chains of the port, tcp_proxy and all, to be what istiod builds for them from the
+// same config without any EnvoyFilter of ours (plain).
+func checkAsIstiodBuilds(t *testing.T, c protocolCase, m, plain *Mesh) {
+	t.Helper()
 	out, in := m.Listeners(c.client), m.Listeners(c.server)
 	for _, l := range append(slices.Clone(out), in...) {
 		for _, fc := range l.GetFilterChains() {
@@ -463,7 +473,6 @@ func checkSkipped(t *testing.T, c protocolCase, m *Mesh, kube []runtime.Object) 
 			}
 		}
 	}
-	plain := &Mesh{Server: Istiod(t, c.istio, kube...)}
 	plainOut, plainIn := plain.Listeners(c.client), plain.Listeners(c.server)
 	lis := Find(out, c.outbound)
 	if lis == nil {

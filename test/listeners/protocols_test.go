@@ -18,6 +18,7 @@ import (
 
 	redis "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 
+	kafkaplugin "aeraki.io/aeraki/plugin/kafka"
 	thriftplugin "aeraki.io/aeraki/plugin/thrift"
 )
 
@@ -249,13 +250,14 @@ var (
 	}
 )
 
-// annotated returns f with one more annotation.
-func (f fixture) annotated(key, value string) fixture {
+// kafkaContrib returns f with the annotation that turns kafka_broker on ("true") or
+// off ("false") for the service.
+func (f fixture) kafkaContrib(value string) fixture {
 	f.annotations = maps.Clone(f.annotations)
 	if f.annotations == nil {
 		f.annotations = map[string]string{}
 	}
-	f.annotations[key] = value
+	f.annotations[kafkaplugin.ContribAnnotation] = value
 	return f
 }
 
