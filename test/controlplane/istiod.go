@@ -20,6 +20,9 @@ const meshConfig = "rootNamespace: " + IstioNamespace + "\n"
 // istiodEnv is what istiod needs to run outside a pod without a CA:
 // no certificates to mint, no service-account JWTs, and (Istio 1.31+) no
 // authentication demanded of Generator "api" clients on plaintext xDS.
+// ENABLE_DEBUG_ENDPOINT_AUTH=false serves the debug types (syncz, config
+// dumps) to unauthenticated clients too: plaintext xDS carries no identity,
+// and SyncStatus reads syncz there.
 var istiodEnv = []string{
 	"POD_NAMESPACE=" + IstioNamespace,
 	"POD_NAME=istiod-local",
@@ -28,6 +31,7 @@ var istiodEnv = []string{
 	"PILOT_ENABLE_ANALYSIS=false",
 	"JWT_POLICY=none",
 	"ENABLE_XDS_API_GENERATOR_AUTH=false",
+	"ENABLE_DEBUG_ENDPOINT_AUTH=false",
 	"ISTIOD_CUSTOM_HOST=localhost",
 }
 

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,10 +12,12 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// sidecarTimeout bounds SidecarListeners when ctx has no deadline.
+// sidecarTimeout bounds a wait on istiod (SidecarListeners, StartSidecar,
+// Sidecar.Wait, SyncStatus) when ctx has no deadline.
 const sidecarTimeout = 30 * time.Second
 
 var (
@@ -36,8 +39,23 @@ const sidecarIstioVersion = "1.31.0"
 // listener whose last filter is not tcp_proxy or the HTTP connection manager,
 // which hides exactly the protocol filters this project writes.
 func (c *ControlPlane) SidecarListeners(ctx context.Context, ip, namespace string, labels map[string]string) (map[string]*listener.Listener, error) {
+	node, err := SidecarNode(ip, namespace, labels)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.fetchOnce(ctx, node, listenerTypeURL)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar listeners of %s: %w", node.GetId(), err)
+	}
+	return decodeListeners(resp)
+}
+
+// fetchOnce opens a stream to istiod's plaintext xDS port as node, asks for every
+// resource of typeURL and returns the first response, waiting at most sidecarTimeout
+// when ctx has no deadline.
+func (c *ControlPlane) fetchOnce(ctx context.Context, node *core.Node, typeURL string) (*discovery.DiscoveryResponse, error) {
 	if c.IstiodAddr == "" {
-		return nil, fmt.Errorf("sidecar listeners: istiod not started")
+		return nil, errors.New("istiod not started")
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -46,33 +64,26 @@ func (c *ControlPlane) SidecarListeners(ctx context.Context, ip, namespace strin
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream
-	node, err := SidecarNode(ip, namespace, labels)
+	conn, err := c.dialIstiod()
 	if err != nil {
 		return nil, err
-	}
-	conn, err := grpc.NewClient(c.IstiodAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
-	if err != nil {
-		return nil, fmt.Errorf("sidecar listeners: dial istiod %s: %w", c.IstiodAddr, err)
 	}
 	defer func() { _ = conn.Close() }()
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sidecar listeners: open ADS stream to %s: %w", c.IstiodAddr, err)
+		return nil, fmt.Errorf("open ADS stream to %s: %w", c.IstiodAddr, err)
 	}
-	if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: listenerTypeURL}); err != nil {
-		return nil, fmt.Errorf("sidecar listeners: send LDS request: %w", err)
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: typeURL}); err != nil {
+		return nil, fmt.Errorf("send %s request: %w", typeURL, err)
 	}
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
-			return nil, fmt.Errorf("sidecar listeners: receive LDS for %s: %w", node.GetId(), err)
+			return nil, fmt.Errorf("receive %s: %w", typeURL, err)
 		}
-		if resp.GetTypeUrl() != listenerTypeURL {
-			continue
+		if resp.GetTypeUrl() == typeURL {
+			return resp, nil
 		}
-		return decodeListeners(resp)
 	}
 }
 
@@ -104,21 +115,47 @@ func SidecarNode(ip, namespace string, labels map[string]string) (*core.Node, er
 	}, nil
 }
 
+// dialIstiod returns a client of istiod's plaintext xDS port. gRPC connects
+// lazily: an unreachable istiod shows as the error of the first stream.
+func (c *ControlPlane) dialIstiod() (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(c.IstiodAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("dial istiod %s: %w", c.IstiodAddr, err)
+	}
+	return conn, nil
+}
+
 func decodeListeners(resp *discovery.DiscoveryResponse) (map[string]*listener.Listener, error) {
-	out := make(map[string]*listener.Listener, len(resp.GetResources()))
+	list, err := decodeResources(resp, func() *listener.Listener { return &listener.Listener{} })
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*listener.Listener, len(list))
+	for _, l := range list {
+		out[l.GetName()] = l
+	}
+	return out, nil
+}
+
+// decodeResources decodes the resources of resp in their order, each either
+// bare or wrapped in a discovery.Resource.
+func decodeResources[M proto.Message](resp *discovery.DiscoveryResponse, newM func() M) ([]M, error) {
+	out := make([]M, 0, len(resp.GetResources()))
 	for _, res := range resp.GetResources() {
 		if res.GetTypeUrl() == resourceTypeURL {
 			wrapped := &discovery.Resource{}
 			if err := res.UnmarshalTo(wrapped); err != nil {
-				return nil, fmt.Errorf("decode LDS resource wrapper: %w", err)
+				return nil, fmt.Errorf("decode %s resource wrapper: %w", resp.GetTypeUrl(), err)
 			}
 			res = wrapped.GetResource()
 		}
-		l := &listener.Listener{}
-		if err := res.UnmarshalTo(l); err != nil {
-			return nil, fmt.Errorf("decode listener (%s): %w", res.GetTypeUrl(), err)
+		m := newM()
+		if err := res.UnmarshalTo(m); err != nil {
+			return nil, fmt.Errorf("decode %s resource (%s): %w", resp.GetTypeUrl(), res.GetTypeUrl(), err)
 		}
-		out[l.GetName()] = l
+		out = append(out, m)
 	}
 	return out, nil
 }
