@@ -31,6 +31,18 @@ func Registry(opts Options) generator.Registry {
 	}
 }
 
+// FilterProtocols maps the network filter each generator puts on listeners to its
+// protocol: what a proxy's rejection of a filter is counted under.
+func FilterProtocols() map[string]model.Protocol {
+	return map[string]model.Protocol{
+		dubbo.FilterName:     model.Dubbo,
+		thrift.FilterName:    model.Thrift,
+		zookeeper.FilterName: model.ZooKeeper,
+		kafka.FilterName:     model.Kafka,
+		redis.FilterName:     model.Redis,
+	}
+}
+
 // RouteTypes are the xDS types of the route configurations the generators' shared
 // ports name (see generator.Sharer), which the route server serves.
 func RouteTypes() []string {

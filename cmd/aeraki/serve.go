@@ -35,6 +35,10 @@ func serve(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.Debounce.Max, "debounce-max", 10*time.Second, "push at the latest this long after the first unpushed change")
 	fs.DurationVar(&o.Resync, "resync", 10*time.Minute, "push at least this often, repairing any drift (0 disables)")
 	fs.DurationVar(&o.SecretPoll, "secret-poll", bootstrap.DefaultSecretPoll, "read the Secrets Redis objects name again this often (no Secret is watched)")
+	fs.DurationVar(&o.ProxyStatusInterval, "proxy-status-interval", bootstrap.DefaultProxyStatusInterval,
+		"ask istiod this often which proxies reject what our EnvoyFilters shaped, to report it (0 turns it off)")
+	fs.BoolVar(&o.ContainRejections, "contain-rejections", true,
+		"while proxies reject a service's EnvoyFilters, write the last ones they accepted (or none) until its config changes")
 	fs.IntVar(&o.Writers, "writers", bootstrap.DefaultWriters, "EnvoyFilter writes that run at once")
 	fs.DurationVar(&o.XDSInitialBackoff, "xds-initial-backoff", 500*time.Millisecond, "first wait before reconnecting to istiod")
 	fs.DurationVar(&o.XDSMaxBackoff, "xds-max-backoff", 30*time.Second, "longest wait between reconnects to istiod")

@@ -57,7 +57,17 @@ type Options struct {
 	// controller watches no Secret (it may read them only where a namespace granted
 	// it), so a change is found by the push this triggers. Zero means DefaultSecretPoll.
 	SecretPoll time.Duration
+	// ProxyStatusInterval is how often the leader asks istiod what its proxies
+	// accepted; zero turns sidecar feedback off.
+	ProxyStatusInterval time.Duration
+	// ContainRejections stands the last accepted EnvoyFilters in for those proxies
+	// reject (see push.FeedbackOptions).
+	ContainRejections bool
 }
+
+// DefaultProxyStatusInterval is how often the leader asks istiod what its proxies
+// accepted: a rejection is reported, and contained, within a few of these.
+const DefaultProxyStatusInterval = 5 * time.Second
 
 // DefaultSecretPoll is how often Secrets named by Redis objects are read again.
 const DefaultSecretPoll = 30 * time.Second
@@ -104,7 +114,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
-	s.watcher = xds.NewWatcher(xds.Options{
+	watcherOptions := xds.Options{
 		Address:      opts.IstiodAddr,
 		Security:     opts.IstiodSecurity,
 		DomainSuffix: opts.DomainSuffix,
@@ -115,7 +125,8 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		MaxBackoff:     opts.XDSMaxBackoff,
 		Logger:         log.WithName("xds"),
 		Observer:       metrics,
-	}, func(xds.Event) { s.controller.Trigger() })
+	}
+	s.watcher = xds.NewWatcher(watcherOptions, func(xds.Event) { s.controller.Trigger() })
 	status := &redisStatus{synced: s.watcher.HasSynced}
 	src := &source{config: s.watcher, cache: mgr.GetCache(), secrets: mgr.GetAPIReader(), domainSuffix: opts.DomainSuffix, rootNamespace: opts.RootNamespace}
 	routes, discovery, err := newRouteServer(opts, metrics, log)
@@ -158,10 +169,18 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		Recorder: mgr.GetEventRecorder("aeraki"),
 		Metrics:  metrics,
 		Status:   status,
+		Feedback: feedbackOptions(opts),
 		Log:      log.WithName("push"),
 	})
 	if err := mgr.Add(s.controller); err != nil {
 		return nil, fmt.Errorf("adding the EnvoyFilter controller: %w", err)
+	}
+	if opts.ProxyStatusInterval > 0 {
+		// The leader's alone: it is the one that wrote what proxies answer for.
+		poller := xds.NewProxyPoller(watcherOptions, opts.ProxyStatusInterval, s.controller.ObserveProxies)
+		if err := mgr.Add(manager.RunnableFunc(poller.Run)); err != nil {
+			return nil, err
+		}
 	}
 	if err := mgr.Add(everyReplica(func(ctx context.Context) error {
 		pollSecrets(ctx, mgr.GetCache(), cmp.Or(opts.SecretPoll, DefaultSecretPoll), s.controller.Trigger, log)
@@ -299,4 +318,19 @@ func (s *Server) watchKube(ctx context.Context) error {
 		},
 	})
 	return err
+}
+
+// feedbackOptions are the controller's sidecar feedback settings; nil when off.
+func feedbackOptions(opts Options) *push.FeedbackOptions {
+	if opts.ProxyStatusInterval <= 0 {
+		return nil
+	}
+	return &push.FeedbackOptions{
+		Contain:   opts.ContainRejections,
+		Protocols: plugin.FilterProtocols(),
+		// Proxies answer a push within a second; three looks without a rejection
+		// make filters accepted, two with one make them rejected.
+		Settle:  3 * opts.ProxyStatusInterval,
+		Confirm: 2,
+	}
 }

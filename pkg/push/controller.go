@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,9 @@ type ControllerOptions struct {
 	// controller runs on every replica, so that each serves routes from its own
 	// translation; only the leader writes, reports and publishes verdicts.
 	Elected <-chan struct{}
-	Log     logr.Logger
+	// Feedback, when set, turns on sidecar feedback (see ObserveProxies).
+	Feedback *FeedbackOptions
+	Log      logr.Logger
 }
 
 // RouteSink serves the route configurations a translation made (see
@@ -94,6 +97,8 @@ type Controller struct {
 	// problem is reported once, not on every push.
 	failures map[string]string
 	skips    map[string]string
+	// fb is nil without sidecar feedback.
+	fb *feedbackState
 }
 
 // NewController returns a controller; Start runs it.
@@ -101,6 +106,7 @@ func NewController(opts ControllerOptions) *Controller {
 	return &Controller{
 		opts: opts, trigger: make(chan struct{}, 1), translator: translate.NewTranslator(opts.Context, opts.Registry),
 		failures: map[string]string{}, skips: map[string]string{},
+		fb: newFeedbackState(opts.Feedback, opts.Context.RootNamespace),
 	}
 }
 
@@ -218,19 +224,33 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	}
 	c.report(t)
 	if c.opts.Status != nil {
-		c.opts.Status.Publish(t.Verdicts)
+		verdicts := t.Verdicts
+		if c.fb != nil {
+			verdicts = c.fb.verdicts(verdicts, t.ByKey)
+		}
+		c.opts.Status.Publish(verdicts)
 	}
 	current, err := c.opts.Applier.Current(ctx)
 	if err != nil {
 		return err
 	}
-	changes := c.planner.Plan(t.Filters, current, t.Failed)
+	desired := t.Filters
+	if c.fb != nil {
+		desired = c.fb.filter(desired, t.ByKey)
+	}
+	changes := c.planner.Plan(desired, current, t.Failed)
 	if changes.Empty() {
+		if c.fb != nil {
+			c.fb.applied(desired, nil, time.Now())
+		}
 		c.opts.Log.V(1).Info("push: nothing to change", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "duration", time.Since(start))
 		return nil
 	}
 	result = metrics.PushChanged
 	res, err := c.opts.Applier.Apply(ctx, changes)
+	if err == nil && c.fb != nil {
+		c.fb.applied(desired, slices.Concat(changes.Create, changes.Update, changes.Delete), time.Now())
+	}
 	c.opts.Log.Info("push", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "created", res.Created,
 		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))
 	return err

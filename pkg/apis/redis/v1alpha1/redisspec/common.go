@@ -71,4 +71,8 @@ const (
 	// the same host and port): it keeps its earlier EnvoyFilters, and the object is not
 	// in effect there. The service's Warning Events say what to fix.
 	ReasonServiceFailed = "ServiceFailed"
+	// ReasonRejectedByProxies: proxies reject the EnvoyFilters of a service the
+	// object configures (a proxy build without the filter, a value Envoy refuses);
+	// the message names one proxy and Envoy's error, and what the controller did.
+	ReasonRejectedByProxies = "RejectedByProxies"
 )

@@ -1,0 +1,249 @@
+package push
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
+	"aeraki.io/aeraki/pkg/feedback"
+	"aeraki.io/aeraki/pkg/model"
+)
+
+// FeedbackOptions turn on sidecar feedback: the controller is told what proxies
+// rejected (Controller.ObserveProxies), reports what our filters caused on the
+// user's objects and, with Contain, stands the last accepted filters in for the
+// rejected ones (see feedback.Guard).
+type FeedbackOptions struct {
+	// Contain replaces filters proxies reject; off, rejections are only reported.
+	Contain bool
+	// Protocols maps the network filters the generators write to their protocols.
+	Protocols map[string]model.Protocol
+	// Settle and Confirm tune the guard (see feedback.NewGuard).
+	Settle  time.Duration
+	Confirm int
+}
+
+// feedbackState is what the controller knows of the proxies' verdicts. Pushes and
+// observations come from different goroutines.
+type feedbackState struct {
+	opts FeedbackOptions
+	root string
+
+	mu sync.Mutex
+	// guard is nil without containment.
+	guard *feedback.Guard
+	// written is what the last push wrote; services its translation's services.
+	written  map[string]*model.EnvoyFilter
+	services map[string]*model.Service
+	// report is the last observation's.
+	report *feedback.Report
+	// reported is what was last reported per owner, so that each state is
+	// reported once.
+	reported map[feedback.Owner]string
+}
+
+func newFeedbackState(opts *FeedbackOptions, root string) *feedbackState {
+	if opts == nil {
+		return nil
+	}
+	fb := &feedbackState{opts: *opts, root: root, reported: map[feedback.Owner]string{}}
+	if opts.Contain {
+		fb.guard = feedback.NewGuard(opts.Settle, opts.Confirm)
+	}
+	return fb
+}
+
+// filter returns what to write instead of the translation's filters.
+func (fb *feedbackState) filter(desired map[string]*model.EnvoyFilter, services map[string]*model.Service) map[string]*model.EnvoyFilter {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	fb.services = services
+	if fb.guard == nil {
+		return desired
+	}
+	out, _ := fb.guard.Filter(desired)
+	return out
+}
+
+// applied records what a push wrote.
+func (fb *feedbackState) applied(written map[string]*model.EnvoyFilter, changed []*model.EnvoyFilter, now time.Time) {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	fb.written = written
+	if fb.guard != nil {
+		fb.guard.Applied(written, changed, now)
+	}
+}
+
+// ObserveProxies takes what istiod says its proxies accepted: it ties the
+// rejections to our filters, reports them, and, with containment, pushes when what
+// to write changed. Only the leader acts; the other replicas have nothing written
+// to answer for.
+func (c *Controller) ObserveProxies(sync *model.ProxySync) {
+	fb := c.fb
+	if fb == nil || !c.leading() {
+		return
+	}
+	now := time.Now()
+	fb.mu.Lock()
+	idx := feedback.NewIndex(nil, fb.root, fb.opts.Protocols)
+	if len(sync.Rejecting) > 0 {
+		idx = feedback.NewIndex(fb.written, fb.root, fb.opts.Protocols)
+	}
+	r := feedback.Attribute(sync, idx)
+	changed := false
+	var contained []feedback.Containment
+	if fb.guard != nil {
+		changed = fb.guard.Observe(r, now)
+		contained = fb.guard.Contained()
+	}
+	fb.report = r
+	notes, newly, cleared := fb.notes(r, contained)
+	fb.mu.Unlock()
+
+	c.opts.Metrics.ObservedProxies(r, newly, len(contained))
+	for _, n := range notes {
+		n.emit(c)
+	}
+	// A push also tells the Redis objects of a service rejected, or accepted again.
+	if changed || len(newly) > 0 || cleared {
+		c.Trigger()
+	}
+}
+
+// verdicts returns the translation's verdicts, with the Redis objects of the
+// services proxies reject not Ready.
+func (fb *feedbackState) verdicts(in map[model.ObjectRef]model.Verdict, services map[string]*model.Service) map[model.ObjectRef]model.Verdict {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	if fb.report == nil || len(fb.report.Rejections) == 0 {
+		return in
+	}
+	out := maps.Clone(in)
+	for owner, rej := range fb.report.Rejections {
+		svc := services[ownerService(owner)]
+		if svc == nil {
+			continue
+		}
+		refs := make([]model.ObjectRef, 0, len(svc.RedisServices)+len(svc.RedisDestinations))
+		for _, o := range svc.RedisServices {
+			refs = append(refs, model.ObjectRef{Kind: model.KindRedisService, Namespace: o.Namespace, Name: o.Name})
+		}
+		for _, o := range svc.RedisDestinations {
+			refs = append(refs, model.ObjectRef{Kind: model.KindRedisDestination, Namespace: o.Namespace, Name: o.Name})
+		}
+		for _, ref := range refs {
+			v, ok := out[ref]
+			if !ok || !v.Ready {
+				continue
+			}
+			out[ref] = model.Verdict{Reason: redisspec.ReasonRejectedByProxies, Generation: v.Generation, Message: model.Shorten(fmt.Sprintf(
+				"%d proxies reject the EnvoyFilters of %s %s/%s (for example %s): %s", rej.Proxies, svc.Kind(), svc.Namespace, svc.ObjectName(),
+				rej.Example, rej.Detail), model.MaxConditionMessage)}
+		}
+	}
+	return out
+}
+
+// note is one thing to tell about an owner.
+type note struct {
+	owner   feedback.Owner
+	svc     *model.Service
+	warning bool
+	msg     string
+}
+
+func (n note) emit(c *Controller) {
+	log := c.opts.Log.WithValues("owner", n.owner.String())
+	if n.svc != nil {
+		log = log.WithValues("kind", n.svc.Kind(), "namespace", n.svc.Namespace, "name", n.svc.ObjectName())
+	}
+	if !n.warning {
+		log.Info(n.msg)
+		return
+	}
+	log.Error(nil, n.msg)
+	if c.opts.Recorder != nil && n.svc != nil {
+		c.opts.Recorder.Eventf(objectRef(n.svc), nil, corev1.EventTypeWarning, ReasonRejectedByProxies, "Observe", "%s",
+			model.Shorten(n.msg, model.MaxEventNote))
+	}
+}
+
+// ReasonRejectedByProxies is the reason of the Events telling that proxies reject a
+// service's EnvoyFilters.
+const ReasonRejectedByProxies = "RejectedByProxies"
+
+// notes returns what changed since the last report, the rejections seen for the
+// first time, and whether some owner is no longer rejected. Counts alone changing
+// is not news.
+func (fb *feedbackState) notes(r *feedback.Report, contained []feedback.Containment) ([]note, []*feedback.Rejection, bool) {
+	state := map[feedback.Owner]string{}
+	for _, c := range contained {
+		if c.Restored {
+			state[c.Owner] = "the EnvoyFilters last accepted stand in until its config changes"
+		} else {
+			state[c.Owner] = "its EnvoyFilters are left out (the ports stay plain TCP) until its config changes"
+		}
+	}
+	var out []note
+	var newly []*feedback.Rejection
+	for _, owner := range slices.SortedFunc(maps.Keys(r.Rejections), compareOwners) {
+		rej := r.Rejections[owner]
+		action := state[owner]
+		if action == "" {
+			action = "they stay as they are"
+			if fb.guard != nil {
+				action += " until the rejection is confirmed"
+			}
+		}
+		key := rej.Detail + "\x00" + action
+		if _, seen := fb.reported[owner]; !seen {
+			newly = append(newly, rej)
+		}
+		if fb.reported[owner] == key {
+			continue
+		}
+		fb.reported[owner] = key
+		out = append(out, note{owner: owner, svc: fb.services[ownerService(owner)], warning: true, msg: fmt.Sprintf(
+			"%d proxies reject the %s of %s (for example %s): %s; %s", rej.Proxies, plural(len(rej.Filters), "EnvoyFilter"),
+			owner, rej.Example, rej.Detail, action)})
+	}
+	cleared := false
+	for _, owner := range slices.SortedFunc(maps.Keys(fb.reported), compareOwners) {
+		if _, still := r.Rejections[owner]; still {
+			continue
+		}
+		cleared = true
+		delete(fb.reported, owner)
+		msg := "proxies accept the EnvoyFilters again"
+		if action := state[owner]; action != "" {
+			msg += "; " + action
+		}
+		out = append(out, note{owner: owner, svc: fb.services[ownerService(owner)], msg: msg})
+	}
+	return out, newly, cleared
+}
+
+func ownerService(o feedback.Owner) string {
+	if o.Kind == feedback.OwnerService {
+		return o.Key
+	}
+	return ""
+}
+
+func compareOwners(a, b feedback.Owner) int {
+	return strings.Compare(a.String(), b.String())
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
