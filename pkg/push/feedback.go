@@ -144,8 +144,8 @@ func (fb *feedbackState) verdicts(in map[model.ObjectRef]model.Verdict, services
 				continue
 			}
 			out[ref] = model.Verdict{Reason: redisspec.ReasonRejectedByProxies, Generation: v.Generation, Message: model.Shorten(fmt.Sprintf(
-				"%d proxies reject the EnvoyFilters of %s %s/%s (for example %s): %s", rej.Proxies, svc.Kind(), svc.Namespace, svc.ObjectName(),
-				rej.Example, rej.Detail), model.MaxConditionMessage)}
+				"%d %s the EnvoyFilters of %s (for example %s): %s", rej.Proxies, plural(rej.Proxies, "proxy rejects", "proxies reject"),
+				describe(owner, svc), rej.Example, rej.Detail), model.MaxConditionMessage)}
 		}
 	}
 	return out
@@ -210,9 +210,10 @@ func (fb *feedbackState) notes(r *feedback.Report, contained []feedback.Containm
 			continue
 		}
 		fb.reported[owner] = key
-		out = append(out, note{owner: owner, svc: fb.services[ownerService(owner)], warning: true, msg: fmt.Sprintf(
-			"%d proxies reject the %s of %s (for example %s): %s; %s", rej.Proxies, plural(len(rej.Filters), "EnvoyFilter"),
-			owner, rej.Example, rej.Detail, action)})
+		svc := fb.services[ownerService(owner)]
+		out = append(out, note{owner: owner, svc: svc, warning: true, msg: fmt.Sprintf(
+			"%d %s the %s of %s (for example %s): %s; %s", rej.Proxies, plural(rej.Proxies, "proxy rejects", "proxies reject"),
+			plural(len(rej.Filters), "EnvoyFilter", "EnvoyFilters"), describe(owner, svc), rej.Example, rej.Detail, action)})
 	}
 	cleared := false
 	for _, owner := range slices.SortedFunc(maps.Keys(fb.reported), compareOwners) {
@@ -241,9 +242,21 @@ func compareOwners(a, b feedback.Owner) int {
 	return strings.Compare(a.String(), b.String())
 }
 
-func plural(n int, word string) string {
+func plural(n int, one, many string) string {
 	if n == 1 {
-		return word
+		return one
 	}
-	return word + "s"
+	return many
+}
+
+// describe names an owner for the user: the object a service came from, or the
+// shared port.
+func describe(o feedback.Owner, svc *model.Service) string {
+	switch {
+	case svc != nil:
+		return svc.Kind() + " " + svc.Namespace + "/" + svc.ObjectName()
+	case o.Kind == feedback.OwnerSharedPort:
+		return "shared port " + o.Key
+	}
+	return o.Key
 }

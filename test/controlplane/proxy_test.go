@@ -16,14 +16,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/structpb"
-	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
-	clientnetworkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-const rateLimitFilter = "envoy.filters.network.local_ratelimit"
+const rateLimitFilter = RateLimitFilterName
 
 func testListener(name string, chains [][]string, defaultChain ...string) *listener.Listener {
 	filters := func(names []string) []*listener.Filter {
@@ -286,39 +283,9 @@ func TestSidecarRejectsFilter(t *testing.T) {
 // createRateLimitFilter puts local_ratelimit before tcp_proxy on the outbound listener.
 func createRateLimitFilter(t *testing.T, istio istioclient.Interface, listenerName string) {
 	t.Helper()
-	value, err := structpb.NewStruct(map[string]any{
-		"name": rateLimitFilter,
-		"typed_config": map[string]any{
-			"@type":        "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
-			"stat_prefix":  "test",
-			"token_bucket": map[string]any{"max_tokens": 100, "fill_interval": "1s"},
-		},
-	})
+	ef, err := RateLimitFilter("ratelimit", listenerName)
 	if err != nil {
 		t.Fatal(err)
-	}
-	ef := &clientnetworkingv1alpha3.EnvoyFilter{
-		ObjectMeta: metav1.ObjectMeta{Name: "ratelimit", Namespace: IstioNamespace},
-		Spec: networkingv1alpha3.EnvoyFilter{
-			ConfigPatches: []*networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch{{
-				ApplyTo: networkingv1alpha3.EnvoyFilter_NETWORK_FILTER,
-				Match: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch{
-					Context: networkingv1alpha3.EnvoyFilter_SIDECAR_OUTBOUND,
-					ObjectTypes: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch_Listener{
-						Listener: &networkingv1alpha3.EnvoyFilter_ListenerMatch{
-							Name: listenerName,
-							FilterChain: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterChainMatch{
-								Filter: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterMatch{Name: "envoy.filters.network.tcp_proxy"},
-							},
-						},
-					},
-				},
-				Patch: &networkingv1alpha3.EnvoyFilter_Patch{
-					Operation: networkingv1alpha3.EnvoyFilter_Patch_INSERT_BEFORE,
-					Value:     value,
-				},
-			}},
-		},
 	}
 	if _, err := istio.NetworkingV1alpha3().EnvoyFilters(IstioNamespace).Create(t.Context(), ef, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create EnvoyFilter: %v", err)
