@@ -6,6 +6,7 @@ package bootstrap
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -64,6 +65,10 @@ type Options struct {
 	// reject (see push.FeedbackOptions).
 	ContainRejections bool
 }
+
+// StatusPath is where the metrics server serves push.Status as JSON, for `aeraki
+// status`.
+const StatusPath = "/debug/status"
 
 // DefaultProxyStatusInterval is how often the leader asks istiod what its proxies
 // accepted: a rejection is reported, and contained, within a few of these.
@@ -174,6 +179,16 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	})
 	if err := mgr.Add(s.controller); err != nil {
 		return nil, fmt.Errorf("adding the EnvoyFilter controller: %w", err)
+	}
+	// Served with the metrics: over HTTPS to whom the apiserver authorizes (the
+	// aeraki-status-reader ClusterRole), unless the metrics are plain.
+	if err := mgr.AddMetricsServerExtraHandler(StatusPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(s.controller.Status()); err != nil {
+			log.V(1).Info("writing the status", "error", err.Error())
+		}
+	})); err != nil {
+		return nil, err
 	}
 	if opts.ProxyStatusInterval > 0 {
 		// The leader's alone: it is the one that wrote what proxies answer for.

@@ -41,8 +41,9 @@ type feedbackState struct {
 	// written is what the last push wrote; services its translation's services.
 	written  map[string]*model.EnvoyFilter
 	services map[string]*model.Service
-	// report is the last observation's.
-	report *feedback.Report
+	// report is the last observation's, made at observedAt.
+	report     *feedback.Report
+	observedAt time.Time
 	// reported is what was last reported per owner, so that each state is
 	// reported once.
 	reported map[feedback.Owner]string
@@ -103,7 +104,7 @@ func (c *Controller) ObserveProxies(sync *model.ProxySync) {
 		changed = fb.guard.Observe(r, now)
 		contained = fb.guard.Contained()
 	}
-	fb.report = r
+	fb.report, fb.observedAt = r, sync.At
 	notes, newly, cleared := fb.notes(r, contained)
 	fb.mu.Unlock()
 
@@ -259,4 +260,86 @@ func describe(o feedback.Owner, svc *model.Service) string {
 		return "shared port " + o.Key
 	}
 	return o.Key
+}
+
+// Status is what the controller knows of the EnvoyFilters it wrote and of the
+// proxies' verdicts on them: what `aeraki status` prints.
+type Status struct {
+	// Leader says whether this replica writes; only the leader looks at proxies.
+	Leader bool `json:"leader"`
+	// ObservedAt is when istiod last told what its proxies accepted; zero before.
+	ObservedAt time.Time `json:"observedAt,omitzero"`
+	// Proxies, InSync and Rejecting count istiod's proxies then.
+	Proxies   int `json:"proxies"`
+	InSync    int `json:"inSync"`
+	Rejecting int `json:"rejecting"`
+	// NotOurs counts the proxies rejecting only what is not ours, with an example.
+	NotOurs        int    `json:"notOurs"`
+	NotOursExample string `json:"notOursExample,omitempty"`
+	// Services are the owners of the EnvoyFilters written, and those contained.
+	Services []ServiceStatus `json:"services"`
+}
+
+// ServiceStatus is one service's (or shared port's) EnvoyFilters and verdicts.
+type ServiceStatus struct {
+	// Name is the user's object ("ServiceEntry dubbo/broker") or the shared port.
+	Name         string   `json:"name"`
+	EnvoyFilters []string `json:"envoyFilters"`
+	// Rejecting counts the proxies rejecting them; Example and Detail tell one.
+	Rejecting int    `json:"rejecting"`
+	Example   string `json:"example,omitempty"`
+	Detail    string `json:"detail,omitempty"`
+	// Contained says what stands in while proxies reject the translation's
+	// filters: "restored" (the last accepted ones) or "left out" (none).
+	Contained string `json:"contained,omitempty"`
+}
+
+// Status returns what `aeraki status` prints.
+func (c *Controller) Status() Status {
+	st := Status{Leader: c.leading()}
+	fb := c.fb
+	if fb == nil {
+		return st
+	}
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	byOwner := map[feedback.Owner]*ServiceStatus{}
+	entry := func(o feedback.Owner) *ServiceStatus {
+		s := byOwner[o]
+		if s == nil {
+			s = &ServiceStatus{Name: describe(o, fb.services[ownerService(o)]), EnvoyFilters: []string{}}
+			byOwner[o] = s
+		}
+		return s
+	}
+	for key, ef := range fb.written {
+		s := entry(feedback.OwnerOf(ef))
+		s.EnvoyFilters = append(s.EnvoyFilters, key)
+	}
+	if r := fb.report; r != nil {
+		st.Proxies, st.InSync, st.Rejecting, st.NotOurs = r.Proxies, r.InSync, r.Rejecting, r.Unattributed
+		if p := r.UnattributedExample; p != nil {
+			st.NotOursExample = p.ID + ": " + strings.TrimSpace(p.Listeners+"\n"+p.Clusters)
+		}
+		for owner, rej := range r.Rejections {
+			s := entry(owner)
+			s.Rejecting, s.Example, s.Detail = rej.Proxies, rej.Example, rej.Detail
+		}
+	}
+	if fb.guard != nil {
+		for _, cont := range fb.guard.Contained() {
+			s := entry(cont.Owner)
+			s.Contained = "left out"
+			if cont.Restored {
+				s.Contained = "restored"
+			}
+		}
+	}
+	st.ObservedAt = fb.observedAt
+	for _, s := range byOwner {
+		slices.Sort(s.EnvoyFilters)
+		st.Services = append(st.Services, *s)
+	}
+	slices.SortFunc(st.Services, func(a, b ServiceStatus) int { return strings.Compare(a.Name, b.Name) })
+	return st
 }

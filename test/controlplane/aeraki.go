@@ -35,8 +35,9 @@ type Aeraki struct {
 	// HTTPS to clients the apiserver authenticates and authorizes.
 	MetricsAddr string
 	// MetricsCA is the certificate authority of the metrics server's certificate
-	// (--metrics-cert-dir), issued for 127.0.0.1.
-	MetricsCA *x509.CertPool
+	// (--metrics-cert-dir), issued for 127.0.0.1; MetricsCAFile holds it as PEM.
+	MetricsCA     *x509.CertPool
+	MetricsCAFile string
 	// ProbeAddr is host:port of its /healthz and /readyz.
 	ProbeAddr string
 	// RouteServerAddr is host:port of its route server (on the secure path only).
@@ -110,6 +111,7 @@ func (c *ControlPlane) startAeraki(ctx context.Context, bin, probe string, args 
 	if a.MetricsCA, err = writeServingCert(certDir); err != nil {
 		return nil, err
 	}
+	a.MetricsCAFile = filepath.Join(certDir, "tls.crt") // self-signed: its own CA
 	istiod := []string{"--istiod-addr=" + c.IstiodAddr, "--istiod-plaintext"}
 	if c.IstiodSecureAddr != "" {
 		// Files of its own, so that a test may replace them under one controller.
@@ -218,6 +220,16 @@ func (a *Aeraki) Metrics(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("aeraki metrics: %d %s: %s", code, http.StatusText(code), strings.TrimSpace(body))
 	}
 	return body, nil
+}
+
+// StatusArgs are the flags of `aeraki status` that reach this controller as the
+// control plane's admin, whose token it writes into dir.
+func (a *Aeraki) StatusArgs(dir string) ([]string, error) {
+	token := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(token, []byte(a.adminToken), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{"--addr=https://" + a.MetricsAddr, "--token-file=" + token, "--ca-file=" + a.MetricsCAFile}, nil
 }
 
 // GetMetrics GETs the controller's /metrics over TLS verified against MetricsCA,

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -140,6 +143,26 @@ func waitMetrics(t *testing.T, a *controlplane.Aeraki, want ...string) {
 	}
 }
 
+// runStatus runs `aeraki status` against the controller and returns its output and
+// exit code.
+func runStatus(t *testing.T, bin string, a *controlplane.Aeraki) (string, int) {
+	t.Helper()
+	args, err := a.StatusArgs(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(t.Context(), bin, append([]string{"status"}, args...)...).CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	t.Fatalf("aeraki status: %v: %s", err, out)
+	return "", 0
+}
+
 // carries reports whether a listener carries a filter.
 func carries(ls map[string]*listener.Listener, name, filter string) bool {
 	l, ok := ls[name]
@@ -156,7 +179,8 @@ func TestRejectedKafkaContained(t *testing.T) {
 	ctx := t.Context()
 	built := buildAeraki(t)
 	e := startStockControlPlane(t)
-	a, err := e.cp.StartAeraki(ctx, built(), rejectionArgs()...)
+	bin := built()
+	a, err := e.cp.StartAeraki(ctx, bin, rejectionArgs()...)
 	a = stopAtEnd(t, a, err)
 
 	// Somebody else's filter, on a plain TCP service, that one sidecar lacks.
@@ -215,6 +239,11 @@ func TestRejectedKafkaContained(t *testing.T) {
 	if s := having.State(); s.LastError != "" || !s.LDS.Accepted {
 		t.Errorf("the sidecar with Kafka's filter was disturbed: last error %q, LDS accepted %v", s.LastError, s.LDS.Accepted)
 	}
+	out, code := runStatus(t, bin, a)
+	if code != 0 || !regexp.MustCompile(`ServiceEntry dubbo/broker +0 +0 +left out`).MatchString(out) ||
+		!strings.Contains(out, "1 reject only what is not aeraki's") {
+		t.Errorf("aeraki status after containment exited %d, want 0, the broker left out, one proxy rejecting what is not ours:\n%s", code, out)
+	}
 	if n := e.rejectedEvents(t, "plain"); n != 0 {
 		t.Errorf("%d %s Events on the plain service, whose rejection is somebody else's filter", n, push.ReasonRejectedByProxies)
 	}
@@ -236,7 +265,8 @@ func TestRejectedNotContained(t *testing.T) {
 	ctx := t.Context()
 	built := buildAeraki(t)
 	e := startStockControlPlane(t)
-	a, err := e.cp.StartAeraki(ctx, built(), rejectionArgs("--contain-rejections=false")...)
+	bin := built()
+	a, err := e.cp.StartAeraki(ctx, bin, rejectionArgs("--contain-rejections=false")...)
 	a = stopAtEnd(t, a, err)
 	lacking := e.contribSidecar(t, "10.1.0.21", true)
 	e.createBroker(t)
@@ -248,6 +278,12 @@ func TestRejectedNotContained(t *testing.T) {
 		t.Errorf("the Event does not say the filters stay: %s", note)
 	}
 	waitMetrics(t, a, `aeraki_proxies_rejecting{protocol="kafka"} 1`, `aeraki_contained 0`)
+	// `aeraki status` names the broker, the proxy and Envoy's error, and fails.
+	out, code := runStatus(t, bin, a)
+	if code != 1 || !regexp.MustCompile(`ServiceEntry dubbo/broker +1 +1 +`+regexp.QuoteMeta(lacking.ProxyID()+": Error adding/updating listener(s) "+brokerListener+
+		": Didn't find a registered implementation for name: '"+kafka.FilterName+"'")).MatchString(out) {
+		t.Errorf("aeraki status exited %d, want 1 (a proxy rejects), naming the broker, its EnvoyFilter and the rejecting proxy:\n%s", code, out)
+	}
 	time.Sleep(2 * time.Second)
 	ef, err := e.istio.NetworkingV1alpha3().EnvoyFilters(rootNS).Get(ctx, brokerOutbound, metav1.GetOptions{})
 	if err != nil {
