@@ -248,8 +248,12 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	}
 	result = metrics.PushChanged
 	res, err := c.opts.Applier.Apply(ctx, changes)
-	if err == nil && c.fb != nil {
-		c.fb.applied(desired, slices.Concat(changes.Create, changes.Update, changes.Delete), time.Now())
+	if c.fb != nil {
+		if err == nil {
+			c.fb.applied(desired, slices.Concat(changes.Create, changes.Update, changes.Delete), time.Now())
+		} else {
+			c.fb.writeFailed()
+		}
 	}
 	c.opts.Log.Info("push", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "created", res.Created,
 		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))

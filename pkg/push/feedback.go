@@ -41,6 +41,8 @@ type feedbackState struct {
 	// written is what the last push wrote; services its translation's services.
 	written  map[string]*model.EnvoyFilter
 	services map[string]*model.Service
+	// index is written's, made when a look first needs it.
+	index *feedback.Index
 	// report is the last observation's, made at observedAt.
 	report     *feedback.Report
 	observedAt time.Time
@@ -76,10 +78,21 @@ func (fb *feedbackState) filter(desired map[string]*model.EnvoyFilter, services 
 func (fb *feedbackState) applied(written map[string]*model.EnvoyFilter, changed []*model.EnvoyFilter, now time.Time) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
+	if len(changed) > 0 {
+		fb.index = nil
+	}
 	fb.written = written
 	if fb.guard != nil {
 		fb.guard.Applied(written, changed, now)
 	}
+}
+
+// writeFailed forgets the index: some of the writes took, and the next push that
+// finds nothing to change does not say which.
+func (fb *feedbackState) writeFailed() {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	fb.index = nil
 }
 
 // ObserveProxies takes what istiod says its proxies accepted: it ties the
@@ -93,9 +106,14 @@ func (c *Controller) ObserveProxies(sync *model.ProxySync) {
 	}
 	now := time.Now()
 	fb.mu.Lock()
-	idx := feedback.NewIndex(nil, fb.root, fb.opts.Protocols)
-	if len(sync.Rejecting) > 0 {
-		idx = feedback.NewIndex(fb.written, fb.root, fb.opts.Protocols)
+	// Most looks find nothing rejected, and need no index; a lasting rejection
+	// reuses it until the next write.
+	if fb.index == nil && len(sync.Rejecting) > 0 {
+		fb.index = feedback.NewIndex(fb.written, fb.root, fb.opts.Protocols)
+	}
+	idx := fb.index
+	if idx == nil {
+		idx = feedback.NewIndex(nil, fb.root, fb.opts.Protocols)
 	}
 	r := feedback.Attribute(sync, idx)
 	changed := false
