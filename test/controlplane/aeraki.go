@@ -235,7 +235,25 @@ func (a *Aeraki) StatusArgs(dir string) ([]string, error) {
 // GetMetrics GETs the controller's /metrics over TLS verified against MetricsCA,
 // with token as the bearer token (none when empty), and returns the status and body.
 func (a *Aeraki) GetMetrics(ctx context.Context, token string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+a.MetricsAddr+"/metrics", http.NoBody)
+	return a.get(ctx, "/metrics", token)
+}
+
+// Status returns the controller's status (what `aeraki status` reads, JSON),
+// fetched as the control plane's admin.
+func (a *Aeraki) Status(ctx context.Context) (string, error) {
+	code, body, err := a.get(ctx, "/debug/status", a.adminToken)
+	if err != nil {
+		return "", err
+	}
+	if code != http.StatusOK {
+		return "", fmt.Errorf("aeraki status: %d %s: %s", code, http.StatusText(code), strings.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// get GETs path of the metrics server as GetMetrics does.
+func (a *Aeraki) get(ctx context.Context, path, token string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+a.MetricsAddr+path, http.NoBody)
 	if err != nil {
 		return 0, "", err
 	}

@@ -274,6 +274,15 @@ func checkIdlePush(t *testing.T, ae *controlplane.Aeraki, istio istioclient.Inte
 	if got := efWrites(before, apiserverMetrics(t, kube)); !maps.Equal(got, want) {
 		t.Errorf("apiserver EnvoyFilter writes once converged, after a push with nothing to change: %v, want exactly %v (one create per EnvoyFilter, no update, no delete)", got, want)
 	}
+	// Sidecar feedback looked at the proxies meanwhile (the sidecar here accepts
+	// everything), and cost no write.
+	status, err := ae.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(status, `"observedAt"`) || !strings.Contains(status, `"rejecting":0`) {
+		t.Errorf("the controller did not look at the proxies, or saw a rejection: %s", firstBytes(status, 300))
+	}
 	if unchangedAfter <= unchangedBefore {
 		t.Errorf("aeraki_pushes_total{result=unchanged} %v before the triggers, %v after: the push after an unrelated change should have found nothing to write", unchangedBefore, unchangedAfter)
 	}
@@ -842,4 +851,11 @@ func report(t *testing.T, r result, took time.Duration) {
 		t.Fatal(err)
 	}
 	t.Logf("scale-result %s", js)
+}
+
+func firstBytes(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
