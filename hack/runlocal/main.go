@@ -98,6 +98,9 @@ func run() error {
 			InsecureMetrics: true},
 		RouteServer: bootstrap.RouteServerOptions{Addr: routeServer, Host: "aeraki." + controlplane.IstioNamespace + ".svc.cluster.local",
 			Port: 15080, TrustDomain: "cluster.local"},
+		// As the controller's flags default: `aeraki status --addr http://127.0.0.1:8080` shows it.
+		ProxyStatusInterval: bootstrap.DefaultProxyStatusInterval,
+		ContainRejections:   true,
 	}, log.WithName("aeraki"))
 	if err != nil {
 		return err
