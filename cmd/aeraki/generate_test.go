@@ -28,7 +28,7 @@ spec:
 
 const badEntry = `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {name: bad, namespace: ns}
+metadata: {name: bad, namespace: ns, annotations: {interface: "not an interface"}}
 spec:
   hosts: [bad.example]
   addresses: [240.0.0.2]
@@ -62,7 +62,7 @@ func TestGenerate(t *testing.T) {
 		{name: "without a route server", args: []string{"-f", good, "--route-server-addr="}, code: 0, stdout: []string{"name: aeraki-outbound-good.example-20880", "envoy.filters.network.dubbo_proxy"}},
 		// good.yaml and mixed.yaml both hold ns/good: two services of one interface keep
 		// port 20880 from being shared.
-		{name: "directory", args: []string{"-f", dir}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad", `missing annotation "interface"`, "broken.yaml: document 1", "hostz"}},
+		{name: "directory", args: []string{"-f", dir}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad", `"not an interface" is not a Dubbo interface`, "broken.yaml: document 1", "hostz"}},
 		{name: "one bad object, the rest printed", args: []string{"-f", mixed, "--route-server-addr="}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad: port 20880 (dubbo)"}},
 		{name: "no input", args: nil, code: 2, emptyStdout: true, stderr: []string{"no input"}},
 		{name: "bad flag", args: []string{"--nope"}, code: 2, emptyStdout: true},

@@ -95,14 +95,15 @@ func (f Func) Generate(ctx *Context, svc *model.Service, port *model.Port) ([]*m
 // service's own listener, whichever listener of the port it came through.
 type Sharer interface {
 	Generator
-	// Key is what selects the service port's routes in the shared configuration (for
-	// Dubbo, the interface); "" when the service has none, which its generation then
-	// reports.
-	Key(svc *model.Service, port *model.Port) string
+	// Keys are what select the service port's routes in the shared configuration
+	// (for Dubbo, the interfaces it serves); none when the service has none, which
+	// its generation then reports.
+	Keys(svc *model.Service, port *model.Port) []string
 	// Inbound returns the EnvoyFilters of the port's server side only.
 	Inbound(ctx *Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error)
-	// Routes returns the service port's client routes for the shared configuration.
-	Routes(ctx *Context, svc *model.Service, port *model.Port) (*model.Route, error)
+	// Routes returns the service port's client routes for the shared configuration,
+	// one per key.
+	Routes(ctx *Context, svc *model.Service, port *model.Port) ([]*model.Route, error)
 	// Shared returns the EnvoyFilter of every client listener of a port, and the
 	// route configuration it names, made of the routes of the port's services (in
 	// key order, one per key).

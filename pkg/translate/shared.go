@@ -49,17 +49,15 @@ func sharedPorts(ctx *generator.Context, reg generator.Registry, snap *model.Sna
 			if !ok || seen[p.Number] != p.Protocol {
 				continue
 			}
-			key := sharer.Key(svc, p)
-			if key == "" {
-				continue
+			for _, key := range sharer.Keys(svc, p) {
+				if keys[p.Number] == nil {
+					keys[p.Number] = map[string]bool{}
+				}
+				if keys[p.Number][key] {
+					unshared[p.Number] = true
+				}
+				keys[p.Number][key] = true
 			}
-			if keys[p.Number] == nil {
-				keys[p.Number] = map[string]bool{}
-			}
-			if keys[p.Number][key] {
-				unshared[p.Number] = true
-			}
-			keys[p.Number][key] = true
 		}
 	}
 	out := sharing{}

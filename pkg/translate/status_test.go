@@ -148,9 +148,12 @@ stringData: {password: ` + password + `}
 			checked: "RedisService/cache", reason: redisspec.ReasonInvalid, message: "not a Redis service",
 		},
 		{
-			name:    "a service failing on another port",
-			docs:    rs("mixed", "  host: [mixed]\n") + serviceEntry("mixed", "mixed.redis.svc.cluster.local", "240.240.30.5", "tcp-redis:6379", "tcp-dubbo:20880"),
-			checked: "RedisService/mixed", reason: redisspec.ReasonServiceFailed, message: `ServiceEntry redis/mixed cannot be generated, so this is not in effect there: port 20880 (dubbo): missing annotation "interface"`,
+			name: "a service failing on another port",
+			docs: rs("mixed", "  host: [mixed]\n") + serviceEntry("mixed", "mixed.redis.svc.cluster.local", "240.240.30.5", "tcp-redis:6379", "tcp-dubbo:20880") +
+				"---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: mixed, namespace: redis}\nspec:\n  hosts: [mixed]\n" +
+				"  http: [{route: [{destination: {host: mixed}, weight: 90}]}]\n",
+			checked: "RedisService/mixed", reason: redisspec.ReasonServiceFailed,
+			message: `ServiceEntry redis/mixed cannot be generated, so this is not in effect there: port 20880 (dubbo): VirtualService redis/mixed, http rule #0: destination weights add up to 90, not 100`,
 		},
 		{
 			name:    "a second ServiceEntry with the same host and port",

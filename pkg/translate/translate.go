@@ -207,10 +207,10 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 			continue
 		}
 		var efs []*model.EnvoyFilter
-		var route *model.Route
+		var routes []*model.Route
 		var err error
 		if shared.shares(port) {
-			efs, route, err = generateShared(ctx, gen.(generator.Sharer), svc, port)
+			efs, routes, err = generateShared(ctx, gen.(generator.Sharer), svc, port)
 		} else {
 			efs, err = gen.Generate(ctx, svc, port)
 		}
@@ -232,9 +232,7 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 			r.keys = append(r.keys, ef.Key())
 			r.ports = append(r.ports, port)
 		}
-		if route != nil {
-			r.routes = append(r.routes, route)
-		}
+		r.routes = append(r.routes, routes...)
 		if !slices.Contains(r.protocols, port.Protocol) {
 			r.protocols = append(r.protocols, port.Protocol)
 		}
@@ -353,16 +351,16 @@ func checkSizes(efs []*model.EnvoyFilter) error {
 
 // generateShared generates a shared port: the server side of the service's own, the
 // client side as its part of the port's routes.
-func generateShared(ctx *generator.Context, gen generator.Sharer, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, *model.Route, error) {
+func generateShared(ctx *generator.Context, gen generator.Sharer, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, []*model.Route, error) {
 	efs, err := gen.Inbound(ctx, svc, port)
 	if err != nil {
 		return nil, nil, err
 	}
-	route, err := gen.Routes(ctx, svc, port)
+	routes, err := gen.Routes(ctx, svc, port)
 	if err != nil {
 		return nil, nil, err
 	}
-	return efs, route, nil
+	return efs, routes, nil
 }
 
 // NoAddressReason is the note on every port of a service without an address.

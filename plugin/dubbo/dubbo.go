@@ -2,9 +2,13 @@
 package dubbo
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
@@ -19,7 +23,8 @@ import (
 const (
 	// FilterName is Envoy's name of the Dubbo network filter.
 	FilterName = "envoy.filters.network.dubbo_proxy"
-	// InterfaceAnnotation on the ServiceEntry (or Service) names the Dubbo interface it serves.
+	// InterfaceAnnotation on the ServiceEntry (or Service) names the Dubbo interfaces
+	// it serves, comma-separated; without it, it serves every interface.
 	InterfaceAnnotation = "interface"
 	routerFilter        = "envoy.filters.dubbo.router"
 )
@@ -35,7 +40,7 @@ type sharer struct{}
 
 // Generate puts dubbo_proxy on the port's listeners in both directions, routes inline.
 func (sharer) Generate(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
-	iface, err := serviceInterface(svc)
+	ifaces, err := Interfaces(svc)
 	if err != nil {
 		return nil, err
 	}
@@ -44,35 +49,34 @@ func (sharer) Generate(ctx *generator.Context, svc *model.Service, port *model.P
 		return nil, err
 	}
 	return patch.ListenerFilters(ctx, svc, port, patch.ReplaceTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
-		var routes []*dubbo.Route
-		// Clients route; the server side takes everything to its workload.
-		if l.Direction == patch.Outbound {
-			routes = fromRules(rules)
+		if l.Direction == patch.Inbound {
+			return serverFilter(l), nil
 		}
-		routes = append(routes, catchAll(l.Cluster))
-		return inlineFilter(l.StatPrefix, routeConfig(iface, routes)), nil
+		// Clients route; calls of each interface by the rules, then to the service.
+		rcs := make([]*dubbo.RouteConfiguration, 0, len(ifaces))
+		for _, iface := range ifaces {
+			rcs = append(rcs, routeConfig(iface, append(fromRules(rules), catchAll(l.Cluster))))
+		}
+		return inlineFilter(l.StatPrefix, rcs...), nil
 	})
 }
 
-// Key is the interface: Dubbo requests name it, and the shared routes hold one route
-// configuration per interface.
-func (sharer) Key(svc *model.Service, _ *model.Port) string {
-	return svc.Annotations[InterfaceAnnotation]
+// Keys are the interfaces: Dubbo requests name theirs, and the shared routes hold
+// one route configuration per interface ("*" for a service of every interface).
+func (sharer) Keys(svc *model.Service, _ *model.Port) []string {
+	ifaces, _ := Interfaces(svc) // none when invalid: its generation reports it
+	return ifaces
 }
 
 // Inbound puts dubbo_proxy on the server side only, where everything goes to the
 // workload; a service without workloads in the mesh has none.
 func (sharer) Inbound(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.EnvoyFilter, error) {
-	iface, err := serviceInterface(svc)
-	if err != nil {
-		return nil, err
-	}
 	b, err := patch.NewBuilder(ctx, svc, port)
 	if err != nil {
 		return nil, err
 	}
 	err = b.ListenerFilter(patch.ReplaceTCPProxy, func(l *patch.Listener) (*patch.Filter, error) {
-		return inlineFilter(l.StatPrefix, routeConfig(iface, []*dubbo.Route{catchAll(l.Cluster)})), nil
+		return serverFilter(l), nil
 	}, patch.Inbound)
 	if errors.Is(err, patch.ErrNoListener) {
 		return nil, nil
@@ -83,13 +87,16 @@ func (sharer) Inbound(ctx *generator.Context, svc *model.Service, port *model.Po
 	return b.Filters(), nil
 }
 
-// Routes are the client routes of the service's interface: its VirtualService's
-// rules, then everything else to the service.
-func (sharer) Routes(ctx *generator.Context, svc *model.Service, port *model.Port) (*model.Route, error) {
-	iface, err := serviceInterface(svc)
-	if err != nil {
-		return nil, err
-	}
+// serverFilter is the server side's dubbo_proxy: every interface the workload
+// exports goes to it. The server side does not route, and a workload serves more
+// interfaces than any one service of it may name.
+func serverFilter(l *patch.Listener) *patch.Filter {
+	return inlineFilter(l.StatPrefix, routeConfig(AnyInterface, []*dubbo.Route{catchAll(l.Cluster)}))
+}
+
+// Routes are the client routes of each of the service's interfaces: its
+// VirtualService's rules, then everything else to the service.
+func (sharer) Routes(ctx *generator.Context, svc *model.Service, port *model.Port) ([]*model.Route, error) {
 	if len(svc.Hosts) == 0 {
 		return nil, errors.New("the service has no hosts")
 	}
@@ -97,12 +104,19 @@ func (sharer) Routes(ctx *generator.Context, svc *model.Service, port *model.Por
 	if err != nil {
 		return nil, err
 	}
-	routes := append(fromRules(rules), catchAll(model.OutboundClusterName(port.Number, "", svc.Hosts[0])))
-	rc := routeConfig(iface, routes)
-	if err := rc.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("%w: %w", generator.ErrInvalidFilter, err)
+	ifaces, err := Interfaces(svc)
+	if err != nil {
+		return nil, err
 	}
-	return &model.Route{Port: port.Number, Key: iface, Config: rc}, nil
+	var out []*model.Route
+	for _, iface := range ifaces {
+		rc := routeConfig(iface, append(fromRules(rules), catchAll(model.OutboundClusterName(port.Number, "", svc.Hosts[0]))))
+		if err := rc.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("%w: %w", generator.ErrInvalidFilter, err)
+		}
+		out = append(out, &model.Route{Port: port.Number, Key: iface, Config: rc})
+	}
+	return out, nil
 }
 
 // Shared is the dubbo_proxy of every client listener of the port, which fetches the
@@ -113,6 +127,12 @@ func (sharer) Shared(ctx *generator.Context, port uint32, routes []*model.Route)
 	}
 	name := patch.SharedObjectName(model.Dubbo, port)
 	all := &dubbo.MultipleRouteConfiguration{Name: name}
+	// Envoy takes the first route configuration whose interface matches: the one
+	// of every interface goes last, after those of named interfaces.
+	routes = slices.Clone(routes)
+	slices.SortStableFunc(routes, func(a, b *model.Route) int {
+		return cmp.Compare(boolInt(a.Key == AnyInterface), boolInt(b.Key == AnyInterface))
+	})
 	for _, r := range routes {
 		rc, ok := r.Config.(*dubbo.RouteConfiguration)
 		if !ok {
@@ -138,12 +158,40 @@ func (sharer) Shared(ctx *generator.Context, port uint32, routes []*model.Route)
 // RoutesTypeURL is the xDS type of the route configurations a shared filter names.
 const RoutesTypeURL = "type.googleapis.com/envoy.extensions.filters.network.dubbo_proxy.v3.MultipleRouteConfiguration"
 
-func serviceInterface(svc *model.Service) (string, error) {
-	iface := svc.Annotations[InterfaceAnnotation]
-	if iface == "" {
-		return "", errors.New(`missing annotation "interface": set it to the Dubbo interface the service serves, e.g. org.apache.dubbo.samples.basic.api.DemoService`)
+// AnyInterface is Envoy's Dubbo route configuration interface for every interface.
+const AnyInterface = "*"
+
+// Interfaces are the interfaces a service serves: its InterfaceAnnotation, a
+// comma-separated list, sorted; every interface ("*") without it. A name that is
+// no Java type name is an error: a typo would route nothing.
+func Interfaces(svc *model.Service) ([]string, error) {
+	var out []string
+	for _, iface := range strings.Split(svc.Annotations[InterfaceAnnotation], ",") {
+		iface = strings.TrimSpace(iface)
+		switch {
+		case iface == "":
+			continue
+		case iface != AnyInterface && !javaTypeName.MatchString(iface):
+			return nil, fmt.Errorf("annotation %q: %q is not a Dubbo interface (a Java type name such as org.example.DemoService, or %q for every interface)",
+				InterfaceAnnotation, model.Shorten(iface, 100), AnyInterface)
+		}
+		out = append(out, iface)
 	}
-	return iface, nil
+	if len(out) == 0 || slices.Contains(out, AnyInterface) {
+		return []string{AnyInterface}, nil
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// javaTypeName is a dotted Java type name.
+var javaTypeName = regexp.MustCompile(`^[\p{L}_$][\p{L}\p{N}_$]*(\.[\p{L}_$][\p{L}\p{N}_$]*)*$`)
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // fromRules turns VirtualService rules into Dubbo routes, in order: one route per
@@ -193,11 +241,11 @@ func proxyConfig(statPrefix string) *dubbo.DubboProxy {
 
 // inlineFilter is dubbo_proxy with its routes in its own config. Istio's proxy
 // accepts multiple_route_config; route_config is deprecated.
-func inlineFilter(statPrefix string, rc *dubbo.RouteConfiguration) *patch.Filter {
+func inlineFilter(statPrefix string, rcs ...*dubbo.RouteConfiguration) *patch.Filter {
 	cfg := proxyConfig(statPrefix)
 	cfg.RouteSpecifier = &dubbo.DubboProxy_MultipleRouteConfig{MultipleRouteConfig: &dubbo.MultipleRouteConfiguration{
 		Name:        statPrefix,
-		RouteConfig: []*dubbo.RouteConfiguration{rc},
+		RouteConfig: rcs,
 	}}
 	return patch.NetworkFilter(FilterName, cfg)
 }

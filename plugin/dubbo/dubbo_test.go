@@ -9,24 +9,27 @@ import (
 
 func TestGolden(t *testing.T) {
 	for _, name := range []string{
-		"service-entry",     // one VIP, workload selector: outbound and inbound
-		"multi-vip",         // a patch per VIP listener
-		"no-selector",       // outbound only
-		"no-address",        // inbound only
-		"target-port",       // inbound uses the target port
-		"missing-interface", // error, no filter
-		"nothing-to-patch",  // no address and no selector: error
-		"two-dubbo-ports",   // a filter pair per port
-		"method-exact",      // VirtualService: method exact to a subset
-		"method-prefix",     // method prefix
-		"method-regex",      // method regex
-		"header-match",      // attachments as headers
-		"weighted-subsets",  // 20/80 between subsets
-		"rules-in-order",    // rules in order, any match entry selects
-		"short-host",        // short hosts resolve in the VirtualService's namespace; inbound not routed
-		"bad-regex",         // error
-		"weights-not-100",   // error
-		"missing-subset",    // error
+		"service-entry",         // one VIP, workload selector: outbound and inbound
+		"multi-vip",             // a patch per VIP listener
+		"no-selector",           // outbound only
+		"no-address",            // inbound only
+		"target-port",           // inbound uses the target port
+		"no-interface",          // every interface ("*")
+		"interface-list",        // a route configuration per interface, each with the rules
+		"bad-interface",         // error: not a Java type name
+		"two-interface-entries", // one per interface on the same workloads: the same server side
+		"nothing-to-patch",      // no address and no selector: error
+		"two-dubbo-ports",       // a filter pair per port
+		"method-exact",          // VirtualService: method exact to a subset
+		"method-prefix",         // method prefix
+		"method-regex",          // method regex
+		"header-match",          // attachments as headers
+		"weighted-subsets",      // 20/80 between subsets
+		"rules-in-order",        // rules in order, any match entry selects
+		"short-host",            // short hosts resolve in the VirtualService's namespace; inbound not routed
+		"bad-regex",             // error
+		"weights-not-100",       // error
+		"missing-subset",        // error
 	} {
 		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.Dubbo, name) })
 	}

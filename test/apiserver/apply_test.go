@@ -281,12 +281,12 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 
 	t.Log("a service that fails keeps its EnvoyFilters")
-	h.source.set(t, fixture.DubboEntry("a", "org.example.A2", "240.0.0.1"), fixture.DubboEntry("b", "", "240.0.0.2"))
+	h.source.set(t, fixture.DubboEntry("a", "org.example.A2", "240.0.0.1"), fixture.DubboEntry("b", "not an interface", "240.0.0.2"))
 	if n, err := h.push(); err != nil || n != 0 {
 		t.Fatalf("push with b broken: %d writes, err %v; want 0", n, err)
 	}
 	h.waitCache(outA, inA, outB, inB)
-	if got := h.drainEvents(); len(got) != 1 || !strings.HasPrefix(got[0], "Warning GenerationFailed port 20880 (dubbo): missing annotation") {
+	if got := h.drainEvents(); len(got) != 1 || !strings.HasPrefix(got[0], "Warning GenerationFailed port 20880 (dubbo): annotation \"interface\": \"not an interface\" is not a Dubbo interface") {
 		t.Fatalf("events = %q, want one Warning telling what to fix", got)
 	}
 	if _, err := h.push(); err != nil {

@@ -181,7 +181,7 @@ func protocolCases() []protocolCase {
 			outbound: dubboVIP + "_20880", inboundPort: 20880,
 			filter: dubboplugin.FilterName, replacesTCPProxy: true,
 			checkOutbound: dubboCatchAll(amodel.OutboundClusterName(20880, "", dubboHost)),
-			checkInbound:  dubboCatchAll(amodel.InboundClusterName(20880)),
+			checkInbound:  dubboServerSide(amodel.InboundClusterName(20880)),
 		},
 		{
 			name:   "dubbo Kubernetes Service",
@@ -190,7 +190,7 @@ func protocolCases() []protocolCase {
 			outbound: "10.96.0.20_20880", inboundPort: 20880,
 			filter: dubboplugin.FilterName, replacesTCPProxy: true,
 			checkOutbound: dubboCatchAll(amodel.OutboundClusterName(20880, "", kubeHost)),
-			checkInbound:  dubboCatchAll(amodel.InboundClusterName(20880)),
+			checkInbound:  dubboServerSide(amodel.InboundClusterName(20880)),
 		},
 		{
 			// The inbound chain is the target port's, which only the Service knows
@@ -201,7 +201,7 @@ func protocolCases() []protocolCase {
 			outbound: "10.96.0.20_20880", inboundPort: 20881,
 			filter: dubboplugin.FilterName, replacesTCPProxy: true,
 			checkOutbound: dubboCatchAll(amodel.OutboundClusterName(20880, "", kubeHost)),
-			checkInbound:  dubboCatchAll(amodel.InboundClusterName(20881)),
+			checkInbound:  dubboServerSide(amodel.InboundClusterName(20881)),
 		},
 		{
 			name:   "dubbo VirtualService 20/80 over subsets",
@@ -211,7 +211,7 @@ func protocolCases() []protocolCase {
 			filter: dubboplugin.FilterName, replacesTCPProxy: true,
 			checkOutbound: dubboWeighted(dubboHost, 20880, map[string]uint32{"v1": 20, "v2": 80}),
 			// The server side takes everything to its workload.
-			checkInbound: dubboCatchAll(amodel.InboundClusterName(20880)),
+			checkInbound: dubboServerSide(amodel.InboundClusterName(20880)),
 		},
 		{
 			// Transport and protocol from the annotations; the method match, the
@@ -558,6 +558,17 @@ func dubboCatchAll(cluster string) func(*testing.T, *listener.Filter) {
 	return func(t *testing.T, f *listener.Filter) {
 		t.Helper()
 		routes := dubboRoutes(t, f)
+		if len(routes) != 1 || routes[0].GetRoute().GetCluster() != cluster {
+			t.Errorf("routes %v, want one route to %s", routes, cluster)
+		}
+	}
+}
+
+// dubboServerSide wants the server side's one route of every interface, to cluster.
+func dubboServerSide(cluster string) func(*testing.T, *listener.Filter) {
+	return func(t *testing.T, f *listener.Filter) {
+		t.Helper()
+		routes := dubboRoutesOf(t, f, dubboplugin.AnyInterface)
 		if len(routes) != 1 || routes[0].GetRoute().GetCluster() != cluster {
 			t.Errorf("routes %v, want one route to %s", routes, cluster)
 		}

@@ -19,6 +19,17 @@ import (
 // routeServer is the route server of the shared-port tests.
 var routeServer = generatortest.RouteDiscovery
 
+// routeModes are the two ways a port's client side is written, for tests that must
+// hold in both: a patch per service and address with routes inline, and a shared
+// port whose routes the route server serves.
+var routeModes = []struct {
+	name string
+	ctx  generator.Context
+}{
+	{"own listener patches", generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}},
+	{"shared port", generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix, RouteDiscovery: routeServer}},
+}
+
 // sharedMesh: three Dubbo ServiceEntries on port 20880 in two namespaces, one routed
 // by a VirtualService, a headless Kubernetes Service of Dubbo on the same port with
 // one Pod, and a plain TCP service on port 9000.
@@ -200,7 +211,7 @@ func TestSharedPortOnListeners(t *testing.T) {
 	}
 	checkChains(t, "inbound 20880", chains, dubboplugin.FilterName, true, func(t *testing.T, f *listener.Filter) {
 		t.Helper()
-		if routes := dubboRoutesOf(t, f, "org.example.Orders"); len(routes) != 1 || routes[0].GetRoute().GetCluster() != "inbound|20880||" {
+		if routes := dubboRoutesOf(t, f, dubboplugin.AnyInterface); len(routes) != 1 || routes[0].GetRoute().GetCluster() != "inbound|20880||" {
 			t.Errorf("inbound routes %v, want one to inbound|20880||", routes)
 		}
 	})

@@ -7,7 +7,6 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	dubbo "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 
-	"aeraki.io/aeraki/pkg/generator"
 	amodel "aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/plugin"
 	dubboplugin "aeraki.io/aeraki/plugin/dubbo"
@@ -249,13 +248,7 @@ func TestNamespaceViews(t *testing.T) {
 		{"late", orders("v1"), stock},
 		{"attacker", orders("v1"), sink},
 	}
-	for _, mode := range []struct {
-		name string
-		ctx  generator.Context
-	}{
-		{"own listener patches", generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix}},
-		{"shared port", generator.Context{RootNamespace: RootNamespace, DomainSuffix: DomainSuffix, RouteDiscovery: routeServer}},
-	} {
+	for _, mode := range routeModes {
 		t.Run(mode.name, func(t *testing.T) {
 			m := NewIn(t, mode.ctx, plugin.Options{}, views)
 			for i, w := range want {

@@ -260,8 +260,8 @@ func TestScale(t *testing.T) {
 
 // checkIdlePush checks that a push after convergence, with nothing to change, writes
 // nothing: the apiserver's EnvoyFilter writes since before are still exactly want.
-// The trigger is a ServiceEntry the generator rejects (no interface annotation): the
-// Warning Event on it proves that a push translated it. Once trigger B's Event is
+// The trigger is a ServiceEntry the generator rejects (an interface annotation that
+// names no interface): the Warning Event on it proves that a push translated it. Once trigger B's Event is
 // out, the push that handled trigger A has finished (one push at a time), and it must
 // have found nothing to write.
 func checkIdlePush(t *testing.T, ae *controlplane.Aeraki, istio istioclient.Interface, kube kubernetes.Interface, before samples, want map[string]int) {
@@ -657,7 +657,7 @@ func generationFailures(t *testing.T, kube kubernetes.Interface) []string {
 // controller's Warning Event on it.
 func triggerAndWaitEvent(t *testing.T, istio istioclient.Interface, kube kubernetes.Interface, nm, addr string) {
 	t.Helper()
-	se := serviceEntry(nm, nm+"."+appNS+".example", addr, nil)
+	se := serviceEntry(nm, nm+"."+appNS+".example", addr, map[string]string{"interface": "not an interface"})
 	if _, err := istio.NetworkingV1().ServiceEntries(appNS).Create(t.Context(), se, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
