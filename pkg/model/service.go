@@ -263,6 +263,8 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		}
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 			svc.WorkloadSelector = sel
+		} else if !synthetic {
+			svc.WorkloadSelector = annotatedSelector(svc.Annotations)
 		}
 		svc.ExportTo = ExportNamespaces(se.GetExportTo(), defaults.ServiceEntry, c.Namespace)
 		r := routing{
@@ -283,6 +285,28 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return out, nil
+}
+
+// WorkloadSelectorAnnotation on a ServiceEntry without a workloadSelector selects
+// its workloads as upstream Aeraki's registry bridges (dubbo2istio, zk2istio) write
+// it: "<value>" for the label app=<value>, "<label>:<value>" for that label.
+const WorkloadSelectorAnnotation = "workloadSelector"
+
+// annotatedSelector reads WorkloadSelectorAnnotation; nil without one, or for a
+// value of another shape.
+func annotatedSelector(annotations map[string]string) map[string]string {
+	v := strings.ReplaceAll(annotations[WorkloadSelectorAnnotation], " ", "")
+	if v == "" {
+		return nil
+	}
+	label, value, pair := strings.Cut(v, ":")
+	switch {
+	case !pair:
+		return map[string]string{"app": v}
+	case label == "" || value == "" || strings.Contains(value, ":"):
+		return nil
+	}
+	return map[string]string{label: value}
 }
 
 // HasSupportedPort reports whether a ServiceEntry declares a port of a supported protocol.

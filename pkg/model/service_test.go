@@ -439,3 +439,37 @@ func TestExportDefaults(t *testing.T) {
 		t.Errorf("DestinationRule without exportTo, mesh default [other] (not honoured): %d rules for every namespace, want 1", len(svc.DestinationRules))
 	}
 }
+
+// A ServiceEntry without a workloadSelector takes upstream Aeraki's workloadSelector
+// annotation; one with a selector, or a Kubernetes Service, does not.
+func TestWorkloadSelectorAnnotation(t *testing.T) {
+	entry := func(name string, annotation string, selector map[string]string) model.Object {
+		spec := &networking.ServiceEntry{
+			Hosts: []string{name + ".shop.example"}, Addresses: []string{"240.240.0.1"},
+			Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+		}
+		if selector != nil {
+			spec.WorkloadSelector = &networking.WorkloadSelector{Labels: selector}
+		}
+		return model.Object{Name: name, Namespace: "shop", ResourceVersion: "1", Annotations: map[string]string{model.WorkloadSelectorAnnotation: annotation}, Spec: spec}
+	}
+	snap := &model.Snapshot{DomainSuffix: "cluster.local", ServiceEntries: []model.Object{
+		entry("app", "orders", nil),
+		entry("pair", "team: shop", nil),
+		entry("odd", "a:b:c", nil),
+		entry("spec", "orders", map[string]string{"app": "billing"}),
+	}}
+	got := map[string]map[string]string{}
+	for _, svc := range build(t, snap) {
+		got[svc.Name] = svc.WorkloadSelector
+	}
+	want := map[string]map[string]string{
+		"app":  {"app": "orders"},
+		"pair": {"team": "shop"},
+		"odd":  nil,
+		"spec": {"app": "billing"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("workload selectors (-want +got):\n%s", diff)
+	}
+}
