@@ -23,6 +23,8 @@ type configSource interface {
 	HasSynced() bool
 	Snapshot() (serviceEntries, virtualServices, destinationRules []model.Object)
 	ExportDefaults() model.ExportDefaults
+	// WorkloadEntries are those with a ports map.
+	WorkloadEntries() []model.Object
 	// SetHiddenServices tells the source of the services the snapshot adds to its
 	// own (see hiddenServices): changes to their routing count too.
 	SetHiddenServices(serviceEntries []model.Object)
@@ -57,6 +59,7 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 		ServiceEntries:          append(ses, hidden...),
 		VirtualServices:         vss,
 		DestinationRules:        drs,
+		WorkloadEntries:         s.config.WorkloadEntries(),
 		DomainSuffix:            s.domainSuffix,
 		ExportDefaults:          defaults,
 		KubeService:             s.kubeService,

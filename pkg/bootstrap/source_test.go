@@ -70,6 +70,8 @@ func (c *istiodConfig) ExportDefaults() model.ExportDefaults { return model.Expo
 
 func (c *istiodConfig) SetHiddenServices([]model.Object) {}
 
+func (c *istiodConfig) WorkloadEntries() []model.Object { return nil }
+
 // failing makes reads of one kind fail while set, with an error other than NotFound.
 type failing struct {
 	list atomic.Pointer[string] // the list type's name, e.g. "RedisServiceList"

@@ -39,6 +39,7 @@ type Objects struct {
 	ServiceEntries   []config.Config
 	VirtualServices  []config.Config
 	DestinationRules []config.Config
+	WorkloadEntries  []config.Config
 	// Services are Kubernetes Services; istiod shows each as a synthetic ServiceEntry.
 	Services          []*corev1.Service
 	RedisServices     []*redisv1alpha1.RedisService
@@ -65,6 +66,7 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 		ServiceEntries:   objects(ses),
 		VirtualServices:  objects(o.VirtualServices),
 		DestinationRules: objects(o.DestinationRules),
+		WorkloadEntries:  objects(o.WorkloadEntries),
 		DomainSuffix:     domainSuffix,
 		KubeService:      func(ns, name string) (*model.KubeService, error) { return byName[ns+"/"+name], nil },
 		Secret:           func(ns, name string) (*model.Secret, error) { return secrets[ns+"/"+name], nil },
@@ -93,6 +95,7 @@ var istioKinds = map[string]struct {
 	"ServiceEntry":    {gvk.ServiceEntry, func() proto.Message { return &networking.ServiceEntry{} }},
 	"VirtualService":  {gvk.VirtualService, func() proto.Message { return &networking.VirtualService{} }},
 	"DestinationRule": {gvk.DestinationRule, func() proto.Message { return &networking.DestinationRule{} }},
+	"WorkloadEntry":   {gvk.WorkloadEntry, func() proto.Message { return &networking.WorkloadEntry{} }},
 }
 
 // ReadPaths reads every file named, and every .yaml, .yml and .json file under every
@@ -307,6 +310,8 @@ func (o *Objects) decodeDocument(raw []byte) error {
 		o.VirtualServices = append(o.VirtualServices, cfg)
 	case "DestinationRule":
 		o.DestinationRules = append(o.DestinationRules, cfg)
+	case "WorkloadEntry":
+		o.WorkloadEntries = append(o.WorkloadEntries, cfg)
 	}
 	return nil
 }

@@ -75,6 +75,9 @@ type Port struct {
 	// TargetPort is the port the workloads listen on: the number of the inbound
 	// filter chain. Zero when it is unknown (a named Kubernetes targetPort).
 	TargetPort uint32
+	// WorkloadPorts are the other numbers the selected WorkloadEntries serve the
+	// port on (their ports map moves it), sorted: each has an inbound chain too.
+	WorkloadPorts []uint32
 }
 
 // View is the routing Istio's sidecars of one namespace use for a service, where it
@@ -162,6 +165,9 @@ type Snapshot struct {
 	ServiceEntries   []Object
 	VirtualServices  []Object
 	DestinationRules []Object
+	// WorkloadEntries have their networking.WorkloadEntry as Spec: a ports map moves a
+	// service port to another number on that workload.
+	WorkloadEntries []Object
 	// RedisServices and RedisDestinations have their redisspec specs as Spec.
 	RedisServices     []Object
 	RedisDestinations []Object
@@ -220,6 +226,11 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](Bindable(snap.RedisServices, snap.DomainSuffix), snap.DomainSuffix, nil)
 	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](Bindable(snap.RedisDestinations, snap.DomainSuffix), snap.DomainSuffix, nil)
 
+	weIndex := map[string][]*Object{}
+	for i := range snap.WorkloadEntries {
+		we := &snap.WorkloadEntries[i]
+		weIndex[we.Namespace] = append(weIndex[we.Namespace], we)
+	}
 	var out []*Service
 	for i := range snap.ServiceEntries {
 		c := &snap.ServiceEntries[i]
@@ -266,6 +277,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		} else if !synthetic {
 			svc.WorkloadSelector = annotatedSelector(svc.Annotations)
 		}
+		workloads := workloadPorts(svc, weIndex[c.Namespace])
 		svc.ExportTo = ExportNamespaces(se.GetExportTo(), defaults.ServiceEntry, c.Namespace)
 		r := routing{
 			vss:           virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix),
@@ -277,7 +289,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		svc.Views = r.views(svc)
 		svc.RedisServices = inScope(rsIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
 		svc.RedisDestinations = inScope(rdIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
-		svc.Version = serviceVersion(c, kube, svc)
+		svc.Version = serviceVersion(c, kube, svc, workloads)
 		out = append(out, svc)
 	}
 	// By key, without building the keys: a push sorts every service.
@@ -285,6 +297,45 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return out, nil
+}
+
+// workloadPorts sets the WorkloadPorts of svc's ports from the WorkloadEntries of
+// its namespace it selects, and returns those that move one of its ports.
+func workloadPorts(svc *Service, entries []*Object) []*Object {
+	if len(svc.WorkloadSelector) == 0 {
+		return nil
+	}
+	var used []*Object
+	for _, o := range entries {
+		we, ok := o.Spec.(*networking.WorkloadEntry)
+		if !ok || len(we.GetPorts()) == 0 || !selects(svc.WorkloadSelector, we.GetLabels()) {
+			continue
+		}
+		moves := false
+		for _, p := range svc.Ports {
+			if n := we.GetPorts()[p.Name]; n != 0 && n != p.TargetPort && !slices.Contains(p.WorkloadPorts, n) {
+				p.WorkloadPorts = append(p.WorkloadPorts, n)
+				moves = true
+			}
+		}
+		if moves {
+			used = append(used, o)
+		}
+	}
+	for _, p := range svc.Ports {
+		slices.Sort(p.WorkloadPorts)
+	}
+	return used
+}
+
+// selects reports whether a workload selector matches labels.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // WorkloadSelectorAnnotation on a ServiceEntry without a workloadSelector selects

@@ -43,7 +43,7 @@ func SecretVersion(s *Secret) string {
 // hashed by content, not taken by resource version: istiod sends the ServiceEntries
 // it derives from Kubernetes Services without one, and the xDS client's store then
 // stamps a new version on every resend.
-func serviceVersion(c *Object, kube *KubeService, svc *Service) string {
+func serviceVersion(c *Object, kube *KubeService, svc *Service, workloads []*Object) string {
 	h := fnv.New64a()
 	write := func(ss ...string) {
 		for _, s := range ss {
@@ -77,6 +77,9 @@ func serviceVersion(c *Object, kube *KubeService, svc *Service) string {
 		for _, x := range v.DestinationRules {
 			related("dr", x.Namespace, x.Name, x.Version)
 		}
+	}
+	for _, x := range workloads {
+		related("we", x.Namespace, x.Name, ConfigVersion(*x))
 	}
 	for _, x := range svc.RedisServices {
 		related("rs", x.Namespace, x.Name, x.Version)

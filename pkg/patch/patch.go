@@ -252,8 +252,9 @@ func (b *Builder) Add(d Direction, patches ...*networking.EnvoyFilter_EnvoyConfi
 // directions given:
 //   - outbound: a patch for each VIP's listener <vip>_<port>. A service without
 //     addresses has no outbound listener of its own.
-//   - inbound: a patch of the virtualInbound filter chain of the target port. A
-//     service without a workload selector has no inbound side in the mesh.
+//   - inbound: a patch of the virtualInbound filter chain of the target port, and of
+//     each number WorkloadEntries move the port to. A service without a workload
+//     selector has no inbound side in the mesh.
 //
 // A port with no listener in any of the directions is ErrNoListener.
 func (b *Builder) ListenerFilter(op Operation, build FilterFunc, dirs ...Direction) error {
@@ -296,19 +297,23 @@ func (b *Builder) ListenerFilter(op Operation, build FilterFunc, dirs ...Directi
 		if port.TargetPort == 0 {
 			return fmt.Errorf("port %s (%d) has a named targetPort: set a numeric targetPort so the inbound listener can be found", port.Name, port.Number)
 		}
-		l := &Listener{
-			Direction:  Inbound,
-			Port:       port.TargetPort,
-			Cluster:    model.InboundClusterName(port.TargetPort),
-			StatPrefix: model.InboundClusterName(port.TargetPort),
-			StatName:   statName(Inbound, port.TargetPort, host),
-		}
-		p, err := networkFilterPatch(l, op, build)
-		if err != nil {
-			return err
-		}
-		if err := b.Add(Inbound, p); err != nil {
-			return err
+		// A chain per number the workloads serve the port on: the target port, and
+		// those WorkloadEntries' ports maps move it to.
+		for _, number := range append([]uint32{port.TargetPort}, port.WorkloadPorts...) {
+			l := &Listener{
+				Direction:  Inbound,
+				Port:       number,
+				Cluster:    model.InboundClusterName(number),
+				StatPrefix: model.InboundClusterName(number),
+				StatName:   statName(Inbound, number, host),
+			}
+			p, err := networkFilterPatch(l, op, build)
+			if err != nil {
+				return err
+			}
+			if err := b.Add(Inbound, p); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -36,6 +36,11 @@ func relevant(c change, known func(host.Name) bool, domainSuffix string) bool {
 			if model.HasSupportedPort(spec) {
 				return true
 			}
+		case *networking.WorkloadEntry:
+			// Only a ports map changes a filter (the inbound chains it adds).
+			if len(spec.GetPorts()) > 0 {
+				return true
+			}
 		case *networking.VirtualService, *networking.DestinationRule:
 			for _, h := range model.HostsOf(model.Object{Namespace: cfg.Namespace, Spec: cfg.Spec}, domainSuffix) {
 				if known(host.Name(h)) {

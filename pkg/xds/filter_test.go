@@ -226,3 +226,22 @@ func TestADSCStoreDropsEmptyResourceVersion(t *testing.T) {
 		t.Error("Update changed the caller's annotation map")
 	}
 }
+
+// A WorkloadEntry matters only with a ports map (before or after): its other fields
+// change no filter.
+func TestWatcherHandlerWorkloadEntries(t *testing.T) {
+	var got []Event
+	w := NewWatcher(Options{Address: "unused:1"}, func(e Event) { got = append(got, e) })
+	weH := w.handler(KindWorkloadEntry)
+	we := func(name string, ports map[string]uint32) *config.Config {
+		return &config.Config{Meta: config.Meta{GroupVersionKind: gvk.WorkloadEntry, Name: name, Namespace: "shop"},
+			Spec: &networking.WorkloadEntry{Address: "10.0.0.1", Labels: map[string]string{"app": "shop"}, Ports: ports}}
+	}
+	weH(config.Config{}, *we("plain", nil), istiomodel.EventAdd)
+	weH(config.Config{}, *we("moved", map[string]uint32{"tcp-dubbo": 30880}), istiomodel.EventAdd)
+	weH(*we("moved", map[string]uint32{"tcp-dubbo": 30880}), *we("moved", nil), istiomodel.EventUpdate)
+	want := []Event{{KindWorkloadEntry, "shop", "moved"}, {KindWorkloadEntry, "shop", "moved"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("events\n got %v\nwant %v", got, want)
+	}
+}

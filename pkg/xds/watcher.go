@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	meshconfig "istio.io/api/mesh/v1alpha1"
+	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pilot/pkg/config/memory"
 	istiomodel "istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pkg/adsc"
@@ -41,6 +42,7 @@ const (
 	KindServiceEntry    = "ServiceEntry"
 	KindVirtualService  = "VirtualService"
 	KindDestinationRule = "DestinationRule"
+	KindWorkloadEntry   = "WorkloadEntry"
 	// KindMeshConfig is a change of the mesh config's export defaults (see
 	// Watcher.ExportDefaults); the Event names no object.
 	KindMeshConfig = "MeshConfig"
@@ -209,6 +211,7 @@ func watchedKinds() []watchedKind {
 		{gvk.ServiceEntry, KindServiceEntry},
 		{gvk.VirtualService, KindVirtualService},
 		{gvk.DestinationRule, KindDestinationRule},
+		{gvk.WorkloadEntry, KindWorkloadEntry},
 	}
 }
 
@@ -607,4 +610,25 @@ func (w *Watcher) Snapshot() (serviceEntries, virtualServices, destinationRules 
 		return out
 	}
 	return list(gvk.ServiceEntry), list(gvk.VirtualService), list(gvk.DestinationRule)
+}
+
+// WorkloadEntries returns the WorkloadEntries that move a port to another number
+// (a ports map), sorted by namespace and name: the only ones a generator reads.
+func (w *Watcher) WorkloadEntries() []model.Object {
+	w.mu.RLock()
+	store := w.store
+	w.mu.RUnlock()
+	if store == nil {
+		return nil
+	}
+	var out []model.Object
+	for _, c := range store.List(gvk.WorkloadEntry, "") {
+		if we, ok := c.Spec.(*networking.WorkloadEntry); ok && len(we.GetPorts()) > 0 {
+			out = append(out, model.Object{Name: c.Name, Namespace: c.Namespace, ResourceVersion: c.ResourceVersion, Created: c.CreationTimestamp, Spec: c.Spec})
+		}
+	}
+	slices.SortFunc(out, func(a, b model.Object) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
 }

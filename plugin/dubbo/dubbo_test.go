@@ -14,6 +14,7 @@ func TestGolden(t *testing.T) {
 		"no-selector",           // outbound only
 		"no-address",            // inbound only
 		"target-port",           // inbound uses the target port
+		"workload-entry-ports",  // and each number WorkloadEntries move the port to
 		"no-interface",          // every interface ("*")
 		"interface-list",        // a route configuration per interface, each with the rules
 		"bad-interface",         // error: not a Java type name
