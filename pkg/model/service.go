@@ -78,6 +78,10 @@ type Port struct {
 	// WorkloadPorts are the other numbers the selected WorkloadEntries serve the
 	// port on (their ports map moves it), sorted: each has an inbound chain too.
 	WorkloadPorts []uint32
+	// Wildcard says the clients reach the port through istiod's listener
+	// 0.0.0.0_<number>, which is the service's own: it has no address, resolves by
+	// DNS, and is the only service without an address that declares the number.
+	Wildcard bool
 }
 
 // View is the routing Istio's sidecars of one namespace use for a service, where it
@@ -226,6 +230,7 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](Bindable(snap.RedisServices, snap.DomainSuffix), snap.DomainSuffix, nil)
 	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](Bindable(snap.RedisDestinations, snap.DomainSuffix), snap.DomainSuffix, nil)
 
+	wildcard := wildcardPorts(snap.ServiceEntries)
 	weIndex := map[string][]*Object{}
 	for i := range snap.WorkloadEntries {
 		we := &snap.WorkloadEntries[i]
@@ -277,6 +282,11 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		} else if !synthetic {
 			svc.WorkloadSelector = annotatedSelector(svc.Annotations)
 		}
+		if len(svc.Addresses) == 0 && !synthetic && dnsResolved(se) {
+			for _, p := range svc.Ports {
+				p.Wildcard = wildcard[p.Number] == 1
+			}
+		}
 		workloads := workloadPorts(svc, weIndex[c.Namespace])
 		svc.ExportTo = ExportNamespaces(se.GetExportTo(), defaults.ServiceEntry, c.Namespace)
 		r := routing{
@@ -297,6 +307,29 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return out, nil
+}
+
+// wildcardPorts counts, per port number, the ServiceEntries (Kubernetes Services
+// included) without an address of their own that declare it: Istio builds one
+// listener 0.0.0.0_<number> for those, so it is one service's only when it is the
+// only one.
+func wildcardPorts(entries []Object) map[uint32]int {
+	out := map[uint32]int{}
+	for _, c := range entries {
+		se, ok := c.Spec.(*networking.ServiceEntry)
+		if !ok || len(addresses(se.GetAddresses())) > 0 {
+			continue
+		}
+		for _, p := range se.GetPorts() {
+			out[p.GetNumber()]++
+		}
+	}
+	return out
+}
+
+func dnsResolved(se *networking.ServiceEntry) bool {
+	r := se.GetResolution()
+	return r == networking.ServiceEntry_DNS || r == networking.ServiceEntry_DNS_ROUND_ROBIN
 }
 
 // workloadPorts sets the WorkloadPorts of svc's ports from the WorkloadEntries of

@@ -64,6 +64,12 @@ func serviceVersion(c *Object, kube *KubeService, svc *Service, workloads []*Obj
 	for _, x := range svc.DestinationRules {
 		related("dr", x.Namespace, x.Name, x.Version)
 	}
+	// Whether a port's wildcard listener is the service's depends on other services.
+	for _, p := range svc.Ports {
+		if p.Wildcard {
+			write("wildcard", strconv.FormatUint(uint64(p.Number), 10))
+		}
+	}
 	// The mesh's export defaults are not in the ServiceEntry.
 	if svc.ExportTo != nil {
 		write("export")

@@ -251,26 +251,31 @@ func (b *Builder) Add(d Direction, patches ...*networking.EnvoyFilter_EnvoyConfi
 // ListenerFilter puts a protocol filter on every listener of the port in the
 // directions given:
 //   - outbound: a patch for each VIP's listener <vip>_<port>. A service without
-//     addresses has no outbound listener of its own.
+//     addresses has no outbound listener of its own, unless the port is Wildcard:
+//     then 0.0.0.0_<port> is its own.
 //   - inbound: a patch of the virtualInbound filter chain of the target port, and of
 //     each number WorkloadEntries move the port to. A service without a workload
 //     selector has no inbound side in the mesh.
 //
 // A port with no listener in any of the directions is ErrNoListener.
 func (b *Builder) ListenerFilter(op Operation, build FilterFunc, dirs ...Direction) error {
-	outbound := slices.Contains(dirs, Outbound) && len(b.svc.Addresses) > 0
+	listeners := b.svc.Addresses
+	if len(listeners) == 0 && b.port.Wildcard {
+		listeners = []string{"0.0.0.0"}
+	}
+	outbound := slices.Contains(dirs, Outbound) && len(listeners) > 0
 	inbound := slices.Contains(dirs, Inbound) && b.svc.WorkloadSelector != nil
 	if !outbound && !inbound {
 		return ErrNoListener
 	}
 	host, port := b.svc.Hosts[0], b.port
 	if outbound {
-		if n := len(b.svc.Addresses); n > MaxOutboundAddresses {
+		if n := len(listeners); n > MaxOutboundAddresses {
 			return fmt.Errorf("%d addresses: a patch each would make an EnvoyFilter larger than the apiserver stores; "+
 				"at most %d per service (or share the port: see the route server)", n, MaxOutboundAddresses)
 		}
 		var patches []*networking.EnvoyFilter_EnvoyConfigObjectPatch
-		for _, addr := range b.svc.Addresses {
+		for _, addr := range listeners {
 			if strings.Contains(addr, "/") {
 				return fmt.Errorf("address %s is a CIDR range: Istio has no per-service listener for it", addr)
 			}

@@ -178,7 +178,9 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 		}
 		routes.add(svc, r.routes)
 		if len(svc.Addresses) == 0 && len(r.filters) > 0 {
-			t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], noAddress(svc, r.protocols, shared)...)
+			if notes := noAddress(svc, r.protocols, shared); len(notes) > 0 {
+				t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], notes...)
+			}
 		}
 		for _, p := range r.protocols {
 			t.Services[p]++
@@ -216,6 +218,10 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 		}
 		if err == nil {
 			err = checkSizes(efs)
+		}
+		if errors.Is(err, patch.ErrNoListener) {
+			// Nothing of the user's to fix: the port has no listener of its own.
+			err = &generator.SkipError{Reason: NoAddressReason + "; and it selects no workloads, so there is no inbound side either"}
 		}
 		var skip *generator.SkipError
 		if errors.As(err, &skip) {
@@ -374,7 +380,7 @@ const NoAddressReason = "the service has no address (a headless Service, or a Se
 func noAddress(svc *model.Service, protocols []model.Protocol, shared sharing) []*ServiceError {
 	var out []*ServiceError
 	for _, port := range svc.Ports {
-		if !slices.Contains(protocols, port.Protocol) || shared.shares(port) {
+		if !slices.Contains(protocols, port.Protocol) || shared.shares(port) || port.Wildcard {
 			continue
 		}
 		out = append(out, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: &generator.SkipError{Reason: NoAddressReason}})
