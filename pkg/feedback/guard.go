@@ -77,10 +77,10 @@ type Containment struct {
 	Rejection *Rejection
 }
 
-// Filter returns desired with the filters of every contained owner replaced, and
-// the owners contained. An owner whose translated filters changed is no longer
-// contained: the new ones are tried. desired itself is not modified.
-func (g *Guard) Filter(desired map[string]*model.EnvoyFilter) (map[string]*model.EnvoyFilter, []Containment) {
+// Filter returns desired with the filters of every contained owner replaced (see
+// Contained). An owner whose translated filters changed is no longer contained: the
+// new ones are tried. desired itself is not modified.
+func (g *Guard) Filter(desired map[string]*model.EnvoyFilter) map[string]*model.EnvoyFilter {
 	var contained []Owner
 	for owner, st := range g.owners {
 		if st.rejected != "" {
@@ -88,12 +88,10 @@ func (g *Guard) Filter(desired map[string]*model.EnvoyFilter) (map[string]*model
 		}
 	}
 	if len(contained) == 0 {
-		return desired, nil
+		return desired
 	}
-	slices.SortFunc(contained, compareOwners)
 	byOwner := group(desired, contained)
 	out := maps.Clone(desired)
-	var result []Containment
 	for _, owner := range contained {
 		st := g.owners[owner]
 		if hashOf(byOwner[owner]) != st.rejected {
@@ -103,14 +101,11 @@ func (g *Guard) Filter(desired map[string]*model.EnvoyFilter) (map[string]*model
 		for key := range byOwner[owner] {
 			delete(out, key)
 		}
-		c := Containment{Owner: owner, Rejection: st.rejection}
 		if st.accepted != nil {
 			maps.Copy(out, st.accepted.filters)
-			c.Restored = true
 		}
-		result = append(result, c)
 	}
-	return out, result
+	return out
 }
 
 // Applied records what a push wrote at now: written is Filter's result, changed

@@ -41,7 +41,7 @@ func (r *guardRun) push(desired map[string]*model.EnvoyFilter) {
 	r.t.Helper()
 	r.now = r.now.Add(time.Second)
 	before := r.written
-	r.written, _ = r.g.Filter(desired)
+	r.written = r.g.Filter(desired)
 	// What a plan would write: the filters created, changed or deleted.
 	var changed []*model.EnvoyFilter
 	for key, ef := range r.written {

@@ -70,8 +70,7 @@ func (fb *feedbackState) filter(desired map[string]*model.EnvoyFilter, services 
 	if fb.guard == nil {
 		return desired
 	}
-	out, _ := fb.guard.Filter(desired)
-	return out
+	return fb.guard.Filter(desired)
 }
 
 // applied records what a push wrote.
