@@ -17,7 +17,9 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -331,6 +333,37 @@ func (s *Server) watchKube(ctx context.Context) error {
 				s.controller.Trigger()
 			}
 		},
+	})
+	if err != nil {
+		return err
+	}
+	// A headless Service's endpoints are its clients' listeners: pods coming and
+	// going change its EnvoyFilter (and only its: the translation reuses the rest).
+	epsInformer, err := s.mgr.GetCache().GetInformer(ctx, &discoveryv1.EndpointSlice{})
+	if err != nil {
+		return fmt.Errorf("informer for EndpointSlices: %w", err)
+	}
+	onSlice := func(obj any) {
+		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		eps, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok {
+			return
+		}
+		svc := &corev1.Service{}
+		key := types.NamespacedName{Namespace: eps.Namespace, Name: eps.Labels[discoveryv1.LabelServiceName]}
+		if key.Name == "" || s.mgr.GetCache().Get(ctx, key, svc) != nil {
+			return
+		}
+		if svc.Spec.ClusterIP == corev1.ClusterIPNone && kube.HasSupportedPort(svc) {
+			s.controller.Trigger()
+		}
+	}
+	_, err = epsInformer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    onSlice,
+		UpdateFunc: func(_, n any) { onSlice(n) },
+		DeleteFunc: onSlice,
 	})
 	return err
 }

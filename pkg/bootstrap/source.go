@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -163,5 +164,14 @@ func (s *source) kubeService(namespace, name string) (*model.KubeService, error)
 	if !found {
 		return nil, err
 	}
-	return kubeobj.Service(svc), nil
+	ks := kubeobj.Service(svc)
+	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		var eps discoveryv1.EndpointSliceList
+		if err := s.cache.List(context.Background(), &eps, client.InNamespace(namespace),
+			client.MatchingLabels{discoveryv1.LabelServiceName: name}); err != nil {
+			return nil, fmt.Errorf("listing the EndpointSlices of Service %s/%s: %w", namespace, name, err)
+		}
+		ks.Endpoints = kubeobj.Endpoints(eps.Items)
+	}
+	return ks, nil
 }

@@ -24,6 +24,7 @@ import (
 	"istio.io/istio/pkg/config/kube"
 	"istio.io/istio/pkg/config/schema/gvk"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -41,7 +42,9 @@ type Objects struct {
 	DestinationRules []config.Config
 	WorkloadEntries  []config.Config
 	// Services are Kubernetes Services; istiod shows each as a synthetic ServiceEntry.
-	Services          []*corev1.Service
+	Services []*corev1.Service
+	// EndpointSlices give a headless Service's endpoints.
+	EndpointSlices    []discoveryv1.EndpointSlice
 	RedisServices     []*redisv1alpha1.RedisService
 	RedisDestinations []*redisv1alpha1.RedisDestination
 	// Secrets hold the credentials RedisServices and RedisDestinations refer to.
@@ -56,7 +59,11 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 	byName := map[string]*model.KubeService{}
 	for _, svc := range o.Services {
 		ses = append(ses, SyntheticServiceEntry(svc, domainSuffix))
-		byName[svc.Namespace+"/"+svc.Name] = kubeobj.Service(svc)
+		ks := kubeobj.Service(svc)
+		if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			ks.Endpoints = kubeobj.Endpoints(o.endpointSlicesOf(svc))
+		}
+		byName[svc.Namespace+"/"+svc.Name] = ks
 	}
 	secrets := map[string]*model.Secret{}
 	for _, s := range o.Secrets {
@@ -78,6 +85,17 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 		snap.RedisDestinations = append(snap.RedisDestinations, kubeobj.RedisDestination(rd))
 	}
 	return snap
+}
+
+// endpointSlicesOf returns the EndpointSlices of a Service.
+func (o *Objects) endpointSlicesOf(svc *corev1.Service) []discoveryv1.EndpointSlice {
+	var out []discoveryv1.EndpointSlice
+	for _, eps := range o.EndpointSlices {
+		if eps.Namespace == svc.Namespace && eps.Labels[discoveryv1.LabelServiceName] == svc.Name {
+			out = append(out, eps)
+		}
+	}
+	return out
 }
 
 // document is the part of a Kubernetes object we read before knowing its kind.
@@ -250,6 +268,14 @@ func (o *Objects) decodeDocument(raw []byte) error {
 		}
 		svc.Namespace = ns
 		o.Services = append(o.Services, svc)
+		return nil
+	case gv == discoveryv1.SchemeGroupVersion && doc.Kind == "EndpointSlice":
+		eps := discoveryv1.EndpointSlice{}
+		if err := json.Unmarshal(js, &eps); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
+		}
+		eps.Namespace = ns
+		o.EndpointSlices = append(o.EndpointSlices, eps)
 		return nil
 	case gv.Group == "" && doc.Kind == "Secret":
 		secret := &corev1.Secret{}

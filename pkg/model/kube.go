@@ -21,6 +21,10 @@ type KubeService struct {
 	// TargetPorts maps each port of the Service to the port its pods listen on; 0
 	// when the target port is named, so only the pods know the number.
 	TargetPorts map[uint32]uint32
+	// Endpoints are the ready addresses of a headless Service's endpoints, sorted:
+	// istiod gives its clients an outbound listener <address>_<port> for each.
+	// Empty for a Service with a cluster IP.
+	Endpoints []string
 }
 
 // TargetPort is the port the pods listen on for a port of the Service: the port

@@ -28,7 +28,8 @@ type Service struct {
 	Annotations map[string]string
 	// Hosts are the fully qualified hosts of the service.
 	Hosts []string
-	// Addresses are the VIPs; Istio builds one outbound listener <address>_<port> each.
+	// Addresses are the VIPs, or for a headless Kubernetes Service the addresses of
+	// its ready endpoints: Istio builds one outbound listener <address>_<port> each.
 	Addresses []string
 	// Ports are the ports with a supported protocol, by number.
 	Ports []*Port
@@ -264,6 +265,9 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 			Ports:       ports,
 			Created:     c.Created,
 			Synthetic:   synthetic,
+		}
+		if kube != nil && len(svc.Addresses) == 0 {
+			svc.Addresses = kube.Endpoints
 		}
 		switch {
 		case kube != nil:

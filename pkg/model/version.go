@@ -55,7 +55,8 @@ func serviceVersion(c *Object, kube *KubeService, svc *Service, workloads []*Obj
 	writeSpec(h, c.Spec)
 	writeMap(h, svc.Annotations)
 	if kube != nil {
-		write("kube", kube.ResourceVersion)
+		write("kube", kube.ResourceVersion, "endpoints")
+		write(kube.Endpoints...)
 	}
 	related := func(kind, ns, name, version string) { write(kind, ns, name, version) }
 	for _, x := range svc.VirtualServices {

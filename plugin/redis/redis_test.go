@@ -14,6 +14,7 @@ func TestGolden(t *testing.T) {
 		"service-entry",          // one VIP, workload selector: outbound and inbound, default route and timeout
 		"kubernetes-service",     // synthetic entry, inbound on the target port
 		"two-redis-ports",        // a filter pair and a cluster patch per port, each to its own cluster
+		"headless",               // a patch per ready endpoint of a headless Service
 		"routes",                 // prefix routes in input order: short host, explicit port, the service itself
 		"remove-prefix",          // remove_prefix
 		"catch-all",              // a route without match replaces the catch-all

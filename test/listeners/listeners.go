@@ -26,6 +26,7 @@ import (
 	"istio.io/istio/pkg/cluster"
 	"istio.io/istio/pkg/config"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -145,8 +146,11 @@ func TranslateIn(t testing.TB, ctx generator.Context, opts plugin.Options, istio
 		t.Fatalf("reading Istio config: %v", errors.Join(errs...))
 	}
 	for _, o := range kube {
-		if svc, ok := o.(*corev1.Service); ok {
-			objs.Services = append(objs.Services, svc)
+		switch o := o.(type) {
+		case *corev1.Service:
+			objs.Services = append(objs.Services, o)
+		case *discoveryv1.EndpointSlice:
+			objs.EndpointSlices = append(objs.EndpointSlices, *o)
 		}
 	}
 	snap := objs.Snapshot(DomainSuffix)

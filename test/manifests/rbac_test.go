@@ -54,6 +54,8 @@ type access struct {
 var wantAccess = []access{
 	{group: "networking.istio.io", resource: "envoyfilters", everywhere: []string{"get", "list", "watch", "create", "update", "delete"}},
 	{resource: "services", everywhere: []string{"list", "watch"}},
+	// The endpoints of headless Services, whose clients have a listener per endpoint.
+	{group: "discovery.k8s.io", resource: "endpointslices", everywhere: []string{"list", "watch"}},
 	{group: "networking.istio.io", resource: "serviceentries", everywhere: []string{"list", "watch"}},
 	// Secrets: nothing until a namespace binds aeraki-secret-reader (TestSecretGrant).
 	{resource: "secrets"},

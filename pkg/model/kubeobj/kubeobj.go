@@ -4,7 +4,10 @@
 package kubeobj
 
 import (
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -75,4 +78,20 @@ func object(m metav1.Object, spec any) model.Object {
 		ResourceVersion: m.GetResourceVersion(), Generation: m.GetGeneration(),
 		Created: m.GetCreationTimestamp().Time, Spec: spec,
 	}
+}
+
+// Endpoints returns the ready addresses of a Service's EndpointSlices, sorted and
+// without duplicates.
+func Endpoints(eps []discoveryv1.EndpointSlice) []string {
+	var out []string
+	for i := range eps {
+		for _, ep := range eps[i].Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			out = append(out, ep.Addresses...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
