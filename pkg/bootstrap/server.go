@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -339,6 +340,13 @@ func (s *Server) watchKube(ctx context.Context) error {
 	}
 	// A headless Service's endpoints are its clients' listeners: pods coming and
 	// going change its EnvoyFilter (and only its: the translation reuses the rest).
+	// Indexed by Service, so that a push reads a headless Service's slices without
+	// scanning its namespace's.
+	if err := s.mgr.GetFieldIndexer().IndexField(ctx, &discoveryv1.EndpointSlice{}, endpointSliceService, func(o client.Object) []string {
+		return []string{o.GetLabels()[discoveryv1.LabelServiceName]}
+	}); err != nil {
+		return fmt.Errorf("indexing EndpointSlices: %w", err)
+	}
 	epsInformer, err := s.mgr.GetCache().GetInformer(ctx, &discoveryv1.EndpointSlice{})
 	if err != nil {
 		return fmt.Errorf("informer for EndpointSlices: %w", err)

@@ -158,6 +158,9 @@ func (s *source) serviceEntryAnnotations(namespace, name string) (map[string]str
 	return obj.Annotations, true, nil
 }
 
+// endpointSliceService indexes EndpointSlices by the Service they belong to.
+const endpointSliceService = "aeraki.serviceName"
+
 func (s *source) kubeService(namespace, name string) (*model.KubeService, error) {
 	svc := &corev1.Service{}
 	found, err := s.get(namespace, name, svc)
@@ -168,7 +171,7 @@ func (s *source) kubeService(namespace, name string) (*model.KubeService, error)
 	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		var eps discoveryv1.EndpointSliceList
 		if err := s.cache.List(context.Background(), &eps, client.InNamespace(namespace),
-			client.MatchingLabels{discoveryv1.LabelServiceName: name}); err != nil {
+			client.MatchingFields{endpointSliceService: name}); err != nil {
 			return nil, fmt.Errorf("listing the EndpointSlices of Service %s/%s: %w", namespace, name, err)
 		}
 		ks.Endpoints = kubeobj.Endpoints(eps.Items)

@@ -73,8 +73,6 @@ type Containment struct {
 	// Restored says the last accepted filters stand in; otherwise the owner's
 	// filters are left out.
 	Restored bool
-	// Rejection is the last report's rejection, nil once proxies accept again.
-	Rejection *Rejection
 }
 
 // Filter returns desired with the filters of every contained owner replaced (see
@@ -200,12 +198,12 @@ func (g *Guard) Observe(r *Report, now time.Time) bool {
 	return changed
 }
 
-// Contained returns the owners contained, ordered, with their last rejection.
+// Contained returns the owners contained, ordered.
 func (g *Guard) Contained() []Containment {
 	var out []Containment
 	for _, owner := range slices.SortedFunc(maps.Keys(g.owners), compareOwners) {
 		if st := g.owners[owner]; st.rejected != "" {
-			out = append(out, Containment{Owner: owner, Restored: st.accepted != nil, Rejection: st.rejection})
+			out = append(out, Containment{Owner: owner, Restored: st.accepted != nil})
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package listeners
 
 import (
+	"fmt"
 	"testing"
 
 	"aeraki.io/aeraki/pkg/patch"
@@ -9,43 +10,50 @@ import (
 
 // headlessRedis is a Redis StatefulSet behind a headless Service: clients reach
 // each pod by its own address.
-const headlessRedis = `
+var headlessRedis = headlessYAML("shop", "cache", "{}", "tcp-redis", 6379, "10.0.3.7")
+
+// headlessYAML is a headless Service with annotations (YAML flow map), one port,
+// and one ready Pod at podIP, as istiod's Kubernetes registry reads them: the
+// Service, the Pod and its EndpointSlice.
+func headlessYAML(namespace, name, annotations, portName string, port int, podIP string) string {
+	return fmt.Sprintf(`
 apiVersion: v1
 kind: Service
-metadata: {name: cache, namespace: shop}
+metadata: {name: %[2]s, namespace: %[1]s, annotations: %[3]s}
 spec:
   clusterIP: None
-  selector: {app: cache}
+  selector: {app: %[2]s}
   ports:
-  - {name: tcp-redis, port: 6379, targetPort: 6379, protocol: TCP}
+  - {name: %[4]s, port: %[5]d, targetPort: %[5]d, protocol: TCP}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: cache-0, namespace: shop, labels: {app: cache}}
+metadata: {name: %[2]s-0, namespace: %[1]s, labels: {app: %[2]s}}
 spec:
   containers:
-  - {name: redis, image: redis, ports: [{containerPort: 6379}]}
+  - {name: app, image: %[2]s, ports: [{containerPort: %[5]d}]}
 status:
   phase: Running
-  podIP: 10.0.3.7
-  podIPs: [{ip: 10.0.3.7}]
+  podIP: %[6]s
+  podIPs: [{ip: %[6]s}]
   conditions:
   - {type: Ready, status: "True"}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: cache-0
-  namespace: shop
-  labels: {kubernetes.io/service-name: cache}
+  name: %[2]s-0
+  namespace: %[1]s
+  labels: {kubernetes.io/service-name: %[2]s}
 addressType: IPv4
 ports:
-- {name: tcp-redis, port: 6379, protocol: TCP}
+- {name: %[4]s, port: %[5]d, protocol: TCP}
 endpoints:
-- addresses: [10.0.3.7]
+- addresses: [%[6]s]
   conditions: {ready: true}
-  targetRef: {kind: Pod, name: cache-0, namespace: shop}
-`
+  targetRef: {kind: Pod, name: %[2]s-0, namespace: %[1]s}
+`, namespace, name, annotations, portName, port, podIP)
+}
 
 // TestHeadlessServiceOnListeners: on istiod's own listeners, the per-endpoint
 // listener istiod builds for each pod of a headless Service carries the protocol

@@ -106,43 +106,8 @@ spec:
   location: MESH_INTERNAL
 `
 
-const sharedKube = `
-apiVersion: v1
-kind: Service
-metadata: {name: stock, namespace: warehouse, annotations: {interface: org.example.Stock}}
-spec:
-  clusterIP: None
-  selector: {app: stock}
-  ports:
-  - {name: tcp-dubbo, port: 20880, targetPort: 20880, protocol: TCP}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: stock-0, namespace: warehouse, labels: {app: stock}}
-spec:
-  containers:
-  - {name: app, image: stock, ports: [{containerPort: 20880}]}
-status:
-  phase: Running
-  podIP: 10.0.2.5
-  podIPs: [{ip: 10.0.2.5}]
-  conditions:
-  - {type: Ready, status: "True"}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: stock-0
-  namespace: warehouse
-  labels: {kubernetes.io/service-name: stock}
-addressType: IPv4
-ports:
-- {name: tcp-dubbo, port: 20880, protocol: TCP}
-endpoints:
-- addresses: [10.0.2.5]
-  conditions: {ready: true}
-  targetRef: {kind: Pod, name: stock-0, namespace: warehouse}
-`
+// sharedKube is a headless Dubbo Service of port 20880 with one ready Pod.
+var sharedKube = headlessYAML("warehouse", "stock", "{interface: org.example.Stock}", "tcp-dubbo", 20880, "10.0.2.5")
 
 // TestSharedPortOnListeners: with a route server, istiod puts one dubbo_proxy that
 // fetches the port's routes on every client listener of port 20880 (each VIP's, and
