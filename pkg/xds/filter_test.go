@@ -1,17 +1,14 @@
 package xds
 
 import (
-	"maps"
 	"slices"
 	"sync"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
-	"istio.io/istio/pilot/pkg/config/memory"
 	istiomodel "istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/config/host"
-	"istio.io/istio/pkg/config/schema/collections"
 	"istio.io/istio/pkg/config/schema/gvk"
 
 	"aeraki.io/aeraki/pkg/model"
@@ -199,31 +196,6 @@ func TestWatcherHandlerHiddenServices(t *testing.T) {
 	vsH(config.Config{}, *with(route, func(c *config.Config) { c.Name = "r3" }), istiomodel.EventAdd)
 	if want := []Event{{KindVirtualService, "shop", "r2"}}; !slices.Equal(got, want) {
 		t.Errorf("events\n got %v\nwant %v", got, want)
-	}
-}
-
-// TestADSCStoreDropsEmptyResourceVersion replays what adsc does on a push of an object
-// without a resource version: the annotation it uses to carry the version must not
-// stay on the stored object.
-func TestADSCStoreDropsEmptyResourceVersion(t *testing.T) {
-	store := adscStore{memory.NewController(memory.MakeSkipValidation(collections.Pilot))}
-	obj := *se("synthetic-x", "default", []string{"x.default.svc.cluster.local"}, "tcp-dubbo")
-	obj.Annotations = map[string]string{}
-	if _, err := store.Create(obj); err != nil {
-		t.Fatal(err)
-	}
-	upd := obj.DeepCopy()
-	upd.Annotations = map[string]string{memory.ResourceVersion: "", "keep": "me"}
-	upd.ResourceVersion = store.Get(gvk.ServiceEntry, "synthetic-x", "default").ResourceVersion
-	if _, err := store.Update(upd); err != nil {
-		t.Fatal(err)
-	}
-	got := store.Get(gvk.ServiceEntry, "synthetic-x", "default").Annotations
-	if want := map[string]string{"keep": "me"}; !maps.Equal(got, want) {
-		t.Errorf("annotations = %v, want %v", got, want)
-	}
-	if _, ok := upd.Annotations[memory.ResourceVersion]; !ok {
-		t.Error("Update changed the caller's annotation map")
 	}
 }
 

@@ -2,6 +2,48 @@
 // xDS), keeps ServiceEntries, VirtualServices and DestinationRules (and the mesh
 // config's export defaults) in memory and reports the changes that can matter to a
 // generator.
+//
+// # Whole pushes
+//
+// istiod sends each kind in its own response, so a store written response by
+// response would show, between two of them, a VirtualService without the
+// DestinationRule applied with it, and a push of ours from that view would report a
+// subset as undefined and write routes nobody asked for. The watcher therefore
+// holds every response until the whole of istiod's push has come, and then applies
+// it to the store in one step that Snapshot cannot see half of; only then do the
+// Events fire and HasSynced turn true.
+//
+// A push is whole when every watched type (mesh config, ServiceEntry,
+// VirtualService, DestinationRule) has come since the last one applied, all with
+// the same version_info. This is sound because of how istiod answers an "api"
+// client (pilot/pkg/xds): pushConnection (ads.go) hands a push to pushXds
+// (xdsgen.go) for every type the connection watches, and the api generator
+// (pilot/pkg/networking/apigen/apigen.go) answers every type on every push,
+// changed or not, with VersionInfo set to the push context's PushVersion. A
+// connection handles its pushes and requests one at a time (Stream in
+// pkg/xds/server.go), so the responses of one
+// push are contiguous on the stream; their order among these types is not fixed
+// (they are not in PushOrder), hence the check by set, not by last type. Answers to
+// the first requests carry the version of the push context current then; a push
+// that comes between them re-sends the types asked so far, so the newer response of
+// a type replaces the older and the batch is whole once all have the newer version.
+// Pushes that reuse a push context (endpoint-only or forced pushes) carry its
+// version again; requiring every type since the last applied batch keeps those
+// whole too.
+//
+// Cost: a change is applied when the last response of its push arrives instead of
+// when its own does, that is the time istiod takes to list and send the other
+// kinds of the same push: well under a millisecond for a few objects, a few
+// milliseconds at thousands, against a push debounce of hundreds. Should a push
+// never complete (an istiod that skips types, or a stream broken in the middle of
+// one), what came is applied after DefaultWholePushTimeout and the log says which
+// types were missing: late, and possibly mixed, but never lost.
+//
+// What this does not cover: the api generator lists istiod's live config store,
+// not the push context, so one whole push can already carry a VirtualService whose
+// DestinationRule istiod has not received yet (a push for an unrelated change that
+// falls between the two). istiod pushes again once its own debounce has passed;
+// only a push debounce longer than istiod's (PILOT_DEBOUNCE_AFTER) bridges that.
 package xds
 
 import (
@@ -9,7 +51,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,8 +64,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
-	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pilot/pkg/config/memory"
 	istiomodel "istio.io/istio/pilot/pkg/model"
@@ -54,6 +93,9 @@ const (
 	DefaultNamespace      = "istio-system"
 	DefaultInitialBackoff = 500 * time.Millisecond
 	DefaultMaxBackoff     = 30 * time.Second
+	// DefaultWholePushTimeout is how long the responses of an incomplete push wait
+	// for the rest before they are applied anyway (see the package doc).
+	DefaultWholePushTimeout = 5 * time.Second
 )
 
 // Options configure a Watcher.
@@ -84,6 +126,10 @@ type Options struct {
 	// Observer, if set, is told when the stream to istiod comes up and goes down,
 	// and why an attempt failed (for metrics).
 	Observer ConnectionObserver
+
+	// wholePushTimeout bounds how long responses wait for the rest of their push
+	// (default DefaultWholePushTimeout; tests shorten it).
+	wholePushTimeout time.Duration
 }
 
 // ConnectionObserver is told each time the xDS stream to istiod comes up (again:
@@ -132,6 +178,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxBackoff < o.InitialBackoff {
 		o.MaxBackoff = o.InitialBackoff
 	}
+	if o.wholePushTimeout <= 0 {
+		o.wholePushTimeout = DefaultWholePushTimeout
+	}
 	o.Security = o.Security.withDefaults(o.Address)
 	return o
 }
@@ -177,6 +226,22 @@ type Watcher struct {
 	// hidden indexes the hosts of the services istiod does not show the watcher
 	// (see SetHiddenServices).
 	hidden *hostIndex
+
+	// batchMu guards the responses of the push being received and their application
+	// to the store.
+	batchMu sync.Mutex
+	batch   *pushBatch
+	// batchStart is when the first response of the pending batch came.
+	batchStart time.Time
+	// batchTimer applies an incomplete batch after Options.wholePushTimeout.
+	batchTimer *time.Timer
+	// batchDone is set when Run returns: nothing is applied after.
+	batchDone bool
+	// applied holds the types applied at least once; synced is set once all are.
+	applied map[string]bool
+	synced  atomic.Bool
+	// storeMu makes the application of a batch atomic for Snapshot.
+	storeMu sync.RWMutex
 }
 
 // NewWatcher returns a Watcher that calls onChange for every change that can matter to
@@ -197,6 +262,8 @@ func NewWatcher(opts Options, onChange func(Event)) *Watcher {
 		log:      opts.Logger.WithName("config"),
 		hosts:    newHostIndex(),
 		hidden:   newHostIndex(),
+		batch:    newPushBatch(watchedTypeURLs()),
+		applied:  map[string]bool{},
 	}
 }
 
@@ -213,6 +280,17 @@ func watchedKinds() []watchedKind {
 		{gvk.DestinationRule, KindDestinationRule},
 		{gvk.WorkloadEntry, KindWorkloadEntry},
 	}
+}
+
+// watchedTypeURLs are the type URLs the watcher asks istiod for, in the order it
+// asks: the mesh config first, so that the export defaults are in before the config
+// they apply to.
+func watchedTypeURLs() []string {
+	urls := []string{gvk.MeshConfig.String()}
+	for _, k := range watchedKinds() {
+		urls = append(urls, k.gvk.String())
+	}
+	return urls
 }
 
 // Run connects to istiod and keeps the store in step with it until ctx is done. It
@@ -248,8 +326,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for _, k := range watchedKinds() {
 		store.RegisterEventHandler(k.gvk, w.handler(k.kind))
 	}
-	store.RegisterHasSyncedHandler(client.HasSynced)
-	client.Store = adscStore{store}
+	store.RegisterHasSyncedHandler(w.synced.Load)
+	// No client.Store: adsc would write each response into it as it comes, and a
+	// push would see half of one of istiod's. The watcher applies whole pushes
+	// itself (HandleResponse).
 
 	w.mu.Lock()
 	w.client, w.store = client, store
@@ -267,6 +347,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer func() {
 		stopClosing()
 		client.Close()
+		w.stopBatches()
 		close(stop)
 		<-storeDone
 		w.setDown()
@@ -326,11 +407,9 @@ func (w *Watcher) waitIdentity(ctx context.Context) (identity, error) {
 // adscConfig configures the xDS client as a node of identity id: istiod checks a
 // verified identity against the node's namespace and service account.
 func (w *Watcher) adscConfig(id identity) *adsc.ADSConfig {
-	// The mesh config first: istiod answers in order, so the export defaults are in
-	// before the config they apply to.
-	requests := []*discovery.DiscoveryRequest{{TypeUrl: gvk.MeshConfig.String()}}
-	for _, k := range watchedKinds() {
-		requests = append(requests, &discovery.DiscoveryRequest{TypeUrl: k.gvk.String()})
+	var requests []*discovery.DiscoveryRequest
+	for _, u := range watchedTypeURLs() {
+		requests = append(requests, &discovery.DiscoveryRequest{TypeUrl: u})
 	}
 	meta := istiomodel.NodeMetadata{Generator: "api", Namespace: id.Namespace, ServiceAccount: id.ServiceAccount}
 	return &adsc.ADSConfig{
@@ -343,24 +422,8 @@ func (w *Watcher) adscConfig(id identity) *adsc.ADSConfig {
 			GrpcOpts:      w.dialOptions(),
 		},
 		InitialDiscoveryRequests: requests,
-		ResponseHandler:          meshHandler{w},
+		ResponseHandler:          responseHandler{w},
 	}
-}
-
-// adscStore is the store adsc writes to. It mends one quirk of adsc with the memory
-// store: updating an object that has no resource version (istiod's synthetic
-// ServiceEntries) leaves an empty "ResourceVersion" annotation behind, which would show
-// in Snapshot and make the first rewrite of every such object look like a change.
-type adscStore struct {
-	*memory.Controller
-}
-
-func (s adscStore) Update(cfg config.Config) (string, error) {
-	if v, ok := cfg.Annotations[memory.ResourceVersion]; ok && v == "" {
-		cfg.Annotations = maps.Clone(cfg.Annotations)
-		delete(cfg.Annotations, memory.ResourceVersion)
-	}
-	return s.Controller.Update(cfg)
 }
 
 // dialOptions are adsc's gRPC options. Passing any makes adsc leave transport
@@ -517,22 +580,6 @@ func (w *Watcher) process(kind, op string, c change) {
 	w.onChange(Event{Kind: kind, Namespace: obj.Namespace, Name: obj.Name})
 }
 
-// meshHandler reads the export defaults from istiod's mesh config (adsc keeps the
-// config in a field it writes without a lock).
-type meshHandler struct{ w *Watcher }
-
-func (h meshHandler) HandleResponse(_ *adsc.ADSC, resp *discovery.DiscoveryResponse) {
-	if resp.GetTypeUrl() != gvk.MeshConfig.String() || len(resp.GetResources()) == 0 {
-		return
-	}
-	mesh := &meshconfig.MeshConfig{}
-	if err := proto.Unmarshal(resp.GetResources()[0].GetValue(), mesh); err != nil {
-		h.w.log.Error(err, "cannot read istiod's mesh config; keeping the export defaults as they were")
-		return
-	}
-	h.w.setExportDefaults(model.ExportDefaultsOf(mesh))
-}
-
 // setExportDefaults records the mesh's export defaults and tells of a change.
 func (w *Watcher) setExportDefaults(d model.ExportDefaults) {
 	w.filterMu.Lock()
@@ -568,13 +615,11 @@ func (w *Watcher) ExportDefaults() model.ExportDefaults {
 	return w.exportDefaults
 }
 
-// HasSynced reports whether every watched type was received at least once. It stays
-// true across reconnects: the store keeps the last state meanwhile.
+// HasSynced reports whether every watched type was received, in a whole push, at
+// least once. It stays true across reconnects: the store keeps the last state
+// meanwhile.
 func (w *Watcher) HasSynced() bool {
-	w.mu.RLock()
-	client := w.client
-	w.mu.RUnlock()
-	return client != nil && client.HasSynced()
+	return w.synced.Load()
 }
 
 // LastError returns why the watcher is not connected to istiod: one of the Reason
@@ -589,8 +634,9 @@ func (w *Watcher) LastError() (reason, message string) {
 func (w *Watcher) Connected() bool { return w.connected.Load() }
 
 // Snapshot returns the current store contents, each list sorted by namespace and
-// name. The specs are shared with the store and must not be modified. The three
-// lists are read one after the other; the next Event tells of anything newer.
+// name: all three from the same push of istiod's, never half of one. The specs are
+// shared with the store and must not be modified; the next Event tells of anything
+// newer.
 func (w *Watcher) Snapshot() (serviceEntries, virtualServices, destinationRules []model.Object) {
 	w.mu.RLock()
 	store := w.store
@@ -598,6 +644,8 @@ func (w *Watcher) Snapshot() (serviceEntries, virtualServices, destinationRules 
 	if store == nil {
 		return nil, nil, nil
 	}
+	w.storeMu.RLock()
+	defer w.storeMu.RUnlock()
 	list := func(k config.GroupVersionKind) []model.Object {
 		cfgs := store.List(k, "")
 		out := make([]model.Object, len(cfgs))
