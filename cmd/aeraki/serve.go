@@ -20,6 +20,7 @@ import (
 
 	"aeraki.io/aeraki/pkg/bootstrap"
 	"aeraki.io/aeraki/pkg/kube"
+	"aeraki.io/aeraki/pkg/push"
 	"aeraki.io/aeraki/pkg/xds"
 	"aeraki.io/aeraki/plugin/kafka"
 )
@@ -33,6 +34,8 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "the cluster's DNS domain, for short hosts")
 	fs.DurationVar(&o.Debounce.Quiet, "debounce-quiet", 500*time.Millisecond, "push after this long without a config change")
 	fs.DurationVar(&o.Debounce.Max, "debounce-max", 10*time.Second, "push at the latest this long after the first unpushed change")
+	fs.DurationVar(&o.Debounce.Settle, "settle", push.DefaultSettle,
+		"push only after istiod's config has been still this long (longer than istiod's PILOT_DEBOUNCE_AFTER), so objects applied together are pushed together")
 	fs.DurationVar(&o.Resync, "resync", 10*time.Minute, "push at least this often, repairing any drift (0 disables)")
 	fs.DurationVar(&o.SecretPoll, "secret-poll", bootstrap.DefaultSecretPoll, "read the Secrets Redis objects name again this often (no Secret is watched)")
 	fs.DurationVar(&o.ProxyStatusInterval, "proxy-status-interval", bootstrap.DefaultProxyStatusInterval,

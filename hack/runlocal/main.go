@@ -89,7 +89,7 @@ func run() error {
 		IstiodSecurity:    xds.Security{RootCertFile: ic.RootCertFile, ServerName: ic.ServerName, TokenFile: ic.TokenFile},
 		RootNamespace:     controlplane.IstioNamespace,
 		DomainSuffix:      "cluster.local",
-		Debounce:          push.DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second},
+		Debounce:          push.DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second, Settle: push.DefaultSettle},
 		XDSInitialBackoff: 500 * time.Millisecond,
 		XDSMaxBackoff:     30 * time.Second,
 		Manager: kube.Options{LeaderElection: true, LeaderElectionID: "aeraki-leader",

@@ -134,7 +134,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		Logger:         log.WithName("xds"),
 		Observer:       metrics,
 	}
-	s.watcher = xds.NewWatcher(watcherOptions, func(xds.Event) { s.controller.Trigger() })
+	s.watcher = xds.NewWatcher(watcherOptions, func(xds.Event) { s.controller.ConfigChanged() })
 	status := &redisStatus{synced: s.watcher.HasSynced}
 	src := &source{config: s.watcher, cache: mgr.GetCache(), secrets: mgr.GetAPIReader(), domainSuffix: opts.DomainSuffix, rootNamespace: opts.RootNamespace}
 	routes, discovery, err := newRouteServer(opts, metrics, log)
@@ -206,7 +206,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	})); err != nil {
 		return nil, err
 	}
-	status.recheck, err = kube.SetupRedis(mgr, kube.RedisOptions{Trigger: s.controller.Trigger, Verdict: status.verdict})
+	status.recheck, err = kube.SetupRedis(mgr, kube.RedisOptions{Trigger: s.controller.ConfigChanged, Verdict: status.verdict})
 	if err != nil {
 		return nil, fmt.Errorf("adding the Redis reconcilers: %w", err)
 	}
@@ -301,7 +301,7 @@ func (s *Server) watchKube(ctx context.Context) error {
 			old, _ := o.(*metav1.PartialObjectMetadata)
 			cur, _ := n.(*metav1.PartialObjectMetadata)
 			if old != nil && cur != nil && !maps.Equal(old.Annotations, cur.Annotations) {
-				s.controller.Trigger()
+				s.controller.ConfigChanged()
 			}
 		},
 	}); err != nil {
@@ -321,17 +321,17 @@ func (s *Server) watchKube(ctx context.Context) error {
 	_, err = svcs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if kube.ServiceChangeMatters(nil, asService(obj)) {
-				s.controller.Trigger()
+				s.controller.ConfigChanged()
 			}
 		},
 		UpdateFunc: func(o, n any) {
 			if kube.ServiceChangeMatters(asService(o), asService(n)) {
-				s.controller.Trigger()
+				s.controller.ConfigChanged()
 			}
 		},
 		DeleteFunc: func(obj any) {
 			if kube.ServiceChangeMatters(asService(obj), nil) {
-				s.controller.Trigger()
+				s.controller.ConfigChanged()
 			}
 		},
 	})

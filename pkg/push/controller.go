@@ -89,6 +89,7 @@ type StatusSink interface {
 type Controller struct {
 	opts       ControllerOptions
 	trigger    chan struct{}
+	settle     chan struct{}
 	translator *translate.Translator
 	planner    plan.Planner
 	// full asks the next push to generate every service, not only the changed ones.
@@ -104,7 +105,7 @@ type Controller struct {
 // NewController returns a controller; Start runs it.
 func NewController(opts ControllerOptions) *Controller {
 	return &Controller{
-		opts: opts, trigger: make(chan struct{}, 1), translator: translate.NewTranslator(opts.Context, opts.Registry),
+		opts: opts, trigger: make(chan struct{}, 1), settle: make(chan struct{}, 1), translator: translate.NewTranslator(opts.Context, opts.Registry),
 		failures: map[string]string{}, skips: map[string]string{},
 		fb: newFeedbackState(opts.Feedback, opts.Context.RootNamespace),
 	}
@@ -114,6 +115,18 @@ func NewController(opts ControllerOptions) *Controller {
 func (c *Controller) Trigger() {
 	select {
 	case c.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// ConfigChanged asks for a push once the user's config has settled
+// (DebounceOptions.Settle): a change from istiod, or of the objects the controller
+// reads from the apiserver beside it (ServiceEntry annotations, Services, Redis
+// objects), which reach it sooner than istiod relays what was applied with them.
+// It never blocks.
+func (c *Controller) ConfigChanged() {
+	select {
+	case c.settle <- struct{}{}:
 	default:
 	}
 }
@@ -168,7 +181,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	if c.opts.Resync > 0 {
 		go wait.Until(c.Resync, c.opts.Resync, ctx.Done())
 	}
-	Debounce(ctx, c.trigger, c.opts.Debounce, func(ctx context.Context, merged int) {
+	Debounce(ctx, c.trigger, c.settle, c.opts.Debounce, func(ctx context.Context, merged int) {
 		c.opts.Metrics.Merged(merged)
 		err := c.Push(ctx)
 		switch {

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -33,10 +34,11 @@ type pushRecord struct {
 }
 
 // runDebounce starts Debounce in a bubble with a recording push that takes pushTime.
-func runDebounce(t *testing.T, opts DebounceOptions, pushTime time.Duration) (chan<- struct{}, func() []pushRecord, func()) {
+// It returns the trigger and settle channels.
+func runDebounce(t *testing.T, opts DebounceOptions, pushTime time.Duration) (chan<- struct{}, chan<- struct{}, func() []pushRecord, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	trigger := make(chan struct{})
+	trigger, settle := make(chan struct{}), make(chan struct{})
 	start := time.Now()
 	var mu sync.Mutex
 	var pushes []pushRecord
@@ -44,7 +46,7 @@ func runDebounce(t *testing.T, opts DebounceOptions, pushTime time.Duration) (ch
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Debounce(ctx, trigger, opts, func(_ context.Context, merged int) {
+		Debounce(ctx, trigger, settle, opts, func(_ context.Context, merged int) {
 			mu.Lock()
 			inFlight++
 			if inFlight > 1 {
@@ -67,12 +69,12 @@ func runDebounce(t *testing.T, opts DebounceOptions, pushTime time.Duration) (ch
 		cancel()
 		<-done
 	}
-	return trigger, get, stop
+	return trigger, settle, get, stop
 }
 
 func TestDebounceQuietPeriod(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second}, 0)
+		trigger, _, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 10 * time.Second}, 0)
 		defer stop()
 		// Three signals 100 ms apart: one push, 500 ms after the last.
 		for range 3 {
@@ -90,7 +92,7 @@ func TestDebounceQuietPeriod(t *testing.T) {
 
 func TestDebounceCeiling(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 2 * time.Second}, 0)
+		trigger, _, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 500 * time.Millisecond, Max: 2 * time.Second}, 0)
 		defer stop()
 		// A signal every 300 ms from 0 to 2.7s never leaves a quiet period: the ceiling
 		// pushes the seven signals up to 1.8s at 2s; the last three go out after a quiet
@@ -103,20 +105,15 @@ func TestDebounceCeiling(t *testing.T) {
 		synctest.Wait()
 		got := pushes()
 		want := []pushRecord{{2 * time.Second, 7}, {3200 * time.Millisecond, 3}}
-		if len(got) != len(want) {
+		if !slices.Equal(got, want) {
 			t.Fatalf("pushes = %+v, want %+v", got, want)
-		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("pushes = %+v, want %+v", got, want)
-			}
 		}
 	})
 }
 
 func TestDebounceOnePushInFlight(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second}, 3*time.Second)
+		trigger, _, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second}, 3*time.Second)
 		defer stop()
 		trigger <- struct{}{}
 		time.Sleep(200 * time.Millisecond) // first push starts at 100ms and runs 3s
@@ -135,9 +132,39 @@ func TestDebounceOnePushInFlight(t *testing.T) {
 	})
 }
 
+func TestDebounceSettle(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		trigger, settle, pushes, stop := runDebounce(t, DebounceOptions{Quiet: 100 * time.Millisecond, Max: 10 * time.Second, Settle: time.Second}, 0)
+		defer stop()
+		// A settle signal at 0 and a plain one at 300ms: the push waits for the config
+		// to have been still for a second, not for the quiet period after the last.
+		settle <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		trigger <- struct{}{}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		// A plain signal alone afterwards waits the quiet period only.
+		trigger <- struct{}{}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		// Settle signals keep coming: the ceiling still holds.
+		for range 20 {
+			settle <- struct{}{}
+			time.Sleep(600 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		got := pushes()
+		want := []pushRecord{{time.Second, 2}, {2400 * time.Millisecond, 1}, {13300 * time.Millisecond, 17}, {15700 * time.Millisecond, 3}}
+		if !slices.Equal(got, want) {
+			t.Fatalf("pushes = %+v, want %+v", got, want)
+		}
+	})
+}
+
 func TestDebounceStopsWithContext(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		trigger, pushes, stop := runDebounce(t, DebounceOptions{Quiet: time.Second, Max: 5 * time.Second}, 0)
+		trigger, _, pushes, stop := runDebounce(t, DebounceOptions{Quiet: time.Second, Max: 5 * time.Second}, 0)
 		trigger <- struct{}{}
 		stop() // returns although a signal is pending
 		synctest.Wait()

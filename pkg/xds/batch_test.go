@@ -78,9 +78,10 @@ func TestPushBatchWhole(t *testing.T) {
 			whole: []bool{false, false, false, false, false, false, true},
 		},
 	}
+	types := []string{mesh, se, vs, dr}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newPushBatch(watchedTypeURLs())
+			b := newPushBatch(types)
 			for i, r := range tt.resps {
 				whole := b.add(r)
 				if whole != tt.whole[i] {
@@ -88,7 +89,7 @@ func TestPushBatchWhole(t *testing.T) {
 				}
 				if whole {
 					got := b.take()
-					if len(got) != len(watchedTypeURLs()) {
+					if len(got) != len(types) {
 						t.Fatalf("took %d responses, want one per type", len(got))
 					}
 					for u, g := range got {
@@ -106,7 +107,7 @@ func TestPushBatchWhole(t *testing.T) {
 }
 
 func TestPushBatchMissing(t *testing.T) {
-	b := newPushBatch(watchedTypeURLs())
+	b := newPushBatch([]string{gvk.MeshConfig.String(), gvk.ServiceEntry.String(), gvk.VirtualService.String(), gvk.DestinationRule.String()})
 	b.add(resp(gvk.VirtualService.String(), "7"))
 	types, versions := b.missing()
 	want := []string{gvk.MeshConfig.String(), gvk.ServiceEntry.String(), gvk.DestinationRule.String()}
@@ -222,8 +223,9 @@ func TestWatcherAppliesWholePushes(t *testing.T) {
 	w.received(withSE("1", a), now)
 	w.received(resp(gvk.VirtualService.String(), "1"), now)
 	w.received(resp(gvk.MeshConfig.String(), "1"), now)
+	w.received(resp(gvk.WorkloadEntry.String(), "1"), now)
 	if ses, _, _ := w.Snapshot(); len(ses) != 0 || w.HasSynced() {
-		t.Fatalf("three types of four applied: snapshot %v, synced %v", ses, w.HasSynced())
+		t.Fatalf("every type but one applied: snapshot %v, synced %v", ses, w.HasSynced())
 	}
 	w.received(resp(gvk.DestinationRule.String(), "1"), now)
 	if ses, _, _ := w.Snapshot(); len(ses) != 1 || !w.HasSynced() {

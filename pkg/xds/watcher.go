@@ -39,11 +39,23 @@
 // one), what came is applied after DefaultWholePushTimeout and the log says which
 // types were missing: late, and possibly mixed, but never lost.
 //
-// What this does not cover: the api generator lists istiod's live config store,
-// not the push context, so one whole push can already carry a VirtualService whose
-// DestinationRule istiod has not received yet (a push for an unrelated change that
-// falls between the two). istiod pushes again once its own debounce has passed;
-// only a push debounce longer than istiod's (PILOT_DEBOUNCE_AFTER) bridges that.
+// # Objects applied together
+//
+// A whole push is not yet a whole change: the api generator lists istiod's live
+// config store, not the push context, so a push istiod started just before the
+// second of two objects applied together reached it carries the first alone (a
+// VirtualService without its DestinationRule). That second object is an event to
+// istiod, which pushes again once its own debounce (PILOT_DEBOUNCE_AFTER, 100ms by
+// default) has passed. So the watcher's Events ask the push loop to wait until
+// istiod's config has been still for longer than that (push.DebounceOptions.Settle,
+// one second by default): the push that follows sees both. The objects the
+// controller reads from the apiserver itself (ServiceEntry annotations, Services,
+// Redis objects) come the other way, sooner than istiod relays what was applied
+// with them, and their changes take the same settle. What this assumes, and
+// where it ends: istiod's next push reaches the watcher within the settle (an
+// istiod so loaded that its pushes lag by more needs a longer --settle), and config
+// that never pauses for the settle is still pushed at the debounce ceiling, which
+// may fall inside an apply.
 package xds
 
 import (

@@ -41,6 +41,9 @@ const (
 	rootNS      = "istio-system"
 	appNS       = "dubbo"
 	timeout     = 60 * time.Second
+	// settle is five times istiod's debounce (PILOT_DEBOUNCE_AFTER): the controllers
+	// push only once istiod's config has been still that long.
+	settle = 500 * time.Millisecond
 )
 
 type env struct {
@@ -81,7 +84,7 @@ func (e *env) options() bootstrap.Options {
 		IstiodSecurity:    xds.Security{Plaintext: true},
 		RootNamespace:     rootNS,
 		DomainSuffix:      "cluster.local",
-		Debounce:          push.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second},
+		Debounce:          push.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second, Settle: settle},
 		XDSInitialBackoff: 100 * time.Millisecond,
 		XDSMaxBackoff:     time.Second,
 		SecretPoll:        200 * time.Millisecond,

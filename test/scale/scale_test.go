@@ -60,7 +60,9 @@ const (
 	// The controller's debounce: short, as in the end-to-end tests.
 	debounceQuiet = 100 * time.Millisecond
 	debounceMax   = time.Second
-	timeout       = 60 * time.Second
+	// settle is five times istiod's debounce (PILOT_DEBOUNCE_AFTER), as in test/e2e.
+	settle  = 500 * time.Millisecond
+	timeout = 60 * time.Second
 )
 
 // writeVerbs are the verbs of apiserver_request_total that change objects.
@@ -139,7 +141,7 @@ func TestScale(t *testing.T) {
 	sc := connectSidecar(t, cp)
 
 	ae, err := cp.StartAeraki(ctx, b.bin,
-		"--debounce-quiet="+debounceQuiet.String(), "--debounce-max="+debounceMax.String())
+		"--debounce-quiet="+debounceQuiet.String(), "--debounce-max="+debounceMax.String(), "--settle="+settle.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -819,7 +821,7 @@ func report(t *testing.T, r result, took time.Duration) {
 		return (time.Duration(s * float64(time.Second) / float64(r.EnvoyFilters))).Round(time.Microsecond).String()
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "scale: %d services, %d EnvoyFilters; aeraki --debounce-quiet=%s --debounce-max=%s\n", r.Services, r.EnvoyFilters, debounceQuiet, debounceMax)
+	fmt.Fprintf(&b, "scale: %d services, %d EnvoyFilters; aeraki --debounce-quiet=%s --debounce-max=%s --settle=%s\n", r.Services, r.EnvoyFilters, debounceQuiet, debounceMax, settle)
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-52s %s\n", k, v) }
 	row(fmt.Sprintf("DestinationRules and VirtualServices (%d workers)", workers), sec(r.RoutingSeconds))
 	row(fmt.Sprintf("ServiceEntries (%d workers)", workers), sec(r.CreateSeconds))
