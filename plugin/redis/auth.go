@@ -55,7 +55,7 @@ func resolveAuth(ctx *generator.Context, a *redisspec.Auth, namespace, where str
 		return nil, &configError{reason: redisspec.ReasonSecretNotFound, msg: fmt.Sprintf("%s: Secret %s/%s not found", where, namespace, ref.Name)}
 	}
 	data, name := secret.Data, namespace+"/"+ref.Name
-	passwordKey := ref.PasswordKey
+	passwordKey := ref.PasswordName()
 	if passwordKey == "" {
 		passwordKey = DefaultPasswordKey
 	}
@@ -67,7 +67,8 @@ func resolveAuth(ctx *generator.Context, a *redisspec.Auth, namespace, where str
 		return nil, invalid("%s: Secret %s key %q (the password) is empty", where, name, passwordKey)
 	}
 	c := &credentials{password: dataSource(password)}
-	usernameKey, named := ref.UsernameKey, ref.UsernameKey != ""
+	usernameKey := ref.UsernameName()
+	named := usernameKey != ""
 	if !named {
 		usernameKey = DefaultUsernameKey
 	}

@@ -47,9 +47,10 @@ func resolveDestination(ctx *generator.Context, svc *model.Service, rd *model.Co
 	}
 	pool := rd.Spec.TrafficPolicy.ConnectionPool
 	if tcp := pool.TCP; tcp != nil {
-		if tcp.MaxConnections != nil {
-			if *tcp.MaxConnections < 1 {
-				return nil, invalid("spec.trafficPolicy.connectionPool.tcp.maxConnections %d is less than 1", *tcp.MaxConnections)
+		// 0 is unset, as in Istio's DestinationRule (and Aeraki's, which embeds it).
+		if tcp.MaxConnections != nil && *tcp.MaxConnections != 0 {
+			if *tcp.MaxConnections < 0 {
+				return nil, invalid("spec.trafficPolicy.connectionPool.tcp.maxConnections %d is negative", *tcp.MaxConnections)
 			}
 			n := uint32(*tcp.MaxConnections)
 			cfg.maxConnections = &n
@@ -104,9 +105,9 @@ func resolveDestination(ctx *generator.Context, svc *model.Service, rd *model.Co
 func keepalive(ka *redisspec.TCPKeepalive) (*core.TcpKeepalive, error) {
 	out := &core.TcpKeepalive{}
 	const where = "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive"
-	if ka.Probes != nil {
-		if *ka.Probes < 1 {
-			return nil, invalid("%s.probes %d is less than 1", where, *ka.Probes)
+	if ka.Probes != nil && *ka.Probes != 0 { // 0 is unset, as in Istio's API
+		if *ka.Probes < 0 {
+			return nil, invalid("%s.probes %d is negative", where, *ka.Probes)
 		}
 		out.KeepaliveProbes = wrapperspb.UInt32(uint32(*ka.Probes))
 	}

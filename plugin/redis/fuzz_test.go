@@ -63,7 +63,7 @@ func FuzzGenerate(f *testing.F) {
 						Match: &redisspec.RouteMatch{Key: redisspec.KeyMatch{Prefix: prefix1, RemovePrefix: true}},
 						Route: redisspec.RouteDestination{Host: host, Port: port},
 						Mirror: []redisspec.Mirror{
-							{Route: redisspec.RouteDestination{Host: "users"}, Percentage: &mirrorPct, ExcludeReadCommands: true},
+							{Route: redisspec.RouteDestination{Host: "users"}, Percentage: &redisspec.Percent{Value: mirrorPct}, ExcludeReadCommands: true},
 							{Route: redisspec.RouteDestination{Host: host, Port: port}},
 						},
 					},
@@ -71,7 +71,7 @@ func FuzzGenerate(f *testing.F) {
 					{Route: redisspec.RouteDestination{Host: "users"}},
 				},
 				Faults: []redisspec.Fault{
-					{Type: redisspec.FaultDelay, Percentage: &faultPct, Delay: &redisspec.Duration{Duration: time.Duration(keepaliveTime)}, Commands: []string{prefix1}},
+					{Type: redisspec.FaultDelay, Percentage: &redisspec.Percent{Value: faultPct}, Delay: &redisspec.Duration{Duration: time.Duration(keepaliveTime)}, Commands: []string{prefix1}},
 					{Type: redisspec.FaultError},
 				},
 			},

@@ -1,7 +1,12 @@
 package redis
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
@@ -35,7 +40,37 @@ func TestGolden(t *testing.T) {
 		"username-key-missing",   // error: named username key absent
 		"unknown-route-host",     // error: route to a host that is no service
 		"duplicate-prefix",       // error: same prefix ignoring case (caseInsensitive)
+		// Aeraki's forms, and this API's earlier ones (see TestEarlierFormsMeanTheSame).
+		"upstream-mirror-percentage", // a mirror's percentage as {value: n}
+		"mirror-percentage-number",   // the same as a number
+		"upstream-fault-percentage",  // a fault's percentage as {value: n}, its type DELAY when unset
+		"fault-percentage-number",    // the same as a number, the type set
+		"upstream-secret-fields",     // a Secret's keys as passwordField and usernameField
+		"secret-keys",                // the same as passwordKey and usernameKey
 	} {
 		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.Redis, name) })
+	}
+}
+
+// TestEarlierFormsMeanTheSame: an object written in Aeraki's form and the same one in
+// this API's earlier form make byte-identical output (their goldens, each checked
+// against the generator by TestGolden, are equal).
+func TestEarlierFormsMeanTheSame(t *testing.T) {
+	for aeraki, earlier := range map[string]string{
+		"upstream-mirror-percentage": "mirror-percentage-number",
+		"upstream-fault-percentage":  "fault-percentage-number",
+		"upstream-secret-fields":     "secret-keys",
+	} {
+		a, err := os.ReadFile(filepath.Join("testdata", aeraki+".golden.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join("testdata", earlier+".golden.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s and %s differ:\n%s", aeraki, earlier, cmp.Diff(string(a), string(b)))
+		}
 	}
 }

@@ -339,7 +339,7 @@ spec:
 // TestFraction: percentages in millionths, exact for fractions such as 12.5.
 func TestFraction(t *testing.T) {
 	for p, want := range map[float64]uint32{0: 0, 12.5: 125000, 0.0001: 1, 33.3333: 333333, 100: 1000000} {
-		f, err := fraction(&p, "percentage")
+		f, err := fraction(&redisspec.Percent{Value: p}, "percentage")
 		if err != nil || f.GetDefaultValue().GetNumerator() != want || f.GetDefaultValue().GetDenominator().String() != "MILLION" {
 			t.Errorf("%v%% = %v, %v; want %d millionths", p, f, err, want)
 		}
@@ -348,7 +348,7 @@ func TestFraction(t *testing.T) {
 		t.Errorf("unset = %v, %v; want all", f, err)
 	}
 	for _, p := range []float64{-1, 100.5, math.NaN(), math.Inf(1)} {
-		if _, err := fraction(&p, "percentage"); reasonOf(err) != redisspec.ReasonInvalid || err == nil {
+		if _, err := fraction(&redisspec.Percent{Value: p}, "percentage"); reasonOf(err) != redisspec.ReasonInvalid || err == nil {
 			t.Errorf("%v: %v, want Invalid", p, err)
 		}
 	}

@@ -100,10 +100,10 @@ func (d *destinations) cluster(dest redisspec.RouteDestination, where string) (s
 
 // fraction turns a percentage (0 to 100, fractions allowed) into a runtime fraction
 // in millionths, which keeps percentages such as 12.5 or 0.0001 exact.
-func fraction(p *float64, where string) (*core.RuntimeFractionalPercent, error) {
+func fraction(p *redisspec.Percent, where string) (*core.RuntimeFractionalPercent, error) {
 	v := 100.0
 	if p != nil {
-		v = *p
+		v = p.Value
 	}
 	if math.IsNaN(v) || v < 0 || v > 100 {
 		return nil, invalid("%s %v is not between 0 and 100", where, v)

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -190,7 +191,9 @@ var faultTypes = map[redisspec.FaultType]redis.RedisProxy_RedisFault_RedisFaultT
 }
 
 func fault(f *redisspec.Fault, where string) (*redis.RedisProxy_RedisFault, error) {
-	t, ok := faultTypes[f.Type]
+	// Unset is DELAY, as in Aeraki's API (the API server fills it in; aeraki
+	// generate reads files as written).
+	t, ok := faultTypes[cmp.Or(f.Type, redisspec.FaultDelay)]
 	if !ok {
 		return nil, invalid("%s.type %q is neither DELAY nor ERROR", where, f.Type)
 	}
@@ -199,15 +202,13 @@ func fault(f *redisspec.Fault, where string) (*redis.RedisProxy_RedisFault, erro
 		return nil, err
 	}
 	out := &redis.RedisProxy_RedisFault{FaultType: t, FaultEnabled: enabled, Commands: slices.Clone(f.Commands)}
-	switch {
-	case f.Delay != nil:
+	// A DELAY fault without delay delays by nothing, as Envoy and Aeraki read it.
+	if f.Delay != nil {
 		d, err := duration(f.Delay, where+".delay", true)
 		if err != nil {
 			return nil, err
 		}
 		out.Delay = d
-	case t == redis.RedisProxy_RedisFault_DELAY:
-		return nil, invalid("%s: a DELAY fault needs delay", where)
 	}
 	for i, c := range f.Commands {
 		if strings.TrimSpace(c) == "" {

@@ -15,20 +15,49 @@ type Auth struct {
 }
 
 // SecretReference names a Secret in the object's namespace and the keys that hold
-// the credentials.
+// the credentials. The keys' fields have Aeraki's names (passwordField,
+// usernameField); passwordKey and usernameKey, this API's earlier names, mean the
+// same and may be set instead, not besides with another value.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.passwordField) || !has(self.passwordKey) || self.passwordField == self.passwordKey",message="passwordField and passwordKey name the same key: set one"
+// +kubebuilder:validation:XValidation:rule="!has(self.usernameField) || !has(self.usernameKey) || self.usernameField == self.usernameKey",message="usernameField and usernameKey name the same key: set one"
 type SecretReference struct {
 	// Name of the Secret.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
-	// PasswordKey is the key of the password; "password" when empty. It must exist.
+	// PasswordField is the key of the password; "password" when empty. It must exist.
 	// +optional
-	PasswordKey string `json:"passwordKey,omitempty"`
-	// UsernameKey is the key of the username (Redis 6 ACL users); "username" when
+	PasswordField string `json:"passwordField,omitempty"`
+	// UsernameField is the key of the username (Redis 6 ACL users); "username" when
 	// empty. When empty and the Secret has no "username" key, only the password is
 	// used (Redis before 6, or the default user); a key named here must exist.
 	// +optional
+	UsernameField string `json:"usernameField,omitempty"`
+	// PasswordKey is passwordField's earlier name.
+	// +optional
+	PasswordKey string `json:"passwordKey,omitempty"`
+	// UsernameKey is usernameField's earlier name.
+	// +optional
 	UsernameKey string `json:"usernameKey,omitempty"`
+}
+
+// PasswordName is the key of the password the reference names, under either name;
+// empty for the default.
+func (r *SecretReference) PasswordName() string {
+	if r.PasswordField != "" {
+		return r.PasswordField
+	}
+	return r.PasswordKey
+}
+
+// UsernameName is the key of the username the reference names, under either name;
+// empty for the default.
+func (r *SecretReference) UsernameName() string {
+	if r.UsernameField != "" {
+		return r.UsernameField
+	}
+	return r.UsernameKey
 }
 
 // PlainAuth holds credentials in the object itself.

@@ -29,9 +29,10 @@ type ConnectionPoolSettings struct {
 
 // TCPSettings are the TCP connection settings, with Istio's names and meaning.
 type TCPSettings struct {
-	// MaxConnections caps connections to the service from one sidecar.
+	// MaxConnections caps connections to the service from one sidecar; 0 leaves
+	// Istio's default, as in Istio's DestinationRule.
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	MaxConnections *int32 `json:"maxConnections,omitempty"`
 	// ConnectTimeout for new connections.
 	// +optional
@@ -45,9 +46,10 @@ type TCPSettings struct {
 
 // TCPKeepalive configures keepalive probes; unset fields keep the OS defaults.
 type TCPKeepalive struct {
-	// Probes sent without reply before the connection is dropped.
+	// Probes sent without reply before the connection is dropped; 0 keeps the OS
+	// default.
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	Probes *int32 `json:"probes,omitempty"`
 	// Time idle before the first probe.
 	// +optional

@@ -113,9 +113,10 @@ type RouteDestination struct {
 	// Host of a service with a tcp-redis port, completed like spec.host.
 	// +kubebuilder:validation:MinLength=1
 	Host string `json:"host"`
-	// Port of the host; may be left out when the host has a single tcp-redis port.
+	// Port of the host; may be left out (or 0) when the host has a single tcp-redis
+	// port.
 	// +optional
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port,omitempty"`
 }
@@ -124,11 +125,9 @@ type RouteDestination struct {
 type Mirror struct {
 	// Route is the destination of the copies.
 	Route RouteDestination `json:"route"`
-	// Percentage of commands copied, 0 to 100 (fractions allowed); all when unset.
+	// Percentage of commands copied; all when unset.
 	// +optional
-	// +kubebuilder:validation:Minimum=0
-	// +kubebuilder:validation:Maximum=100
-	Percentage *float64 `json:"percentage,omitempty"`
+	Percentage *Percent `json:"percentage,omitempty"`
 	// ExcludeReadCommands copies only commands that write.
 	// +optional
 	ExcludeReadCommands bool `json:"excludeReadCommands,omitempty"`
@@ -145,17 +144,15 @@ const (
 )
 
 // Fault delays commands or fails them with an error.
-//
-// +kubebuilder:validation:XValidation:rule="self.type != 'DELAY' || has(self.delay)",message="a DELAY fault needs delay"
 type Fault struct {
-	// Type of the fault.
-	Type FaultType `json:"type"`
-	// Percentage of commands affected, 0 to 100 (fractions allowed); all when unset.
+	// Type of the fault; DELAY when unset, as in Aeraki's API.
 	// +optional
-	// +kubebuilder:validation:Minimum=0
-	// +kubebuilder:validation:Maximum=100
-	Percentage *float64 `json:"percentage,omitempty"`
-	// Delay added to each affected command; DELAY faults only.
+	// +kubebuilder:default=DELAY
+	Type FaultType `json:"type,omitempty"`
+	// Percentage of commands affected; all when unset.
+	// +optional
+	Percentage *Percent `json:"percentage,omitempty"`
+	// Delay added to each affected command (none when unset); DELAY faults only.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
