@@ -37,7 +37,7 @@ deps: ## Install the system packages the tests need when missing (shellcheck, re
 # Tests that need no control-plane binaries: everything but the Kubernetes manager's
 # tests (envtest) and the parts of test/ that start etcd, kube-apiserver, istiod or
 # the built binary. test/listeners runs istiod's listener generation in process.
-UNIT_PKGS = $(shell $(GO) list ./cmd/... ./pkg/... ./plugin/... ./test/listeners/... ./test/dashboard/... | grep -v '/pkg/kube$$')
+UNIT_PKGS = $(shell $(GO) list ./cmd/... ./k8s/... ./pkg/... ./plugin/... ./test/listeners/... ./test/dashboard/... | grep -v '/pkg/kube$$')
 
 .PHONY: unit
 unit: ## Run the tests that need no cluster: generators and goldens, fuzz seeds, translate, plan, push loop, model, manifest, CLI, istiod's listeners in process
@@ -72,6 +72,13 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code, the CRDs in k8s/crds from
 		{ echo "$(INSTALL_MANIFEST): the '# BEGIN CRDs' and '# END CRDs' lines are missing"; exit 1; }
 	{ sed -n '1,/^# BEGIN CRDs/p' $(INSTALL_MANIFEST); cat $$(LC_ALL=C ls k8s/crds/*.yaml); sed -n '/^# END CRDs/,$$p' $(INSTALL_MANIFEST); } >$(INSTALL_MANIFEST).tmp
 	mv $(INSTALL_MANIFEST).tmp $(INSTALL_MANIFEST)
+
+# The version of Aeraki's API (github.com/aeraki-mesh/api) our Redis CRDs are held to.
+AERAKI_API_VERSION = v1.4.1
+
+.PHONY: aeraki-fields
+aeraki-fields: ## Write the field list of Aeraki's Redis API that k8s/crds' test holds our CRDs against (reads its module)
+	$(GO) run ./hack/aerakifields $(AERAKI_API_VERSION) >k8s/crds/testdata/aeraki-fields.txt
 
 .PHONY: check-generated
 check-generated: generate ## Fail when generated files differ from what is committed
