@@ -12,6 +12,8 @@ import (
 
 // verdicts says, from the push's own results, whether each RedisService and
 // RedisDestination of the snapshot is in effect, as its Ready condition reports:
+//   - Unreadable: its spec as stored cannot be read (and it names no service, or
+//     the services it names fail for it);
 //   - NoMatchingService: no service with a tcp-redis port has one of its hosts;
 //   - Conflict: an object of the same kind earlier by namespace/name binds one of the
 //     same services (it is in effect there, this one is not);
@@ -106,6 +108,9 @@ func refsOf[T any](kind string, cfgs []*model.Config[T]) []model.ObjectRef {
 // unbound is the verdict of an object that configures no service: a wildcard host, a
 // service of another namespace it may not configure, or no service with its hosts.
 func unbound(c model.Object, kind string, snap *model.Snapshot, services []*model.Service) model.Verdict {
+	if why := redisspec.UnreadableOf(c.Spec); why != "" {
+		return model.Verdict{Reason: redisspec.ReasonUnreadable, Message: redisspec.UnreadableMessage(why)}
+	}
 	hosts := model.HostsOf(c, snap.DomainSuffix)
 	if len(model.Bindable([]model.Object{c}, snap.DomainSuffix)) == 0 {
 		return model.Verdict{Reason: redisspec.ReasonInvalid, Message: fmt.Sprintf(

@@ -88,6 +88,18 @@ stringData: {password: ` + password + `}
 			checked: "RedisDestination/cache", reason: redisspec.ReasonOtherNamespace, message: "only services of its own namespace",
 		},
 		{
+			// Stored in a form this API cannot read: its service fails for it.
+			name:    "RedisService unreadable",
+			docs:    rs("cache", "  host: [cache.redis.example]\n  settings: {opTimeout: 1d}\n"),
+			checked: "RedisService/cache", reason: redisspec.ReasonUnreadable, message: `unknown unit "d"`,
+		},
+		{
+			// Its hosts unreadable too: it names no service, and says why.
+			name:    "RedisDestination unreadable, hosts too",
+			docs:    rd("cache", "  host: [cache.redis.example]\n"),
+			checked: "RedisDestination/cache", reason: redisspec.ReasonUnreadable, message: "cannot be read",
+		},
+		{
 			name:    "no service has the host",
 			docs:    rs("cache", "  host: [nothing]\n"),
 			checked: "RedisService/cache", reason: redisspec.ReasonNoMatchingService, message: "nothing.redis.svc.cluster.local",

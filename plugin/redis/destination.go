@@ -41,6 +41,9 @@ func resolveDestination(ctx *generator.Context, svc *model.Service, rd *model.Co
 	if rd == nil {
 		return nil, nil
 	}
+	if rd.Spec.Unreadable != "" {
+		return nil, unreadable(rd.Spec.Unreadable)
+	}
 	cfg := &destinationConfig{hosts: boundHosts(ctx, svc, model.Object{Namespace: rd.Namespace, Spec: rd.Spec})}
 	if rd.Spec.TrafficPolicy == nil || rd.Spec.TrafficPolicy.ConnectionPool == nil {
 		return cfg, nil

@@ -22,6 +22,11 @@ func invalid(format string, args ...any) error {
 	return &configError{reason: redisspec.ReasonInvalid, msg: fmt.Sprintf(format, args...)}
 }
 
+// unreadable is the error of an object whose stored spec could not be read.
+func unreadable(why string) error {
+	return &configError{reason: redisspec.ReasonUnreadable, msg: redisspec.UnreadableMessage(why)}
+}
+
 func conflict(format string, args ...any) error {
 	return &configError{reason: redisspec.ReasonConflict, msg: fmt.Sprintf(format, args...)}
 }

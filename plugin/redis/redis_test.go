@@ -40,6 +40,7 @@ func TestGolden(t *testing.T) {
 		"username-key-missing",   // error: named username key absent
 		"unknown-route-host",     // error: route to a host that is no service
 		"duplicate-prefix",       // error: same prefix ignoring case (caseInsensitive)
+		"unreadable",             // error: a spec stored in a form this API cannot read
 		// Aeraki's forms, and this API's earlier ones (see TestEarlierFormsMeanTheSame).
 		"upstream-mirror-percentage", // a mirror's percentage as {value: n}
 		"mirror-percentage-number",   // the same as a number

@@ -43,6 +43,9 @@ func resolveService(ctx *generator.Context, svc *model.Service, port *model.Port
 		return cfg, nil
 	}
 	spec := rs.Spec
+	if spec.Unreadable != "" {
+		return nil, unreadable(spec.Unreadable)
+	}
 	if err := cfg.applySettings(spec.Settings); err != nil {
 		return nil, err
 	}

@@ -28,14 +28,7 @@ const redisFilter = "envoy.filters.network.redis_proxy"
 func TestRedis(t *testing.T) {
 	e := start(t)
 	ctx := t.Context()
-	scheme, err := kube.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(e.cp.RestConfig, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := e.redisClient(t)
 	create := func(obj client.Object) {
 		t.Helper()
 		if err := c.Create(ctx, obj); err != nil {
@@ -109,6 +102,20 @@ func TestRedis(t *testing.T) {
 	if got := e.envoyFilterYAML(t, rootNS, outbound); got != spec {
 		t.Errorf("the EnvoyFilter changed after its Secret went missing:\n%s", got)
 	}
+}
+
+// redisClient is a client of the control plane that knows our Redis types.
+func (e *env) redisClient(t *testing.T) client.Client {
+	t.Helper()
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(e.cp.RestConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // envoyFilterYAML returns an EnvoyFilter's spec as YAML.

@@ -100,6 +100,11 @@ const (
 	// the same host and port): it keeps its earlier EnvoyFilters, and the object is not
 	// in effect there. The service's Warning Events say what to fix.
 	ReasonServiceFailed = "ServiceFailed"
+	// ReasonUnreadable: the object as stored cannot be read with this API (written in
+	// another form, or under another schema); the message says what could not be
+	// read. The services it names keep their earlier EnvoyFilters until it is
+	// written again.
+	ReasonUnreadable = "Unreadable"
 	// ReasonRejectedByProxies: proxies reject the EnvoyFilters of a service the
 	// object configures (a proxy build without the filter, a value Envoy refuses);
 	// the message names one proxy and Envoy's error, and what the controller did.

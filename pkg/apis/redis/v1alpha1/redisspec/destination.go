@@ -8,6 +8,10 @@ type RedisDestinationSpec struct {
 	// TrafficPolicy for connections to the service.
 	// +optional
 	TrafficPolicy *TrafficPolicy `json:"trafficPolicy,omitempty"`
+
+	// Unreadable says why the spec as stored could not be read (see Unreadable);
+	// never stored.
+	Unreadable string `json:"-"`
 }
 
 // TrafficPolicy holds the connection settings.

@@ -18,6 +18,10 @@ type RedisServiceSpec struct {
 	// Faults injected into commands, for testing clients' resilience.
 	// +optional
 	Faults []Fault `json:"faults,omitempty"`
+
+	// Unreadable says why the spec as stored could not be read (see Unreadable);
+	// never stored.
+	Unreadable string `json:"-"`
 }
 
 // ReadPolicy says which servers of a Redis cluster serve read commands.
