@@ -59,7 +59,7 @@ type Applier struct {
 // cost more than the rest of a push of one change): read them, never change them.
 func (a *Applier) Current(ctx context.Context) (map[string]*model.EnvoyFilter, error) {
 	list := &clientnetworking.EnvoyFilterList{}
-	if err := a.Cache.List(ctx, list, client.MatchingLabels{model.ManagedByLabel: model.ManagedByValue},
+	if err := a.Cache.List(ctx, list, client.MatchingLabels(model.ManagedLabels()),
 		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing EnvoyFilters from the cache: %w", err)
 	}
@@ -168,8 +168,8 @@ func (a *Applier) backoff() backoff.BackOff {
 	return b
 }
 
-// errNotOurs is a name taken by an EnvoyFilter without our label.
-var errNotOurs = errors.New("an EnvoyFilter of that name exists without our label: rename or delete it")
+// errNotOurs is a name taken by an EnvoyFilter without our labels.
+var errNotOurs = errors.New("an EnvoyFilter of that name exists without our labels: rename or delete it")
 
 // errNoNamespace is a create into a namespace that does not exist (an exportTo may
 // name any): trying again cannot help until it exists, which the next resync finds.
@@ -197,7 +197,7 @@ func (a *Applier) update(ctx context.Context, ef *model.EnvoyFilter) (string, er
 	if err := a.Live.Get(ctx, client.ObjectKey{Namespace: ef.Namespace, Name: ef.Name}, obj); err != nil {
 		return "", err
 	}
-	if obj.Labels[model.ManagedByLabel] != model.ManagedByValue {
+	if !model.Managed(obj.Labels) {
 		return "", backoff.Permanent(errNotOurs)
 	}
 	if ef.UpToDate(fromObject(obj)) {

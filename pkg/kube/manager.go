@@ -83,7 +83,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	ours := labels.SelectorFromSet(labels.Set{model.ManagedByLabel: model.ManagedByValue})
+	ours := labels.SelectorFromSet(model.ManagedLabels())
 	mo := ctrl.Options{
 		Scheme:                        scheme,
 		LeaderElection:                opts.LeaderElection,

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/kubeobj"
 )
@@ -288,7 +289,10 @@ func (o *Objects) decodeDocument(raw []byte) error {
 		return nil
 	case gv == redisv1alpha1.GroupVersion && doc.Kind == "RedisService":
 		rs := &redisv1alpha1.RedisService{}
-		if err := strictUnmarshal(js, rs); err != nil {
+		if err := unknownSpecField(js, &redisspec.RedisServiceSpec{}); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
+		}
+		if err := json.Unmarshal(js, rs); err != nil {
 			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
 		}
 		rs.Namespace = ns
@@ -296,7 +300,10 @@ func (o *Objects) decodeDocument(raw []byte) error {
 		return nil
 	case gv == redisv1alpha1.GroupVersion && doc.Kind == "RedisDestination":
 		rd := &redisv1alpha1.RedisDestination{}
-		if err := strictUnmarshal(js, rd); err != nil {
+		if err := unknownSpecField(js, &redisspec.RedisDestinationSpec{}); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
+		}
+		if err := json.Unmarshal(js, rd); err != nil {
 			return fmt.Errorf("%s %s/%s: %w", doc.Kind, ns, doc.Metadata.Name, err)
 		}
 		rd.Namespace = ns
@@ -344,6 +351,23 @@ func (o *Objects) decodeDocument(raw []byte) error {
 
 // strictUnmarshal rejects unknown fields, as the API server's schema does: a
 // misspelt field must not be ignored silently.
+// unknownSpecField reports a field of a Redis object's spec that this API does not
+// have: a typo, which the API server would prune without a word. A value this API
+// cannot read is left to the object's own decoding, which keeps the object as
+// Unreadable, as the controller does (package redisspec).
+func unknownSpecField(js []byte, spec any) error {
+	var doc struct {
+		Spec json.RawMessage `json:"spec"`
+	}
+	if json.Unmarshal(js, &doc) != nil || len(doc.Spec) == 0 {
+		return nil
+	}
+	if err := strictUnmarshal(doc.Spec, spec); err != nil && strings.HasPrefix(err.Error(), "json: unknown field ") {
+		return err
+	}
+	return nil
+}
+
 func strictUnmarshal(js []byte, into any) error {
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()

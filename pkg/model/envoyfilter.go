@@ -14,10 +14,11 @@ import (
 
 // Labels and annotations this project puts on the EnvoyFilters it manages.
 const (
-	// ManagedByLabel marks our EnvoyFilters; only objects with it are ever changed or deleted.
-	ManagedByLabel = "manager"
-	ManagedByValue = "aeraki"
-	// StandardManagedByLabel is the Kubernetes recommended label, set alongside.
+	// ManagedByLabel and StandardManagedByLabel (the Kubernetes recommended label),
+	// both with ManagedByValue, mark our EnvoyFilters: only objects with both are ever
+	// changed or deleted (see Managed).
+	ManagedByLabel         = "manager"
+	ManagedByValue         = "aeraki"
 	StandardManagedByLabel = "app.kubernetes.io/managed-by"
 	// ServiceAnnotation names the service (namespace/name) an EnvoyFilter was generated
 	// for, so that a service whose generation fails keeps its filters.
@@ -66,6 +67,18 @@ func (e *EnvoyFilter) CheckSize() error {
 // ManagedLabels are the labels every generated EnvoyFilter carries.
 func ManagedLabels() map[string]string {
 	return map[string]string{ManagedByLabel: ManagedByValue, StandardManagedByLabel: ManagedByValue}
+}
+
+// Managed reports whether an object's labels mark it as ours: both of
+// ManagedLabels, so that another controller's EnvoyFilters labelled `manager:
+// aeraki` alone (upstream Aeraki's, during a switch) are never ours to change.
+func Managed(labels map[string]string) bool {
+	for k, v := range ManagedLabels() {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // UpToDate reports whether current matches e, the desired EnvoyFilter, in what we own:

@@ -108,7 +108,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	c, err := cache.New(cfg, cache.Options{Scheme: scheme, ByObject: map[client.Object]cache.ByObject{
-		&clientnetworking.EnvoyFilter{}: {Label: labels.SelectorFromSet(labels.Set{model.ManagedByLabel: model.ManagedByValue})},
+		&clientnetworking.EnvoyFilter{}: {Label: labels.SelectorFromSet(model.ManagedLabels())},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -243,6 +243,14 @@ func TestApplyLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	userRV := h.get("user-filter").ResourceVersion
+	// Another controller's, labelled `manager: aeraki` alone (as upstream Aeraki's
+	// might be during a switch): never touched either, not even by the delete push.
+	other := &clientnetworking.EnvoyFilter{ObjectMeta: metav1.ObjectMeta{Name: "aeraki-other", Namespace: "istio-system",
+		Labels: map[string]string{model.ManagedByLabel: model.ManagedByValue}}}
+	if err := h.admin.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	otherRV := h.get("aeraki-other").ResourceVersion
 
 	t.Log("create")
 	h.source.set(t, fixture.DubboEntry("a", "org.example.A", "240.0.0.1"), fixture.DubboEntry("b", "org.example.B", "240.0.0.2"))
@@ -317,6 +325,9 @@ func TestApplyLifecycle(t *testing.T) {
 	}
 	if rv := h.get(squatter.Name).ResourceVersion; rv != squatterRV {
 		t.Fatal("the foreign EnvoyFilter was modified")
+	}
+	if rv := h.get("aeraki-other").ResourceVersion; rv != otherRV {
+		t.Error("another controller's EnvoyFilter labelled manager: aeraki was modified")
 	}
 	if rv := h.get("user-filter").ResourceVersion; rv != userRV {
 		t.Fatal("the unlabelled EnvoyFilter was modified")
