@@ -3,8 +3,8 @@ package redis
 import (
 	"testing"
 
-	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate/translatetest"
 )
 
 // TestGolden: one feature per case. Services that exist only to be routed to have
@@ -36,6 +36,6 @@ func TestGolden(t *testing.T) {
 		"unknown-route-host",     // error: route to a host that is no service
 		"duplicate-prefix",       // error: same prefix ignoring case (caseInsensitive)
 	} {
-		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.Redis, name) })
+		t.Run(name, func(t *testing.T) { translatetest.Golden(t, New(), model.Redis, name) })
 	}
 }
