@@ -26,6 +26,7 @@ func TestGolden(t *testing.T) {
 		"destination-tcp",        // connect timeout, max connections (replacing Istio's thresholds), keepalive
 		"keepalive-alone",        // an empty tcpKeepalive still turns keepalive on
 		"upstream-auth",          // server auth: outbound cluster, inbound redis_proxy and inbound cluster
+		"workload-entry-ports",   // server auth on each number WorkloadEntries serve the port on
 		"username-key-default",   // default username key absent: password only
 		"cluster-mode",           // Redis Cluster: REMOVE + ADD, seeds from the host; no inbound filter
 		"cluster-mode-seeds",     // discovery endpoints; no address: an outbound EnvoyFilter of clusters only
