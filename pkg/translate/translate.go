@@ -192,7 +192,7 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 			continue
 		}
 		for j, ef := range r.filters {
-			if by := served.leaveOut(r.fingerprints[j], ef, r.keys[j], svc.Key()); by != nil {
+			if by := served.leaveOut(r.fingerprints[j], ef, r.keys[j], svc); by != nil {
 				t.Duplicates[r.keys[j]] = by.Key()
 				continue
 			}
@@ -307,7 +307,7 @@ type servedFilters struct {
 // of ef (key, of service owner), recording ef as left out; or records ef as
 // written and returns nil. A fingerprint of another filter (a hash collision) is
 // no match: ef is written.
-func (s *servedFilters) leaveOut(fp uint64, ef *model.EnvoyFilter, key, owner string) *model.EnvoyFilter {
+func (s *servedFilters) leaveOut(fp uint64, ef *model.EnvoyFilter, key string, owner *model.Service) *model.EnvoyFilter {
 	if fp == 0 {
 		return nil
 	}
@@ -322,7 +322,7 @@ func (s *servedFilters) leaveOut(fp uint64, ef *model.EnvoyFilter, key, owner st
 	if s.leftOut == nil {
 		s.leftOut = map[string]string{}
 	}
-	s.leftOut[key] = owner
+	s.leftOut[key] = owner.Key()
 	return have
 }
 
