@@ -73,16 +73,11 @@ func (l *lookup) Secret(namespace, name string) *model.Secret {
 }
 
 // Golden runs gen for every port of protocol p of every service in testdata/<name>.yaml
-// and compares the EnvoyFilters (or the error) with testdata/<name>.golden.yaml.
-func Golden(t *testing.T, gen generator.Generator, p model.Protocol, name string) {
-	t.Helper()
-	GoldenLeftOut(t, gen, p, name, nil)
-}
-
-// GoldenLeftOut is Golden with the filters the translation leaves out, which
-// leftOut returns for a snapshot (left out key to the key of the filter that
-// serves instead): each is a note naming the one that serves, not a filter.
-func GoldenLeftOut(t *testing.T, gen generator.Generator, p model.Protocol, name string, leftOut func(*model.Snapshot) map[string]string) {
+// and compares the EnvoyFilters (or the error) with testdata/<name>.golden.yaml. The
+// filters the translation leaves out, which leftOut returns for the snapshot (their
+// keys, to the key of the filter that serves instead; see translatetest, which
+// knows the translation), are notes naming the one that serves, not filters.
+func Golden(t *testing.T, gen generator.Generator, p model.Protocol, name string, leftOut func(*model.Snapshot) map[string]string) {
 	t.Helper()
 	in := filepath.Join("testdata", name+".yaml")
 	objs, errs := manifest.ReadPaths([]string{in})
@@ -91,10 +86,7 @@ func GoldenLeftOut(t *testing.T, gen generator.Generator, p model.Protocol, name
 	}
 	var out bytes.Buffer
 	snap := objs.Snapshot(Context.DomainSuffix)
-	var served map[string]string
-	if leftOut != nil {
-		served = leftOut(snap)
-	}
+	served := leftOut(snap)
 	ctx, services := Push(t, snap)
 	for _, svc := range services {
 		for _, port := range svc.Ports {
