@@ -104,6 +104,10 @@ func generate(args []string, stdout, stderr io.Writer) int {
 				s.Service.ObjectName(), s.Port.Number, s.Protocol, s.Err)
 		}
 	}
+	for _, key := range slices.Sorted(maps.Keys(t.Duplicates)) {
+		fmt.Fprintf(stderr, "note: EnvoyFilter %s left out: %s, of an older service of the same workloads, is the same and serves both\n",
+			key, t.Duplicates[key])
+	}
 	if err := manifest.WriteEnvoyFilters(stdout, translate.SortedFilters(t.Filters)); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1

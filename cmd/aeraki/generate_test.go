@@ -186,6 +186,40 @@ spec:
 	}
 }
 
+// Two ServiceEntries of the same workloads and port: one server-side EnvoyFilter,
+// the older one's, and a note on the other.
+func TestGenerateOneServerSide(t *testing.T) {
+	file := write(t, t.TempDir(), "in.yaml", `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: orders, namespace: shop, creationTimestamp: "2026-01-01T00:00:00Z", annotations: {interface: org.example.Orders}}
+spec:
+  hosts: [orders.shop.example]
+  addresses: [240.240.0.1]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+  workloadSelector: {labels: {app: shop}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: billing, namespace: shop, creationTimestamp: "2026-01-02T00:00:00Z", annotations: {interface: org.example.Billing}}
+spec:
+  hosts: [billing.shop.example]
+  addresses: [240.240.0.2]
+  ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]
+  workloadSelector: {labels: {app: shop}}
+`)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"generate", "-f", file, "--route-server-addr="}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	const older, younger = "aeraki-inbound-orders.shop.example-20880", "aeraki-inbound-billing.shop.example-20880"
+	if !strings.Contains(stdout.String(), "name: "+older) || strings.Contains(stdout.String(), "name: "+younger) {
+		t.Errorf("stdout: want %s and not %s:\n%s", older, younger, stdout.String())
+	}
+	if want := "note: EnvoyFilter shop/" + younger + " left out: shop/" + older; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+	}
+}
+
 // With the mesh's default exportTo ".", a VirtualService without exportTo routes
 // its own namespace's clients only: their filter is in that namespace.
 func TestGenerateMeshConfigDefaults(t *testing.T) {

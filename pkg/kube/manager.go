@@ -14,9 +14,11 @@ import (
 	"github.com/go-logr/logr"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
@@ -29,6 +31,7 @@ import (
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/model/kubeobj"
 )
 
 // Options configure the manager.
@@ -72,7 +75,8 @@ func NewScheme() (*runtime.Scheme, error) {
 }
 
 // NewManager returns a manager whose cache holds only our EnvoyFilters (by label), the
-// Kubernetes Services that istiod's synthetic ServiceEntries stand for and the Redis
+// Kubernetes Services that istiod's synthetic ServiceEntries stand for, the
+// EndpointSlices of headless Services (trimmed to their ready addresses) and the Redis
 // objects. No Secrets: the controller reads those it is granted, one at a time.
 func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	scheme, err := NewScheme()
@@ -84,6 +88,12 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		return nil, err
 	}
 	ours := labels.SelectorFromSet(model.ManagedLabels())
+	// Kubernetes' EndpointSlice controller labels the slices of headless Services
+	// (and takes the label off when the Service gets a cluster IP).
+	headless, err := labels.NewRequirement(corev1.IsHeadlessService, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
 	mo := ctrl.Options{
 		Scheme:                        scheme,
 		LeaderElection:                opts.LeaderElection,
@@ -94,6 +104,9 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&clientnetworking.EnvoyFilter{}: {Label: ours},
+			// Only headless Services' endpoints are read (their clients' listeners
+			// are per endpoint), and of those only the ready addresses.
+			&discoveryv1.EndpointSlice{}: {Label: labels.NewSelector().Add(*headless), Transform: kubeobj.TrimEndpointSlice},
 		}},
 	}
 	if opts.Logger.GetSink() != nil {

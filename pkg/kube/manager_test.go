@@ -1,12 +1,18 @@
 package kube
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/go-logr/logr/funcr"
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // TestNewManagerLogger: the manager logs through the logger it is given, not the global
@@ -60,5 +66,77 @@ func TestServiceChangeMatters(t *testing.T) {
 		if got := ServiceChangeMatters(c.old, c.new); got != c.want {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestCacheHoldsHeadlessSlicesTrimmed: the manager's cache holds the EndpointSlices
+// the EndpointSlice controller labels headless, without what the translation never
+// reads, and no other slice.
+func TestCacheHoldsHeadlessSlicesTrimmed(t *testing.T) {
+	cfg := apiserver.RestConfig(t)
+	admin := adminClient(t, cfg)
+	ns := testNamespace(t, admin, "slices")
+	ctx := t.Context()
+	slice := func(name string, labels map[string]string) *discoveryv1.EndpointSlice {
+		return &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels,
+				Annotations: map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Port: ptr.To[int32](6379)}},
+			Endpoints: []discoveryv1.Endpoint{{
+				Addresses:  []string{"10.1.0.50"},
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)},
+				NodeName:   ptr.To("node-1"),
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: name + "-0"},
+			}},
+		}
+	}
+	headless := slice("cache-abc", map[string]string{discoveryv1.LabelServiceName: "cache", corev1.IsHeadlessService: ""})
+	clusterIP := slice("web-abc", map[string]string{discoveryv1.LabelServiceName: "web"})
+	for _, eps := range []*discoveryv1.EndpointSlice{headless, clusterIP} {
+		if err := admin.Create(ctx, eps); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = admin.Delete(context.Background(), eps) })
+	}
+
+	mgr, err := NewManager(cfg, Options{MetricsAddr: "0", ProbeAddr: "0", SeveralManagersPerProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	var got discoveryv1.EndpointSliceList
+	waitFor(t, "the cache's EndpointSlices", func(ctx context.Context) error {
+		if err := mgr.GetCache().List(ctx, &got, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		if len(got.Items) == 0 {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	if len(got.Items) != 1 || got.Items[0].Name != headless.Name {
+		var names []string
+		for _, eps := range got.Items {
+			names = append(names, eps.Name)
+		}
+		t.Fatalf("cached slices %v, want %s alone", names, headless.Name)
+	}
+	cached := got.Items[0]
+	if cached.ManagedFields != nil || cached.Annotations != nil || cached.Ports != nil ||
+		cached.Labels[discoveryv1.LabelServiceName] != "cache" || cached.ResourceVersion == "" {
+		t.Errorf("cached slice's metadata %+v, ports %v: want labels and identity only", cached.ObjectMeta, cached.Ports)
+	}
+	want := []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.50"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}}
+	if diff := cmp.Diff(want, cached.Endpoints); diff != "" {
+		t.Errorf("cached endpoints (-want +got):\n%s", diff)
 	}
 }

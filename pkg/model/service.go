@@ -85,6 +85,13 @@ type Port struct {
 	Wildcard bool
 }
 
+// InboundNumbers are the numbers the workloads serve the port on, each a filter
+// chain of their virtualInbound listener and an inbound cluster: the target port,
+// then WorkloadPorts.
+func (p *Port) InboundNumbers() []uint32 {
+	return append([]uint32{p.TargetPort}, p.WorkloadPorts...)
+}
+
 // View is the routing Istio's sidecars of one namespace use for a service, where it
 // is not the routing of every namespace (Service.VirtualServices and
 // DestinationRules), in the same order.

@@ -304,7 +304,7 @@ func (b *Builder) ListenerFilter(op Operation, build FilterFunc, dirs ...Directi
 		}
 		// A chain per number the workloads serve the port on: the target port, and
 		// those WorkloadEntries' ports maps move it to.
-		for _, number := range append([]uint32{port.TargetPort}, port.WorkloadPorts...) {
+		for _, number := range port.InboundNumbers() {
 			l := &Listener{
 				Direction:  Inbound,
 				Port:       number,

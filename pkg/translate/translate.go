@@ -28,6 +28,7 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"runtime"
 	"slices"
@@ -65,6 +66,11 @@ type Translation struct {
 	// Generated and Reused count the services generated afresh and those whose
 	// earlier result was reused (see Translator).
 	Generated, Reused int
+	// Duplicates are the server-side filters left out because an older service's
+	// filter of the same namespace and spec (so of the same workloads) serves: the
+	// key of each one left out, to the key of the one written. Two such filters
+	// would compete for one filter chain (see assemble).
+	Duplicates map[string]string
 }
 
 // ErrConflict marks a service that wants an EnvoyFilter another service already has.
@@ -103,10 +109,13 @@ type serviceResult struct {
 	// keys are the filters' keys, made once: every push looks them up.
 	keys []string
 	// ports are the ports that generated each filter.
-	ports     []*model.Port
-	protocols []model.Protocol
-	skipped   []*ServiceError
-	err       *ServiceError
+	ports []*model.Port
+	// fingerprints are the server-side filters' (see fingerprint), 0 for the
+	// others: assemble compares them on every push, so they are made once.
+	fingerprints []uint64
+	protocols    []model.Protocol
+	skipped      []*ServiceError
+	err          *ServiceError
 	// viewErrs are the failed views of a service that did not fail itself.
 	viewErrs []*ServiceError
 	// deps are the lookups the generators made (see lookup).
@@ -143,19 +152,31 @@ func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, 
 // a newer object, of any namespace, cannot take what an older one has. A failed service's routes of
 // its last good result (kept, by service index; nil for none) stay served where no
 // other service took their keys, as its EnvoyFilters stay in the cluster.
+//
+// A server-side filter equal to one an older service contributed (several
+// ServiceEntries of the same workloads and port, one per Dubbo interface, as
+// registry bridges make them) is left out: the older one serves both. Written
+// twice, istiod would apply the first and the second would find no tcp_proxy left
+// to replace. Only a service that contributes serves another: when the older one is
+// deleted or fails, the younger one's filter is written again (beside the failed
+// one's, kept as applied, and equal to it unless its config changed), so that one
+// service's failure costs no other its filter, and the translation stays a
+// function of the services' results, the same incremental or full.
 func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, services []*model.Service, results, kept []*serviceResult) (*Translation, error) {
 	t := &Translation{
-		Filters:  map[string]*model.EnvoyFilter{},
-		Routes:   map[string]*model.RouteConfig{},
-		Failed:   map[string]*ServiceError{},
-		Skipped:  map[string][]*ServiceError{},
-		Services: map[model.Protocol]int{},
-		ByKey:    make(map[string]*model.Service, len(services)),
+		Filters:    map[string]*model.EnvoyFilter{},
+		Routes:     map[string]*model.RouteConfig{},
+		Failed:     map[string]*ServiceError{},
+		Skipped:    map[string][]*ServiceError{},
+		Services:   map[model.Protocol]int{},
+		ByKey:      make(map[string]*model.Service, len(services)),
+		Duplicates: map[string]string{},
 	}
 	for _, svc := range services {
 		t.ByKey[svc.Key()] = svc
 	}
 	routes := sharedRoutes{}
+	served := servedFilters{byFingerprint: make(map[uint64]*model.EnvoyFilter, len(services))}
 	order := oldestFirst(services)
 	for _, i := range order {
 		svc, r := services[i], results[i]
@@ -164,13 +185,17 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 		}
 		serr := r.err
 		if serr == nil {
-			serr = conflict(t.Filters, r, svc)
+			serr = conflict(t.Filters, served.leftOut, r, svc)
 		}
 		if serr != nil {
 			t.Failed[svc.Key()] = serr
 			continue
 		}
 		for j, ef := range r.filters {
+			if by := served.leaveOut(r.fingerprints[j], ef, r.keys[j], svc); by != nil {
+				t.Duplicates[r.keys[j]] = by.Key()
+				continue
+			}
 			t.Filters[r.keys[j]] = ef
 		}
 		for _, verr := range r.viewErrs {
@@ -248,7 +273,57 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 			r.viewErrs = append(r.viewErrs, serr)
 		}
 	}
+	r.fingerprints = make([]uint64, len(r.filters))
+	for i, ef := range r.filters {
+		r.fingerprints[i] = fingerprint(ef)
+	}
 	return r
+}
+
+// fingerprint hashes the namespace and spec of a server-side filter (one with a
+// workload selector: it applies to those workloads of its namespace alone); 0 for
+// the others, which are never left out.
+func fingerprint(ef *model.EnvoyFilter) uint64 {
+	if ef.Spec.GetWorkloadSelector() == nil {
+		return 0
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(append([]byte(ef.Namespace), 0), ef.Spec)
+	if err != nil {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(b) // never fails
+	return max(h.Sum64(), 1)
+}
+
+// servedFilters are the server-side filters a push has written so far, by
+// fingerprint, and the keys of those it left out, with the service of each.
+type servedFilters struct {
+	byFingerprint map[uint64]*model.EnvoyFilter
+	leftOut       map[string]string
+}
+
+// leaveOut reports the filter written before whose namespace and spec equal those
+// of ef (key, of service owner), recording ef as left out; or records ef as
+// written and returns nil. A fingerprint of another filter (a hash collision) is
+// no match: ef is written.
+func (s *servedFilters) leaveOut(fp uint64, ef *model.EnvoyFilter, key string, owner *model.Service) *model.EnvoyFilter {
+	if fp == 0 {
+		return nil
+	}
+	have, ok := s.byFingerprint[fp]
+	if !ok {
+		s.byFingerprint[fp] = ef
+		return nil
+	}
+	if have.Namespace != ef.Namespace || !proto.Equal(have.Spec, ef.Spec) {
+		return nil
+	}
+	if s.leftOut == nil {
+		s.leftOut = map[string]string{}
+	}
+	s.leftOut[key] = owner.Key()
+	return have
 }
 
 // ViewPriority is the priority of the EnvoyFilters that give one namespace's
@@ -389,17 +464,20 @@ func noAddress(svc *model.Service, protocols []model.Protocol, shared sharing) [
 }
 
 // conflict reports the first of a service's filters that an earlier service already
-// has, or that the service generates twice, naming the port that generated it.
-func conflict(have map[string]*model.EnvoyFilter, r *serviceResult, svc *model.Service) *ServiceError {
+// has (written, or left out as a duplicate: leftOut, key to service), or that the
+// service generates twice, naming the port that generated it.
+func conflict(have map[string]*model.EnvoyFilter, leftOut map[string]string, r *serviceResult, svc *model.Service) *ServiceError {
 	keys := r.keys
 	for i, key := range keys {
-		other, taken := have[key]
+		owner, taken := leftOut[key]
+		if other, ok := have[key]; ok {
+			owner, taken = other.Annotations[model.ServiceAnnotation], true
+		}
 		if !taken && !slices.Contains(keys[:i], key) {
 			continue
 		}
-		owner := svc.Key()
-		if taken {
-			owner = other.Annotations[model.ServiceAnnotation]
+		if !taken {
+			owner = svc.Key()
 		}
 		port := r.ports[i]
 		return &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: fmt.Errorf(

@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
@@ -71,7 +73,7 @@ var subsetSets = [][]string{{"v1", "v2"}, {"v1"}, {"v2"}, nil, {"v1", "v2", "v3"
 // objects, the service another one routes to, a Secret, a host taken twice.
 func (m *mesh) mutate(r *rand.Rand) string {
 	snap := m.snap
-	switch op := r.IntN(10); op {
+	switch op := r.IntN(11); op {
 	case 0:
 		i := r.IntN(len(snap.VirtualServices))
 		w := int32(r.IntN(101))
@@ -164,6 +166,21 @@ func (m *mesh) mutate(r *rand.Rand) string {
 			c.Spec = toSubset(host, subset)
 		})
 		return fmt.Sprintf("VirtualService %s to subset %s", snap.VirtualServices[i].Name, subset)
+	case 9:
+		// Another ServiceEntry of the same workloads and port, with a host of its
+		// own (one per interface, as registry bridges make them): its server-side
+		// filter is left out while the older one (by name: z sorts last) serves,
+		// and written again when that one fails, changes or goes.
+		i := r.IntN(len(snap.ServiceEntries))
+		c := snap.ServiceEntries[i]
+		se := proto.Clone(c.Spec.(*networking.ServiceEntry)).(*networking.ServiceEntry)
+		c.Name = fmt.Sprintf("z-sibling-%d", r.IntN(1000))
+		se.Hosts = []string{c.Name + "." + fixture.Namespace + ".example"}
+		se.Addresses = []string{fixture.Address(5000 + r.IntN(1000))}
+		c.Spec = se
+		c.ResourceVersion = m.next()
+		snap.ServiceEntries = append(snap.ServiceEntries, c)
+		return "sibling of " + snap.ServiceEntries[i].Name
 	default:
 		// A second ServiceEntry for a host another one has: a conflict, and a host
 		// lookup that may now find another service.
@@ -193,11 +210,13 @@ type summary struct {
 	Skipped  map[string][]string
 	Services map[model.Protocol]int
 	Verdicts map[model.ObjectRef]model.Verdict
+	// Duplicates are the server-side filters left out.
+	Duplicates map[string]string
 }
 
 func summarize(t *testing.T, tr *translate.Translation) summary {
 	t.Helper()
-	s := summary{Filters: map[string]string{}, Failed: map[string]string{}, Skipped: map[string][]string{}, Services: tr.Services, Verdicts: tr.Verdicts}
+	s := summary{Filters: map[string]string{}, Failed: map[string]string{}, Skipped: map[string][]string{}, Services: tr.Services, Verdicts: tr.Verdicts, Duplicates: tr.Duplicates}
 	for k, ef := range tr.Filters {
 		doc, err := ef.Document()
 		if err != nil {
@@ -224,7 +243,7 @@ func TestTranslatorEqualsFullTranslation(t *testing.T) {
 	tr := translate.NewTranslator(translatorContext, reg)
 	r := rand.New(rand.NewPCG(1, 2))
 	var before summary
-	drEffects := 0
+	drEffects, leftOut, back := 0, 0, 0
 	for step := range 300 {
 		change := m.mutate(r)
 		got, err := tr.Translate(m.snap)
@@ -249,12 +268,26 @@ func TestTranslatorEqualsFullTranslation(t *testing.T) {
 		if strings.HasPrefix(change, "DestinationRule") && !cmp.Equal(before.Failed, full.Failed) {
 			drEffects++
 		}
+		for key := range full.Duplicates {
+			if _, was := before.Duplicates[key]; !was {
+				leftOut++
+			}
+		}
+		for key := range before.Duplicates {
+			if _, still := full.Duplicates[key]; !still && full.Filters[key] != "" {
+				back++
+			}
+		}
 		before = full
 	}
 	// The DestinationRule changes must make some service fail or recover, or they
 	// test nothing.
 	if drEffects == 0 {
 		t.Error("no DestinationRule change changed which services fail")
+	}
+	// Server-side filters must be left out, and come back, or the siblings test nothing.
+	if leftOut == 0 || back == 0 {
+		t.Errorf("server-side filters left out %d times, written again %d times; want both", leftOut, back)
 	}
 }
 
@@ -416,4 +449,125 @@ func TestFailedViewStaysInItsNamespace(t *testing.T) {
 	if third.Filters[inCanary] == nil || third.Failed[viewKey] != nil {
 		t.Errorf("with canary's rule fixed: want its filter back and no failure")
 	}
+}
+
+// Two ServiceEntries of the same workloads and port (one per Dubbo interface) write
+// one server-side filter, the older one's; the younger one's comes back while the
+// older one fails or once it is gone, and goes again when the older one is back.
+func TestOneServerSideFilterForTheSameWorkloads(t *testing.T) {
+	const (
+		older   = "dubbo/orders"
+		younger = "dubbo/billing"
+		// The younger's name sorts first: creation time decides, not the name.
+		olderIn   = "dubbo/aeraki-inbound-orders.dubbo.example-20880"
+		youngerIn = "dubbo/aeraki-inbound-billing.dubbo.example-20880"
+	)
+	entry := func(name, iface, vip string, created time.Time) model.Object {
+		return model.Object{Name: name, Namespace: "dubbo", ResourceVersion: "1", Created: created,
+			Annotations: map[string]string{"interface": iface},
+			Spec: &networking.ServiceEntry{
+				Hosts: []string{name + ".dubbo.example"}, Addresses: []string{vip},
+				Ports:            []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+				Resolution:       networking.ServiceEntry_STATIC,
+				WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"app": "shop"}},
+			}}
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	orders := entry("orders", "org.example.Orders", "240.240.0.1", t0)
+	billing := entry("billing", "org.example.Billing", "240.240.0.2", t0.Add(time.Minute))
+	reg := plugin.Registry(plugin.Options{})
+	tr := translate.NewTranslator(translatorContext, reg)
+	// cluster is what the plan's writes leave, starting from both inbound filters
+	// written, as before filters were shared.
+	cluster := map[string]*model.EnvoyFilter{}
+	push := func(step string, entries ...model.Object) *translate.Translation {
+		t.Helper()
+		snap := &model.Snapshot{DomainSuffix: "cluster.local", ServiceEntries: entries}
+		got, err := tr.Translate(snap)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		full, err := translate.Translate(translatorContext, reg, snap)
+		if err != nil {
+			t.Fatalf("%s: full translation: %v", step, err)
+		}
+		if diff := cmp.Diff(summarize(t, full), summarize(t, got)); diff != "" {
+			t.Fatalf("%s: incremental differs from full (-full +incremental):\n%s", step, diff)
+		}
+		changes := plan.Plan(got.Filters, cluster, got.Failed)
+		for _, ef := range slices.Concat(changes.Create, changes.Update) {
+			cluster[ef.Key()] = ef
+		}
+		for _, ef := range changes.Delete {
+			delete(cluster, ef.Key())
+		}
+		return got
+	}
+	inbound := func(step string, want ...string) {
+		t.Helper()
+		var got []string
+		for key, ef := range cluster {
+			if ef.Spec.GetWorkloadSelector() != nil {
+				got = append(got, key+" of "+ef.Annotations[model.ServiceAnnotation])
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: server-side filters in the cluster %v, want %v", step, got, want)
+		}
+	}
+
+	both := push("both, from nothing", billing, orders)
+	if both.Duplicates[youngerIn] != olderIn || both.Filters[youngerIn] != nil || len(both.Failed) != 0 {
+		t.Fatalf("both: duplicates %v, failed %v; want %s left out for %s", both.Duplicates, both.Failed, youngerIn, olderIn)
+	}
+	inbound("both", olderIn+" of "+older)
+	for _, key := range []string{"istio-system/aeraki-outbound-orders.dubbo.example-20880", "istio-system/aeraki-outbound-billing.dubbo.example-20880"} {
+		if cluster[key] == nil {
+			t.Errorf("both: client side %s missing", key)
+		}
+	}
+
+	// Written before filters were shared: the plan deletes the younger one's.
+	stale := proto.Clone(both.Filters[olderIn].Spec).(*networking.EnvoyFilter)
+	cluster[youngerIn] = &model.EnvoyFilter{Name: "aeraki-inbound-billing.dubbo.example-20880", Namespace: "dubbo",
+		Annotations: map[string]string{model.ServiceAnnotation: younger}, Spec: stale}
+	push("the younger one's written before", billing, orders)
+	inbound("the younger one's written before", olderIn+" of "+older)
+
+	// The older one fails: its filter stays as applied, and the younger one's is
+	// written again, so that its server side does not hang on a failed service.
+	broken := orders
+	broken.Annotations = map[string]string{"interface": "not a Java type"}
+	broken.ResourceVersion = "2"
+	failing := push("the older one fails", billing, broken)
+	if failing.Failed[older] == nil || len(failing.Duplicates) != 0 {
+		t.Fatalf("the older one fails: failed %v, duplicates %v", failing.Failed, failing.Duplicates)
+	}
+	inbound("the older one fails", youngerIn+" of "+younger, olderIn+" of "+older)
+
+	// Fixed, it serves both again.
+	fixed := orders
+	fixed.ResourceVersion = "3"
+	push("the older one fixed", billing, fixed)
+	inbound("the older one fixed", olderIn+" of "+older)
+
+	// Deleted, the younger one's serves.
+	alone := push("the older one deleted", billing)
+	if len(alone.Duplicates) != 0 || alone.Filters[youngerIn] == nil {
+		t.Errorf("the older one deleted: duplicates %v, want the younger one's filter", alone.Duplicates)
+	}
+	inbound("the older one deleted", youngerIn+" of "+younger)
+
+	// A later service of the younger one's host and namespace, on other workloads,
+	// conflicts with it even where the younger one's filter is left out.
+	twin := entry("billing-twin", "org.example.Billing", "", t0.Add(2*time.Minute))
+	se := twin.Spec.(*networking.ServiceEntry)
+	se.Hosts, se.Addresses = []string{"billing.dubbo.example"}, nil
+	se.WorkloadSelector.Labels = map[string]string{"app": "other"}
+	withTwin := push("a twin of the younger one", billing, orders, twin)
+	if serr := withTwin.Failed["dubbo/billing-twin"]; serr == nil || !errors.Is(serr, translate.ErrConflict) || !strings.Contains(serr.Error(), younger) {
+		t.Errorf("a twin of the younger one: %v, want a conflict with %s", serr, younger)
+	}
+	inbound("a twin of the younger one", olderIn+" of "+older)
 }

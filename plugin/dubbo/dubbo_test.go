@@ -3,8 +3,8 @@ package dubbo
 import (
 	"testing"
 
-	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate/translatetest"
 )
 
 func TestGolden(t *testing.T) {
@@ -18,7 +18,7 @@ func TestGolden(t *testing.T) {
 		"no-interface",          // every interface ("*")
 		"interface-list",        // a route configuration per interface, each with the rules
 		"bad-interface",         // error: not a Java type name
-		"two-interface-entries", // one per interface on the same workloads: the same server side
+		"two-interface-entries", // one per interface on the same workloads: one server side, the older one's
 		"nothing-to-patch",      // no address and no selector: error
 		"dns-no-address",        // alone on its port: the wildcard listener istiod builds for it
 		"two-dubbo-ports",       // a filter pair per port
@@ -33,6 +33,6 @@ func TestGolden(t *testing.T) {
 		"weights-not-100",       // error
 		"missing-subset",        // error
 	} {
-		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.Dubbo, name) })
+		t.Run(name, func(t *testing.T) { translatetest.Golden(t, New(), model.Dubbo, name) })
 	}
 }

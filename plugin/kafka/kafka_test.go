@@ -8,6 +8,7 @@ import (
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate/translatetest"
 )
 
 func TestGolden(t *testing.T) {
@@ -21,7 +22,7 @@ func TestGolden(t *testing.T) {
 		{"disabled-by-annotation", true}, // "false" overrides the default
 		{"bad-annotation", true},         // error naming the annotation
 	} {
-		t.Run(c.name, func(t *testing.T) { generatortest.Golden(t, New(c.contribByDefault), model.Kafka, c.name) })
+		t.Run(c.name, func(t *testing.T) { translatetest.Golden(t, New(c.contribByDefault), model.Kafka, c.name) })
 	}
 }
 

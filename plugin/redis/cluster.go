@@ -65,14 +65,18 @@ func clusterPatches(svc *model.Service, port *model.Port, dest *destinationConfi
 		if err != nil {
 			return nil, nil, err
 		}
-		p, err := patch.ClusterPatch(networking.EnvoyFilter_SIDECAR_INBOUND,
-			&networking.EnvoyFilter_ClusterMatch{Name: model.InboundClusterName(port.TargetPort)},
-			networking.EnvoyFilter_Patch_MERGE,
-			&cluster.Cluster{TypedExtensionProtocolOptions: opts})
-		if err != nil {
-			return nil, nil, err
+		// Each number the workloads serve the port on has an inbound cluster, as
+		// it has a filter chain with the inbound redis_proxy requiring the auth.
+		for _, number := range port.InboundNumbers() {
+			p, err := patch.ClusterPatch(networking.EnvoyFilter_SIDECAR_INBOUND,
+				&networking.EnvoyFilter_ClusterMatch{Name: model.InboundClusterName(number)},
+				networking.EnvoyFilter_Patch_MERGE,
+				&cluster.Cluster{TypedExtensionProtocolOptions: opts})
+			if err != nil {
+				return nil, nil, err
+			}
+			inbound = append(inbound, p)
 		}
-		inbound = append(inbound, p)
 	}
 	return outbound, inbound, nil
 }

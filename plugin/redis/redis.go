@@ -39,8 +39,9 @@
 // Server auth (RedisDestination, PROXY mode): the client's sidecar authenticates to
 // each upstream connection with the credentials. That connection ends at the
 // server's sidecar, so the inbound redis_proxy requires the same credentials from
-// clients (downstream auth) and the inbound cluster inbound|<targetPort>|| gets the
-// same protocol options, so that the server's sidecar authenticates to the local
+// clients (downstream auth) and the inbound cluster inbound|<number>|| of each number
+// the workloads serve the port on (the target port, and those WorkloadEntries' ports
+// maps move it to) gets the same protocol options, so that the server's sidecar authenticates to the local
 // server. Clients without a sidecar then authenticate with the server's own
 // credentials, as they would without a mesh. An application's own AUTH ends at its
 // sidecar (spec.settings.auth of the RedisService), never at the server.

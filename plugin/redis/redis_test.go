@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate/translatetest"
 )
 
 // TestGolden: one feature per case. Services that exist only to be routed to have
@@ -31,6 +31,7 @@ func TestGolden(t *testing.T) {
 		"destination-tcp",        // connect timeout, max connections (replacing Istio's thresholds), keepalive
 		"keepalive-alone",        // an empty tcpKeepalive still turns keepalive on
 		"upstream-auth",          // server auth: outbound cluster, inbound redis_proxy and inbound cluster
+		"workload-entry-ports",   // server auth on each number WorkloadEntries serve the port on
 		"username-key-default",   // default username key absent: password only
 		"cluster-mode",           // Redis Cluster: REMOVE + ADD, seeds from the host; no inbound filter
 		"cluster-mode-seeds",     // discovery endpoints; no address: an outbound EnvoyFilter of clusters only
@@ -49,7 +50,7 @@ func TestGolden(t *testing.T) {
 		"upstream-secret-fields",     // a Secret's keys as passwordField and usernameField
 		"secret-keys",                // the same as passwordKey and usernameKey
 	} {
-		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.Redis, name) })
+		t.Run(name, func(t *testing.T) { translatetest.Golden(t, New(), model.Redis, name) })
 	}
 }
 

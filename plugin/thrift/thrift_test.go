@@ -8,6 +8,7 @@ import (
 
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate/translatetest"
 )
 
 func TestGolden(t *testing.T) {
@@ -31,7 +32,7 @@ func TestGolden(t *testing.T) {
 		"no-address",         // inbound only
 		"nothing-to-patch",   // no address and no selector: error
 	} {
-		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.Thrift, name) })
+		t.Run(name, func(t *testing.T) { translatetest.Golden(t, New(), model.Thrift, name) })
 	}
 }
 

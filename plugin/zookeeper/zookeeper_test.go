@@ -7,6 +7,7 @@ import (
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate/translatetest"
 )
 
 func TestGolden(t *testing.T) {
@@ -16,7 +17,7 @@ func TestGolden(t *testing.T) {
 		"no-selector",        // outbound only
 		"kubernetes-service", // synthetic entry, cluster-local host, inbound on the target port
 	} {
-		t.Run(name, func(t *testing.T) { generatortest.Golden(t, New(), model.ZooKeeper, name) })
+		t.Run(name, func(t *testing.T) { translatetest.Golden(t, New(), model.ZooKeeper, name) })
 	}
 }
 

@@ -230,8 +230,9 @@ func TestPrivateKubernetesService(t *testing.T) {
 }
 
 // dubboService is a ServiceEntry in the application namespace with one tcp-dubbo port
-// on a VIP, selecting the Dubbo provider's workloads: it gets an outbound EnvoyFilter in
-// the root namespace and an inbound one in its own.
+// on a VIP, selecting workloads of its own (app: <name>): it gets an outbound
+// EnvoyFilter in the root namespace and an inbound one in its own. (Services of the
+// same workloads and port share one inbound EnvoyFilter, the oldest one's.)
 type dubboService struct {
 	name, host, vip string
 	// iface is the Dubbo interface; DemoService's when empty.
@@ -248,7 +249,7 @@ func (d dubboService) object() *clientnetworking.ServiceEntry {
 	se.Spec.Ports = []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}}
 	se.Spec.Resolution = networking.ServiceEntry_STATIC
 	se.Spec.Location = networking.ServiceEntry_MESH_INTERNAL
-	se.Spec.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{"app": "dubbo-provider"}}
+	se.Spec.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{"app": d.name}}
 	return se
 }
 

@@ -35,13 +35,23 @@ func TestHeadlessServiceScales(t *testing.T) {
 	if _, err := e.kube.CoreV1().Services(appNS).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "cache-1", Namespace: appNS, Labels: map[string]string{discoveryv1.LabelServiceName: "cache"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("tcp-redis"), Port: ptr.To[int32](6379), Protocol: ptr.To(corev1.ProtocolTCP)}},
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.50"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+	// Labelled as Kubernetes' EndpointSlice controller labels a headless Service's
+	// slices; a slice without the label (a Service with a cluster IP's, as far as
+	// the label tells) is not read.
+	slice := func(name, address string, labels map[string]string) *discoveryv1.EndpointSlice {
+		return &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: appNS, Labels: labels},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("tcp-redis"), Port: ptr.To[int32](6379), Protocol: ptr.To(corev1.ProtocolTCP)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{address}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		}
 	}
-	created, err := e.kube.DiscoveryV1().EndpointSlices(appNS).Create(ctx, slice, metav1.CreateOptions{})
+	unlabelled := slice("cache-stray", "10.1.0.49", map[string]string{discoveryv1.LabelServiceName: "cache"})
+	if _, err := e.kube.DiscoveryV1().EndpointSlices(appNS).Create(ctx, unlabelled, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	created, err := e.kube.DiscoveryV1().EndpointSlices(appNS).Create(ctx,
+		slice("cache-1", "10.1.0.50", map[string]string{discoveryv1.LabelServiceName: "cache", corev1.IsHeadlessService: ""}), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

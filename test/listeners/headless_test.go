@@ -44,7 +44,7 @@ kind: EndpointSlice
 metadata:
   name: %[2]s-0
   namespace: %[1]s
-  labels: {kubernetes.io/service-name: %[2]s}
+  labels: {kubernetes.io/service-name: %[2]s, service.kubernetes.io/headless: ""}
 addressType: IPv4
 ports:
 - {name: %[4]s, port: %[5]d, protocol: TCP}

@@ -58,13 +58,24 @@ spec:
 `
 
 // TestInterfacesOnListeners: on istiod's own listeners, the workloads behind two
-// interface ServiceEntries get one server-side dubbo_proxy accepting every interface
-// (the two inbound patches agree), and clients route each interface to its service,
+// interface ServiceEntries get one server-side dubbo_proxy accepting every interface,
+// from one EnvoyFilter (the older service's), and clients route each interface to its service,
 // with or without a shared port; the service of every interface takes the rest.
 func TestInterfacesOnListeners(t *testing.T) {
 	for _, mode := range routeModes {
 		t.Run(mode.name, func(t *testing.T) {
 			m := NewIn(t, mode.ctx, plugin.Options{}, interfaceEntries)
+			// One EnvoyFilter object for the server side: two would compete for
+			// the filter chain.
+			var serverSide []string
+			for _, ef := range m.EnvoyFilters {
+				if ef.Spec.GetWorkloadSelector().GetLabels()["app"] == "shop" {
+					serverSide = append(serverSide, ef.Key())
+				}
+			}
+			if len(serverSide) != 1 {
+				t.Errorf("server-side EnvoyFilters %v, want one", serverSide)
+			}
 			server := Proxy{Name: "shop-0", Namespace: "shop", IP: "10.0.0.9", Labels: map[string]string{"app": "shop"}}
 			chains := InboundChains(m.Listeners(server), 20880)
 			if len(chains) == 0 {

@@ -95,3 +95,27 @@ func Endpoints(eps []discoveryv1.EndpointSlice) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// TrimEndpointSlice is a cache transform: of an EndpointSlice it keeps what
+// Endpoints reads (each endpoint's addresses and readiness) and its identity and
+// labels (the cache indexes slices by their Service's name label), and drops the
+// rest (managed fields, annotations, ports, each endpoint's target, node, zone,
+// hints), which a large cluster's slices are mostly made of. It changes the slice
+// in place, as a transform may, and keeps what it kept: it can run twice. Other
+// objects pass unchanged.
+func TrimEndpointSlice(obj any) (any, error) {
+	eps, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	eps.ObjectMeta = metav1.ObjectMeta{
+		Name: eps.Name, Namespace: eps.Namespace, Labels: eps.Labels,
+		UID: eps.UID, ResourceVersion: eps.ResourceVersion,
+	}
+	eps.Ports = nil
+	for i := range eps.Endpoints {
+		ep := &eps.Endpoints[i]
+		*ep = discoveryv1.Endpoint{Addresses: ep.Addresses, Conditions: discoveryv1.EndpointConditions{Ready: ep.Conditions.Ready}}
+	}
+	return eps, nil
+}
