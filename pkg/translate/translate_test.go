@@ -152,10 +152,10 @@ func TestTranslateFailsOnAReadError(t *testing.T) {
 			want: "reading Service a/svc",
 		},
 		{
-			name: "ServiceEntryAnnotations",
+			name: "ServiceEntryState",
 			snap: &model.Snapshot{
-				ServiceEntries:          []model.Object{serviceEntry("a", "se", []string{"se.a"}, dubbo(20880))},
-				ServiceEntryAnnotations: func(string, string) (map[string]string, bool, error) { return nil, false, boom },
+				ServiceEntries:    []model.Object{serviceEntry("a", "se", []string{"se.a"}, dubbo(20880))},
+				ServiceEntryState: func(string, string) (*model.ServiceEntryState, error) { return nil, boom },
 			},
 			want: "ServiceEntry a/se",
 		},
@@ -167,7 +167,7 @@ func TestTranslateFailsOnAReadError(t *testing.T) {
 			}
 			// Absence is an answer: the same lookups finding nothing translate.
 			c.snap.KubeService = func(string, string) (*model.KubeService, error) { return nil, nil }
-			c.snap.ServiceEntryAnnotations = func(string, string) (map[string]string, bool, error) { return nil, false, nil }
+			c.snap.ServiceEntryState = func(string, string) (*model.ServiceEntryState, error) { return nil, nil }
 			if got := translateOK(t, reg, c.snap); len(got.Filters) != 1 || len(got.Failed) != 0 {
 				t.Errorf("objects absent: %d filters, failed %v; want one filter", len(got.Filters), got.Failed)
 			}

@@ -1,11 +1,12 @@
 // Package kubeobj turns Kubernetes objects into the model's views of them: the
-// Secrets, Services and Redis objects a translation reads. It is the one place that
+// Secrets, Services, ServiceEntries and Redis objects a translation reads. It is the one place that
 // knows both, so that the model and everything built on it need no Kubernetes types.
 package kubeobj
 
 import (
 	"slices"
 
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,4 +95,13 @@ func Endpoints(eps []discoveryv1.EndpointSlice) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// ServiceEntryState is what the model reads of a ServiceEntry from the apiserver;
+// nil for nil.
+func ServiceEntryState(se *clientnetworking.ServiceEntry) *model.ServiceEntryState {
+	if se == nil {
+		return nil
+	}
+	return &model.ServiceEntryState{Annotations: se.Annotations, Labels: se.Labels, Addresses: model.StatusAddresses(&se.Status)}
 }
