@@ -132,6 +132,20 @@ func TestTranslateTellsOfAMissingAddress(t *testing.T) {
 	}
 }
 
+// An address Istio allocated is an outbound listener of the service's own: there is
+// no missing address to tell of.
+func TestTranslateAllocatedAddressIsNoMissingAddress(t *testing.T) {
+	se := serviceEntry("a", "external", []string{"e.a"}, dubbo(2181))
+	se.Spec.(*networking.ServiceEntry).Addresses = nil
+	snap := &model.Snapshot{ServiceEntries: []model.Object{se}, ServiceEntryState: func(string, string) (*model.ServiceEntryState, error) {
+		return &model.ServiceEntryState{Addresses: []model.HostAddress{{Host: "e.a", Address: "240.240.0.1"}}}, nil
+	}}
+	got := translateOK(t, generator.Registry{model.Dubbo: fakeGen}, snap)
+	if len(got.Filters) != 1 || len(got.Skipped) != 0 {
+		t.Errorf("filters %d, skipped %v: want the filter and no note", len(got.Filters), got.Skipped)
+	}
+}
+
 // TestTranslateFailsOnAReadError: a read of the snapshot that fails (not a missing
 // object) fails the translation; nothing is translated from a partial view.
 func TestTranslateFailsOnAReadError(t *testing.T) {
