@@ -175,9 +175,10 @@ func metricsOptions(opts Options) (metricsserver.Options, error) {
 }
 
 // TrimServiceEntry keeps of a ServiceEntry what istiod does not send, or sends late
-// (see model.ServiceEntryState): its metadata without managed fields, and its
-// status addresses. The spec comes from istiod, and the cache holds every
-// ServiceEntry of the cluster. Anything else passes as it is.
+// (see model.ServiceEntryState): its metadata, and its status addresses. The spec
+// comes from istiod, and the cache holds every ServiceEntry of the cluster, so the
+// copies of the spec in the metadata go too: managed fields, and kubectl's
+// last-applied-configuration annotation. Anything else passes as it is.
 func TrimServiceEntry(obj any) (any, error) {
 	se, ok := obj.(*clientnetworkingv1.ServiceEntry)
 	if !ok {
@@ -186,6 +187,10 @@ func TrimServiceEntry(obj any) (any, error) {
 	// The decoded object is the informer's alone: sharing its maps costs nothing.
 	out := &clientnetworkingv1.ServiceEntry{TypeMeta: se.TypeMeta, ObjectMeta: se.ObjectMeta}
 	out.ManagedFields = nil
+	if _, ok := out.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
+		out.Annotations = maps.Clone(out.Annotations)
+		delete(out.Annotations, corev1.LastAppliedConfigAnnotation)
+	}
 	out.Status.Addresses = se.Status.Addresses
 	return out, nil
 }

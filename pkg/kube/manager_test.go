@@ -103,10 +103,10 @@ func TestServiceEntryChangeMatters(t *testing.T) {
 }
 
 // TestTrimServiceEntry: the cache keeps of a ServiceEntry its identity, labels,
-// annotations and status addresses, not its spec (istiod sends that), its managed
-// fields or its conditions.
+// annotations and status addresses, not its spec (istiod sends that), the copies of
+// the spec in its managed fields and last-applied annotation, or its conditions.
 func TestTrimServiceEntry(t *testing.T) {
-	se := serviceEntry(map[string]string{"interface": "a.B"}, "240.240.0.1", "2001:2::1")
+	se := serviceEntry(map[string]string{"interface": "a.B", corev1.LastAppliedConfigAnnotation: `{"spec":{}}`}, "240.240.0.1", "2001:2::1")
 	se.ResourceVersion, se.Labels = "7", map[string]string{"app": "x"}
 	se.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	se.Spec.Hosts = []string{"se.example"}
@@ -122,8 +122,11 @@ func TestTrimServiceEntry(t *testing.T) {
 	if len(trimmed.Spec.GetHosts()) != 0 || trimmed.ManagedFields != nil || trimmed.Status.Conditions != nil {
 		t.Errorf("kept spec %v, managed fields %v, conditions %v", trimmed.Spec.GetHosts(), trimmed.ManagedFields, trimmed.Status.Conditions)
 	}
+	if _, ok := trimmed.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
+		t.Errorf("kept the last applied configuration")
+	}
 	if trimmed.Name != "se" || trimmed.Namespace != "n" || trimmed.ResourceVersion != "7" || trimmed.Labels["app"] != "x" ||
-		trimmed.Annotations["interface"] != "a.B" || len(trimmed.Status.Addresses) != 2 {
+		len(trimmed.Annotations) != 1 || trimmed.Annotations["interface"] != "a.B" || len(trimmed.Status.Addresses) != 2 {
 		t.Errorf("lost what the translation reads: %+v", trimmed)
 	}
 	other := &corev1.Service{}

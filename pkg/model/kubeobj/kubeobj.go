@@ -1,6 +1,7 @@
 // Package kubeobj turns Kubernetes objects into the model's views of them: the
-// Secrets, Services, ServiceEntries and Redis objects a translation reads. It is the one place that
-// knows both, so that the model and everything built on it need no Kubernetes types.
+// Secrets, Services, ServiceEntries and Redis objects a translation reads. It is the
+// one place that knows both, so that the model and everything built on it need no
+// Kubernetes types.
 package kubeobj
 
 import (
