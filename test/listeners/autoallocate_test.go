@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"aeraki.io/aeraki/pkg/patch"
+	"aeraki.io/aeraki/plugin"
 	"aeraki.io/aeraki/plugin/dubbo"
 )
 
@@ -30,8 +31,15 @@ status:
 // address Istio allocated for it, of its own IP family, and that listener carries
 // dubbo_proxy in tcp_proxy's place; a sidecar that does not capture DNS has no such
 // listener, and keeps the filter on 0.0.0.0_<port>. Nothing is left as plain TCP.
+// The same holds with the port shared, whose filter goes on every listener of it.
 func TestAutoAllocatedAddressOnListeners(t *testing.T) {
-	m := New(t, allocatedDubbo)
+	for _, mode := range routeModes {
+		t.Run(mode.name, func(t *testing.T) { checkAllocatedListeners(t, NewIn(t, mode.ctx, plugin.Options{}, allocatedDubbo)) })
+	}
+}
+
+func checkAllocatedListeners(t *testing.T, m *Mesh) {
+	t.Helper()
 	if len(m.Skipped) != 0 {
 		t.Errorf("notes %v, want none", m.Skipped)
 	}
