@@ -116,7 +116,8 @@ var ErrNoListener = errors.New("the service has neither an address (no outbound 
 // The host is the service's first. Istio makes one service per (host, address) and
 // gives a listener shared by several hosts to the first of them in order, so outbound
 // traffic of a multi-host ServiceEntry belongs to its first host; routing rules of
-// every host still apply through the generator.
+// every host still apply through the generator. An address Istio allocated is one
+// host's alone: its listener goes to that host.
 type Builder struct {
 	ctx  *generator.Context
 	svc  *model.Service
