@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"aeraki.io/aeraki/pkg/model/fixture"
 )
 
 func write(t *testing.T, dir, name, content string) string {
@@ -268,5 +270,22 @@ spec:
 				t.Errorf("the route to 20881: in namespace team %v, for every namespace %v; want in team %v:\n%s", inTeam, everyone, c.inTeam, stdout.String())
 			}
 		})
+	}
+}
+
+// A ServiceEntry's status addresses, as Istio allocates them, are read from the file:
+// the outbound filter goes on their listeners, and there is nothing to note.
+func TestGenerateAutoAllocatedAddress(t *testing.T) {
+	file := write(t, t.TempDir(), "se.yaml", fixture.DubboEntry("greeter", "org.example.Greeter", "")+`
+status:
+  conditions: [{type: Reconciled, status: "True", lastTransitionTime: "2026-11-30T10:00:00Z"}]
+  addresses: [{value: 240.240.0.7, host: greeter.dubbo.example}]
+`)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"generate", "-f", file, "--route-server-addr="}, &stdout, &stderr); code != 0 || stderr.Len() > 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "name: 240.240.0.7_20880") {
+		t.Errorf("no patch of the allocated address's listener:\n%s", stdout.String())
 	}
 }

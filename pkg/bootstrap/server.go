@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -27,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	clientnetworkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 
 	"aeraki.io/aeraki/pkg/apply"
@@ -276,7 +275,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // watchKube triggers a push when one of our EnvoyFilters changes (someone edited or
-// deleted it: the push restores it) or a Service that matters changes.
+// deleted it: the push restores it), or a Service, ServiceEntry or EndpointSlice
+// changes in a way that matters.
 func (s *Server) watchKube(ctx context.Context) error {
 	efs, err := s.mgr.GetCache().GetInformer(ctx, &clientnetworking.EnvoyFilter{})
 	if err != nil {
@@ -291,51 +291,20 @@ func (s *Server) watchKube(ctx context.Context) error {
 		return err
 	}
 	// istiod pushes no change of a ServiceEntry's annotations alone (they are not part
-	// of its service model); the apiserver's copy, kept as metadata only, has them.
-	ses, err := s.mgr.GetCache().GetInformer(ctx, serviceEntryMetadata())
+	// of its service model), and sends no status, where Istio writes the addresses
+	// it allocates: the apiserver's copy, kept without its spec, has both.
+	ses, err := s.mgr.GetCache().GetInformer(ctx, &clientnetworkingv1.ServiceEntry{})
 	if err != nil {
 		return fmt.Errorf("informer for ServiceEntries: %w", err)
 	}
-	if _, err := ses.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(o, n any) {
-			old, _ := o.(*metav1.PartialObjectMetadata)
-			cur, _ := n.(*metav1.PartialObjectMetadata)
-			if old != nil && cur != nil && !maps.Equal(old.Annotations, cur.Annotations) {
-				s.controller.ConfigChanged()
-			}
-		},
-	}); err != nil {
+	if _, err := ses.AddEventHandler(onChange(kube.ServiceEntryChangeMatters, s.controller.ConfigChanged)); err != nil {
 		return err
 	}
 	svcs, err := s.mgr.GetCache().GetInformer(ctx, &corev1.Service{})
 	if err != nil {
 		return fmt.Errorf("informer for Services: %w", err)
 	}
-	asService := func(obj any) *corev1.Service {
-		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
-		}
-		svc, _ := obj.(*corev1.Service)
-		return svc
-	}
-	_, err = svcs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if kube.ServiceChangeMatters(nil, asService(obj)) {
-				s.controller.ConfigChanged()
-			}
-		},
-		UpdateFunc: func(o, n any) {
-			if kube.ServiceChangeMatters(asService(o), asService(n)) {
-				s.controller.ConfigChanged()
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if kube.ServiceChangeMatters(asService(obj), nil) {
-				s.controller.ConfigChanged()
-			}
-		},
-	})
-	if err != nil {
+	if _, err := svcs.AddEventHandler(onChange(kube.ServiceChangeMatters, s.controller.ConfigChanged)); err != nil {
 		return err
 	}
 	// A headless Service's endpoints are its clients' listeners: pods coming and
@@ -352,11 +321,8 @@ func (s *Server) watchKube(ctx context.Context) error {
 		return fmt.Errorf("informer for EndpointSlices: %w", err)
 	}
 	onSlice := func(obj any) {
-		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = t.Obj
-		}
-		eps, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok {
+		eps := eventObject[*discoveryv1.EndpointSlice](obj)
+		if eps == nil {
 			return
 		}
 		svc := &corev1.Service{}
@@ -374,6 +340,39 @@ func (s *Server) watchKube(ctx context.Context) error {
 		DeleteFunc: onSlice,
 	})
 	return err
+}
+
+// onChange returns informer handlers that trigger a push when matters says that a
+// change of an object (nil: absent before, or after) can change what is generated.
+func onChange[T comparable](matters func(old, cur T) bool, trigger func()) toolscache.ResourceEventHandlerFuncs {
+	var none T
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if matters(none, eventObject[T](obj)) {
+				trigger()
+			}
+		},
+		UpdateFunc: func(o, n any) {
+			if matters(eventObject[T](o), eventObject[T](n)) {
+				trigger()
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if matters(eventObject[T](obj), none) {
+				trigger()
+			}
+		},
+	}
+}
+
+// eventObject returns an informer event's object as T, out of its tombstone if it
+// is one; the zero T for another type.
+func eventObject[T any](obj any) T {
+	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	o, _ := obj.(T)
+	return o
 }
 
 // feedbackOptions are the controller's sidecar feedback settings; nil when off.

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"slices"
 
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -57,15 +57,15 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 	}
 	s.config.SetHiddenServices(hidden)
 	snap := &model.Snapshot{
-		ServiceEntries:          append(ses, hidden...),
-		VirtualServices:         vss,
-		DestinationRules:        drs,
-		WorkloadEntries:         s.config.WorkloadEntries(),
-		DomainSuffix:            s.domainSuffix,
-		ExportDefaults:          defaults,
-		KubeService:             s.kubeService,
-		ServiceEntryAnnotations: s.serviceEntryAnnotations,
-		Secret:                  s.secret,
+		ServiceEntries:    append(ses, hidden...),
+		VirtualServices:   vss,
+		DestinationRules:  drs,
+		WorkloadEntries:   s.config.WorkloadEntries(),
+		DomainSuffix:      s.domainSuffix,
+		ExportDefaults:    defaults,
+		KubeService:       s.kubeService,
+		ServiceEntryState: s.serviceEntryState,
+		Secret:            s.secret,
 	}
 	var rss redisv1alpha1.RedisServiceList
 	if err := s.cache.List(ctx, &rss); err != nil {
@@ -143,19 +143,13 @@ func (s *source) secret(namespace, name string) (*model.Secret, error) {
 	return kubeobj.Secret(secret), nil
 }
 
-// serviceEntryMetadata is an empty ServiceEntry as metadata only: the cache keeps
-// names, labels and annotations, not specs (those come from istiod).
-func serviceEntryMetadata() *metav1.PartialObjectMetadata {
-	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "networking.istio.io/v1", Kind: "ServiceEntry"}}
-}
-
-func (s *source) serviceEntryAnnotations(namespace, name string) (map[string]string, bool, error) {
-	obj := serviceEntryMetadata()
-	found, err := s.get(namespace, name, obj)
+func (s *source) serviceEntryState(namespace, name string) (*model.ServiceEntryState, error) {
+	se := &clientnetworking.ServiceEntry{}
+	found, err := s.get(namespace, name, se)
 	if !found {
-		return nil, false, err
+		return nil, err
 	}
-	return obj.Annotations, true, nil
+	return kubeobj.ServiceEntryState(se), nil
 }
 
 // endpointSliceService indexes EndpointSlices by the Service they belong to.

@@ -3,15 +3,18 @@
 package kube
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
+	clientnetworkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -68,6 +71,9 @@ func NewScheme() (*runtime.Scheme, error) {
 	if err := clientnetworking.AddToScheme(s); err != nil {
 		return nil, err
 	}
+	if err := clientnetworkingv1.AddToScheme(s); err != nil {
+		return nil, err
+	}
 	if err := redisv1alpha1.AddToScheme(s); err != nil {
 		return nil, err
 	}
@@ -75,9 +81,10 @@ func NewScheme() (*runtime.Scheme, error) {
 }
 
 // NewManager returns a manager whose cache holds only our EnvoyFilters (by label), the
-// Kubernetes Services that istiod's synthetic ServiceEntries stand for, the
-// EndpointSlices of headless Services (trimmed to their ready addresses) and the Redis
-// objects. No Secrets: the controller reads those it is granted, one at a time.
+// Kubernetes Services that istiod's synthetic ServiceEntries stand for, ServiceEntries
+// without their specs (TrimServiceEntry), the EndpointSlices of headless Services
+// (trimmed to their ready addresses) and the Redis objects. No Secrets: the
+// controller reads those it is granted, one at a time.
 func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	scheme, err := NewScheme()
 	if err != nil {
@@ -103,7 +110,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Metrics:                       metrics,
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&clientnetworking.EnvoyFilter{}: {Label: ours},
+			&clientnetworking.EnvoyFilter{}:    {Label: ours},
+			&clientnetworkingv1.ServiceEntry{}: {Transform: TrimServiceEntry},
 			// Only headless Services' endpoints are read (their clients' listeners
 			// are per endpoint), and of those only the ready addresses.
 			&discoveryv1.EndpointSlice{}: {Label: labels.NewSelector().Add(*headless), Transform: kubeobj.TrimEndpointSlice},
@@ -177,6 +185,41 @@ func metricsOptions(opts Options) (metricsserver.Options, error) {
 		c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
 	})
 	return mo, nil
+}
+
+// TrimServiceEntry keeps of a ServiceEntry what istiod does not send, or sends late
+// (see model.ServiceEntryState): its metadata, and its status addresses. The spec
+// comes from istiod, and the cache holds every ServiceEntry of the cluster, so the
+// copies of the spec in the metadata go too: managed fields, and kubectl's
+// last-applied-configuration annotation. Anything else passes as it is.
+func TrimServiceEntry(obj any) (any, error) {
+	se, ok := obj.(*clientnetworkingv1.ServiceEntry)
+	if !ok {
+		return obj, nil
+	}
+	// The decoded object is the informer's alone: sharing its maps costs nothing.
+	out := &clientnetworkingv1.ServiceEntry{TypeMeta: se.TypeMeta, ObjectMeta: se.ObjectMeta}
+	out.ManagedFields = nil
+	if _, ok := out.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
+		out.Annotations = maps.Clone(out.Annotations)
+		delete(out.Annotations, corev1.LastAppliedConfigAnnotation)
+	}
+	out.Status.Addresses = se.Status.Addresses
+	return out, nil
+}
+
+// ServiceEntryChangeMatters reports whether a change of the apiserver's copy of a
+// ServiceEntry can change what is generated, beyond what istiod tells: its
+// annotations or labels (istiod pushes no change of annotations alone), or its
+// status addresses (istiod sends no status). Nil is an object that is not there.
+func ServiceEntryChangeMatters(oldSE, newSE *clientnetworkingv1.ServiceEntry) bool {
+	if oldSE == nil || newSE == nil {
+		// A new object with addresses already: istiod's copy may have come first.
+		other := cmp.Or(oldSE, newSE)
+		return other != nil && len(other.Status.Addresses) > 0
+	}
+	return !maps.Equal(oldSE.Annotations, newSE.Annotations) || !maps.Equal(oldSE.Labels, newSE.Labels) ||
+		!slices.Equal(model.StatusAddresses(&oldSE.Status), model.StatusAddresses(&newSE.Status))
 }
 
 // ServiceChangeMatters reports whether a Service change can change what is generated:

@@ -66,6 +66,12 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 		}
 		byName[svc.Namespace+"/"+svc.Name] = ks
 	}
+	// What the controller reads of a ServiceEntry from the apiserver, the files have.
+	entries := map[string]*model.ServiceEntryState{}
+	for _, c := range o.ServiceEntries {
+		status, _ := c.Status.(*networking.ServiceEntryStatus)
+		entries[c.Namespace+"/"+c.Name] = &model.ServiceEntryState{Annotations: c.Annotations, Labels: c.Labels, Addresses: model.StatusAddresses(status)}
+	}
 	secrets := map[string]*model.Secret{}
 	for _, s := range o.Secrets {
 		secrets[s.Namespace+"/"+s.Name] = kubeobj.Secret(s)
@@ -77,7 +83,10 @@ func (o *Objects) Snapshot(domainSuffix string) *model.Snapshot {
 		WorkloadEntries:  objects(o.WorkloadEntries),
 		DomainSuffix:     domainSuffix,
 		KubeService:      func(ns, name string) (*model.KubeService, error) { return byName[ns+"/"+name], nil },
-		Secret:           func(ns, name string) (*model.Secret, error) { return secrets[ns+"/"+name], nil },
+		ServiceEntryState: func(ns, name string) (*model.ServiceEntryState, error) {
+			return entries[ns+"/"+name], nil
+		},
+		Secret: func(ns, name string) (*model.Secret, error) { return secrets[ns+"/"+name], nil },
 	}
 	for _, rs := range o.RedisServices {
 		snap.RedisServices = append(snap.RedisServices, kubeobj.RedisService(rs))
@@ -104,6 +113,8 @@ type document struct {
 	metav1.TypeMeta `json:",inline"`
 	Metadata        metav1.ObjectMeta `json:"metadata"`
 	Spec            json.RawMessage   `json:"spec"`
+	// Status is read of ServiceEntries only: the addresses Istio allocated.
+	Status json.RawMessage `json:"status"`
 }
 
 // istioKinds maps the Istio kinds we read to their spec type and Istio's config kind.
@@ -334,6 +345,14 @@ func (o *Objects) decodeDocument(raw []byte) error {
 	}
 	switch doc.Kind {
 	case "ServiceEntry":
+		if len(doc.Status) > 0 && string(doc.Status) != "null" {
+			// Written by istiod, perhaps a newer one: fields it added are no error.
+			status := &networking.ServiceEntryStatus{}
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(doc.Status, status); err != nil {
+				return fmt.Errorf("%s %s/%s: status: %w", doc.Kind, ns, doc.Metadata.Name, err)
+			}
+			cfg.Status = status
+		}
 		o.ServiceEntries = append(o.ServiceEntries, cfg)
 	case "VirtualService":
 		// istiod's validation rejects these; a file may still hold one.

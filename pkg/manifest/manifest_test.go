@@ -3,6 +3,7 @@ package manifest
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -199,5 +200,26 @@ func TestReadPathsReadsRegularFilesOnly(t *testing.T) {
 	}
 	if len(objs.ServiceEntries) != 1 {
 		t.Errorf("%d ServiceEntries read, want the good file's", len(objs.ServiceEntries))
+	}
+}
+
+// A ServiceEntry's status is read for its addresses: fields a newer istiod writes are
+// no error, an address that is not one is, naming the object.
+func TestServiceEntryStatus(t *testing.T) {
+	objs := &Objects{}
+	in := "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a, namespace: ns}\nspec: {hosts: [a.example]}\n" +
+		"status: {addresses: [{value: 240.240.0.1, host: a.example}], futureField: 1}\n---\n" +
+		"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: b, namespace: ns}\nspec: {hosts: [b.example]}\n" +
+		"status: {addresses: 240.240.0.2}\n"
+	errs := objs.Decode(strings.NewReader(in), "file.yaml")
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "ServiceEntry ns/b: status") {
+		t.Fatalf("errors = %v", errs)
+	}
+	state, err := objs.Snapshot("cluster.local").ServiceEntryState("ns", "a")
+	if err != nil || state == nil {
+		t.Fatalf("state of ns/a: %v, %v", state, err)
+	}
+	if want := []model.HostAddress{{Host: "a.example", Address: "240.240.0.1"}}; !slices.Equal(state.Addresses, want) {
+		t.Errorf("addresses %v, want %v", state.Addresses, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -31,6 +32,12 @@ type Service struct {
 	// Addresses are the VIPs, or for a headless Kubernetes Service the addresses of
 	// its ready endpoints: Istio builds one outbound listener <address>_<port> each.
 	Addresses []string
+	// Allocated are the addresses Istio allocated for the hosts of a ServiceEntry
+	// without addresses of its own (its status.addresses; see allocatedAddresses),
+	// by host and address: sidecars that capture DNS reach host through a listener
+	// <address>_<port>; the others through 0.0.0.0_<port>, which is the service's
+	// own only when the port is Wildcard.
+	Allocated []HostAddress
 	// Ports are the ports with a supported protocol, by number.
 	Ports []*Port
 	// WorkloadSelector selects the workloads that serve the service; nil when the
@@ -82,6 +89,8 @@ type Port struct {
 	// Wildcard says the clients reach the port through istiod's listener
 	// 0.0.0.0_<number>, which is the service's own: it has no address, resolves by
 	// DNS, and is the only service without an address that declares the number.
+	// Clients that use an address Istio allocated for it (Service.Allocated) have a
+	// listener of that address instead.
 	Wildcard bool
 }
 
@@ -90,6 +99,11 @@ type Port struct {
 // then WorkloadPorts.
 func (p *Port) InboundNumbers() []uint32 {
 	return append([]uint32{p.TargetPort}, p.WorkloadPorts...)
+}
+
+// HostAddress is an address of one host of a service.
+type HostAddress struct {
+	Host, Address string
 }
 
 // View is the routing Istio's sidecars of one namespace use for a service, where it
@@ -192,10 +206,9 @@ type Snapshot struct {
 	// KubeService returns the Kubernetes Service behind a synthetic ServiceEntry.
 	// istiod's synthetic entries carry neither annotations nor target ports.
 	KubeService func(namespace, name string) (*KubeService, error)
-	// ServiceEntryAnnotations returns a ServiceEntry's annotations as the apiserver
-	// has them, and whether it has the object. istiod pushes no change of a
-	// ServiceEntry's annotations alone, so its copy can be stale.
-	ServiceEntryAnnotations func(namespace, name string) (map[string]string, bool, error)
+	// ServiceEntryState returns what the apiserver has of a ServiceEntry beyond what
+	// istiod sends; nil when it does not have the object.
+	ServiceEntryState func(namespace, name string) (*ServiceEntryState, error)
 	// DomainSuffix completes short hosts: name -> name.<namespace>.svc.<suffix>.
 	DomainSuffix string
 	// RootNamespace is Istio's root namespace: a RedisService or RedisDestination there
@@ -204,6 +217,28 @@ type Snapshot struct {
 	RootNamespace string
 	// ExportDefaults are the mesh's exportTo for objects that set none.
 	ExportDefaults ExportDefaults
+}
+
+// ServiceEntryState is what the apiserver has of a ServiceEntry that istiod's "api"
+// generator sends late or never.
+type ServiceEntryState struct {
+	// Annotations: istiod pushes no change of a ServiceEntry's annotations alone, so
+	// its copy can be stale.
+	Annotations map[string]string
+	// Labels: one opts the ServiceEntry out of address allocation.
+	Labels map[string]string
+	// Addresses are its status.addresses, as written: what Istio allocated for each
+	// host. istiod sends no status.
+	Addresses []HostAddress
+}
+
+// StatusAddresses returns a ServiceEntry status's addresses, as written.
+func StatusAddresses(status *networking.ServiceEntryStatus) []HostAddress {
+	var out []HostAddress
+	for _, a := range status.GetAddresses() {
+		out = append(out, HostAddress{Host: a.GetHost(), Address: a.GetValue()})
+	}
+	return out
 }
 
 // ExportDefaults are the mesh config's defaults for exportTo, by kind
@@ -279,13 +314,14 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 		switch {
 		case kube != nil:
 			svc.Annotations = kube.Annotations
-		case snap.ServiceEntryAnnotations != nil:
-			a, ok, err := snap.ServiceEntryAnnotations(c.Namespace, c.Name)
+		case snap.ServiceEntryState != nil:
+			state, err := snap.ServiceEntryState(c.Namespace, c.Name)
 			if err != nil {
-				return nil, fmt.Errorf("reading the annotations of ServiceEntry %s/%s: %w", c.Namespace, c.Name, err)
+				return nil, fmt.Errorf("reading ServiceEntry %s/%s from the apiserver: %w", c.Namespace, c.Name, err)
 			}
-			if ok {
-				svc.Annotations = a
+			if state != nil {
+				svc.Annotations = state.Annotations
+				svc.Allocated = allocatedAddresses(se, state, svc.Hosts)
 			}
 		}
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
@@ -336,6 +372,69 @@ func wildcardPorts(entries []Object) map[uint32]int {
 		}
 	}
 	return out
+}
+
+// AutoallocateLabel set to "false" opts a ServiceEntry out of the addresses Istio
+// allocates (label.NetworkingEnableAutoallocateIp).
+const AutoallocateLabel = "networking.istio.io/enable-autoallocate-ip"
+
+// allocatedAddresses returns the addresses istiod gives the hosts of a ServiceEntry
+// from its status, as its conversion does (convertServices, with
+// ShouldV2AutoAllocateIPFromConfig): only for one without addresses, not resolved
+// NONE, not opted out by label; per host of the spec, the last IPv4 and the last IPv6
+// address of the status. A proxy that uses them listens on the IPv4 one if it has
+// IPv4, else on the IPv6 one, so both name a listener. istiod's own feature flag
+// (PILOT_ENABLE_IP_AUTOALLOCATE) is not known here: with it off, istiod allocates
+// nothing, and a stale status only names listeners that do not exist.
+func allocatedAddresses(se *networking.ServiceEntry, state *ServiceEntryState, hosts []string) []HostAddress {
+	if len(se.GetAddresses()) > 0 || se.GetResolution() == networking.ServiceEntry_NONE ||
+		strings.EqualFold(state.Labels[AutoallocateLabel], "false") {
+		return nil
+	}
+	type pair struct{ v4, v6 string }
+	byHost := map[string]pair{}
+	for _, a := range state.Addresses {
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil || !slices.Contains(hosts, a.Host) {
+			continue // istiod skips what does not parse, and reads only its hosts'
+		}
+		p := byHost[a.Host]
+		switch {
+		case ip.Is4():
+			p.v4 = ip.String()
+		case ip.Is6():
+			p.v6 = ip.String()
+		}
+		byHost[a.Host] = p
+	}
+	var out []HostAddress
+	for _, h := range hosts {
+		p := byHost[h]
+		for _, a := range []string{p.v4, p.v6} {
+			if a != "" {
+				out = append(out, HostAddress{Host: h, Address: a})
+			}
+		}
+	}
+	return out
+}
+
+// OutboundListeners returns the outbound listeners <address>_<port> istiod builds
+// for the service's clients on port, each with the host whose traffic it carries:
+// one per address (for the first host: Istio gives a listener shared by several
+// hosts to the first of them), 0.0.0.0 for a Wildcard port, and one per address
+// Istio allocated for a host (Allocated).
+func (s *Service) OutboundListeners(port *Port) []HostAddress {
+	out := make([]HostAddress, 0, len(s.Addresses)+len(s.Allocated)+1)
+	if len(s.Hosts) > 0 {
+		for _, a := range s.Addresses {
+			out = append(out, HostAddress{Host: s.Hosts[0], Address: a})
+		}
+		if len(s.Addresses) == 0 && port.Wildcard {
+			out = append(out, HostAddress{Host: s.Hosts[0], Address: "0.0.0.0"})
+		}
+	}
+	return append(out, s.Allocated...)
 }
 
 func dnsResolved(se *networking.ServiceEntry) bool {

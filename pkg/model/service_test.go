@@ -95,11 +95,11 @@ func TestBuildServicesTakesServiceEntryAnnotationsFromTheAPIServer(t *testing.T)
 	snap := fixture.Snapshot(fixture.Dubbo, 2)
 	before := build(t, snap)
 	fresh := map[string]string{"interface": "org.example.Renamed"}
-	snap.ServiceEntryAnnotations = func(ns, name string) (map[string]string, bool, error) {
+	snap.ServiceEntryState = func(ns, name string) (*model.ServiceEntryState, error) {
 		if ns == fixture.Namespace && name == "dubbo-1" {
-			return fresh, true, nil
+			return &model.ServiceEntryState{Annotations: fresh}, nil
 		}
-		return nil, false, nil
+		return nil, nil
 	}
 	after := build(t, snap)
 	if got := after[0].Annotations["interface"]; got != "org.example.Service0" {
@@ -120,11 +120,11 @@ func TestBuildServicesTakesServiceEntryAnnotationsFromTheAPIServer(t *testing.T)
 func TestBuildServicesFailsOnAFailedRead(t *testing.T) {
 	errRead := errors.New("apiserver unavailable")
 	snap := fixture.Snapshot(fixture.Dubbo, 2)
-	snap.ServiceEntryAnnotations = func(ns, name string) (map[string]string, bool, error) {
+	snap.ServiceEntryState = func(ns, name string) (*model.ServiceEntryState, error) {
 		if name == "dubbo-1" {
-			return nil, false, errRead
+			return nil, errRead
 		}
-		return nil, false, nil
+		return nil, nil
 	}
 	services, err := model.BuildServices(snap)
 	if !errors.Is(err, errRead) || !strings.Contains(err.Error(), "ServiceEntry "+fixture.Namespace+"/dubbo-1") || services != nil {
@@ -471,5 +471,54 @@ func TestWorkloadSelectorAnnotation(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("workload selectors (-want +got):\n%s", diff)
+	}
+}
+
+// TestAllocatedAddresses: the addresses of a ServiceEntry's status are its clients'
+// listeners exactly where istiod's conversion uses them: no addresses of its own,
+// not resolved NONE, not opted out; per host of the spec, its last IPv4 and IPv6
+// address. They are part of the service's version: istiod sends no status, so
+// nothing else changes when they do.
+func TestAllocatedAddresses(t *testing.T) {
+	const host = "greeter.example"
+	status := []model.HostAddress{
+		{Host: host, Address: "240.240.0.1"},
+		{Host: host, Address: "240.240.0.2"}, // istiod keeps the last of a family
+		{Host: host, Address: "2001:2::2"},
+		{Host: "gone.example", Address: "240.240.0.3"}, // not a host of the spec
+		{Host: host, Address: "not-an-ip"},
+	}
+	want := []model.HostAddress{{Host: host, Address: "240.240.0.2"}, {Host: host, Address: "2001:2::2"}}
+	for _, c := range []struct {
+		name       string
+		resolution networking.ServiceEntry_Resolution
+		addresses  []string
+		labels     map[string]string
+		want       []model.HostAddress
+	}{
+		{name: "DNS", resolution: networking.ServiceEntry_DNS, want: want},
+		{name: "STATIC", resolution: networking.ServiceEntry_STATIC, want: want},
+		{name: "NONE", resolution: networking.ServiceEntry_NONE},
+		{name: "addresses of its own", resolution: networking.ServiceEntry_DNS, addresses: []string{"10.0.0.1"}},
+		{name: "opted out", resolution: networking.ServiceEntry_DNS, labels: map[string]string{model.AutoallocateLabel: "False"}},
+		{name: "opted in", resolution: networking.ServiceEntry_DNS, labels: map[string]string{model.AutoallocateLabel: "true"}, want: want},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			snap := &model.Snapshot{ServiceEntries: []model.Object{fixture.Object("greeter", &networking.ServiceEntry{
+				Hosts: []string{host}, Addresses: c.addresses, Resolution: c.resolution,
+				Ports: []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+			}, nil)}}
+			before := build(t, snap)[0]
+			snap.ServiceEntryState = func(ns, name string) (*model.ServiceEntryState, error) {
+				return &model.ServiceEntryState{Labels: c.labels, Addresses: status}, nil
+			}
+			svc := build(t, snap)[0]
+			if diff := cmp.Diff(c.want, svc.Allocated); diff != "" {
+				t.Errorf("allocated addresses (-want +got):\n%s", diff)
+			}
+			if (before.Version != svc.Version) != (len(c.want) > 0) {
+				t.Errorf("version %s -> %s: want a change exactly when addresses were allocated", before.Version, svc.Version)
+			}
+		})
 	}
 }

@@ -65,6 +65,10 @@ func serviceVersion(c *Object, kube *KubeService, svc *Service, workloads []*Obj
 	for _, x := range svc.DestinationRules {
 		related("dr", x.Namespace, x.Name, x.Version)
 	}
+	// istiod sends no status: the allocated addresses come from the apiserver.
+	for _, a := range svc.Allocated {
+		write("allocated", a.Host, a.Address)
+	}
 	// Whether a port's wildcard listener is the service's depends on other services.
 	for _, p := range svc.Ports {
 		if p.Wildcard {

@@ -66,8 +66,8 @@ type Listener struct {
 	StatPrefix string
 	// StatName is <direction>_<port>_<host> with every character outside [a-z0-9] as
 	// `_` (and `*` as `wildcard`): a prefix for filters whose statistics start with the
-	// prefix itself, so that it survives Prometheus' name mangling readably. Every VIP
-	// of a service shares it; inbound listeners take the service's first host.
+	// prefix itself, so that it survives Prometheus' name mangling readably. Every
+	// listener of a host shares it; inbound listeners take the service's first host.
 	StatName string
 }
 
@@ -116,7 +116,8 @@ var ErrNoListener = errors.New("the service has neither an address (no outbound 
 // The host is the service's first. Istio makes one service per (host, address) and
 // gives a listener shared by several hosts to the first of them in order, so outbound
 // traffic of a multi-host ServiceEntry belongs to its first host; routing rules of
-// every host still apply through the generator.
+// every host still apply through the generator. An address Istio allocated is one
+// host's alone: its listener goes to that host.
 type Builder struct {
 	ctx  *generator.Context
 	svc  *model.Service
@@ -250,43 +251,42 @@ func (b *Builder) Add(d Direction, patches ...*networking.EnvoyFilter_EnvoyConfi
 
 // ListenerFilter puts a protocol filter on every listener of the port in the
 // directions given:
-//   - outbound: a patch for each VIP's listener <vip>_<port>. A service without
-//     addresses has no outbound listener of its own, unless the port is Wildcard:
-//     then 0.0.0.0_<port> is its own.
+//   - outbound: a patch for each listener <address>_<port> istiod builds for the
+//     service's clients (model.Service.OutboundListeners): its VIPs, 0.0.0.0 for a
+//     Wildcard port, the addresses Istio allocated. A patch of a listener a proxy
+//     does not have (an allocated address, on a proxy that does not capture DNS)
+//     matches nothing there.
 //   - inbound: a patch of the virtualInbound filter chain of the target port, and of
 //     each number WorkloadEntries move the port to. A service without a workload
 //     selector has no inbound side in the mesh.
 //
 // A port with no listener in any of the directions is ErrNoListener.
 func (b *Builder) ListenerFilter(op Operation, build FilterFunc, dirs ...Direction) error {
-	listeners := b.svc.Addresses
-	if len(listeners) == 0 && b.port.Wildcard {
-		listeners = []string{"0.0.0.0"}
-	}
+	listeners := b.svc.OutboundListeners(b.port)
 	outbound := slices.Contains(dirs, Outbound) && len(listeners) > 0
 	inbound := slices.Contains(dirs, Inbound) && b.svc.WorkloadSelector != nil
 	if !outbound && !inbound {
 		return ErrNoListener
 	}
-	host, port := b.svc.Hosts[0], b.port
+	port := b.port
 	if outbound {
 		if n := len(listeners); n > MaxOutboundAddresses {
 			return fmt.Errorf("%d addresses: a patch each would make an EnvoyFilter larger than the apiserver stores; "+
 				"at most %d per service (or share the port: see the route server)", n, MaxOutboundAddresses)
 		}
 		var patches []*networking.EnvoyFilter_EnvoyConfigObjectPatch
-		for _, addr := range listeners {
-			if strings.Contains(addr, "/") {
-				return fmt.Errorf("address %s is a CIDR range: Istio has no per-service listener for it", addr)
+		for _, la := range listeners {
+			if strings.Contains(la.Address, "/") {
+				return fmt.Errorf("address %s is a CIDR range: Istio has no per-service listener for it", la.Address)
 			}
 			l := &Listener{
 				Direction:  Outbound,
-				Address:    addr,
+				Address:    la.Address,
 				Port:       port.Number,
-				Host:       host,
-				Cluster:    model.OutboundClusterName(port.Number, "", host),
-				StatPrefix: model.OutboundClusterName(port.Number, "", host),
-				StatName:   statName(Outbound, port.Number, host),
+				Host:       la.Host,
+				Cluster:    model.OutboundClusterName(port.Number, "", la.Host),
+				StatPrefix: model.OutboundClusterName(port.Number, "", la.Host),
+				StatName:   statName(Outbound, port.Number, la.Host),
 			}
 			p, err := networkFilterPatch(l, op, build)
 			if err != nil {
@@ -310,7 +310,7 @@ func (b *Builder) ListenerFilter(op Operation, build FilterFunc, dirs ...Directi
 				Port:       number,
 				Cluster:    model.InboundClusterName(number),
 				StatPrefix: model.InboundClusterName(number),
-				StatName:   statName(Inbound, number, host),
+				StatName:   statName(Inbound, number, b.svc.Hosts[0]),
 			}
 			p, err := networkFilterPatch(l, op, build)
 			if err != nil {

@@ -202,7 +202,9 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 			t.Failed[ViewKey(svc.Key(), verr.View)] = verr
 		}
 		routes.add(svc, r.routes)
-		if len(svc.Addresses) == 0 && len(r.filters) > 0 {
+		// Allocated addresses are listeners of the service's own, on the sidecars
+		// that capture DNS.
+		if len(svc.Addresses) == 0 && len(svc.Allocated) == 0 && len(r.filters) > 0 {
 			if notes := noAddress(svc, r.protocols, shared); len(notes) > 0 {
 				t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], notes...)
 			}

@@ -132,6 +132,20 @@ func TestTranslateTellsOfAMissingAddress(t *testing.T) {
 	}
 }
 
+// An address Istio allocated is an outbound listener of the service's own: there is
+// no missing address to tell of.
+func TestTranslateAllocatedAddressIsNoMissingAddress(t *testing.T) {
+	se := serviceEntry("a", "external", []string{"e.a"}, dubbo(2181))
+	se.Spec.(*networking.ServiceEntry).Addresses = nil
+	snap := &model.Snapshot{ServiceEntries: []model.Object{se}, ServiceEntryState: func(string, string) (*model.ServiceEntryState, error) {
+		return &model.ServiceEntryState{Addresses: []model.HostAddress{{Host: "e.a", Address: "240.240.0.1"}}}, nil
+	}}
+	got := translateOK(t, generator.Registry{model.Dubbo: fakeGen}, snap)
+	if len(got.Filters) != 1 || len(got.Skipped) != 0 {
+		t.Errorf("filters %d, skipped %v: want the filter and no note", len(got.Filters), got.Skipped)
+	}
+}
+
 // TestTranslateFailsOnAReadError: a read of the snapshot that fails (not a missing
 // object) fails the translation; nothing is translated from a partial view.
 func TestTranslateFailsOnAReadError(t *testing.T) {
@@ -152,10 +166,10 @@ func TestTranslateFailsOnAReadError(t *testing.T) {
 			want: "reading Service a/svc",
 		},
 		{
-			name: "ServiceEntryAnnotations",
+			name: "ServiceEntryState",
 			snap: &model.Snapshot{
-				ServiceEntries:          []model.Object{serviceEntry("a", "se", []string{"se.a"}, dubbo(20880))},
-				ServiceEntryAnnotations: func(string, string) (map[string]string, bool, error) { return nil, false, boom },
+				ServiceEntries:    []model.Object{serviceEntry("a", "se", []string{"se.a"}, dubbo(20880))},
+				ServiceEntryState: func(string, string) (*model.ServiceEntryState, error) { return nil, boom },
 			},
 			want: "ServiceEntry a/se",
 		},
@@ -167,7 +181,7 @@ func TestTranslateFailsOnAReadError(t *testing.T) {
 			}
 			// Absence is an answer: the same lookups finding nothing translate.
 			c.snap.KubeService = func(string, string) (*model.KubeService, error) { return nil, nil }
-			c.snap.ServiceEntryAnnotations = func(string, string) (map[string]string, bool, error) { return nil, false, nil }
+			c.snap.ServiceEntryState = func(string, string) (*model.ServiceEntryState, error) { return nil, nil }
 			if got := translateOK(t, reg, c.snap); len(got.Filters) != 1 || len(got.Failed) != 0 {
 				t.Errorf("objects absent: %d filters, failed %v; want one filter", len(got.Filters), got.Failed)
 			}

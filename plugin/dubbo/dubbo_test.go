@@ -21,6 +21,7 @@ func TestGolden(t *testing.T) {
 		"two-interface-entries", // one per interface on the same workloads: one server side, the older one's
 		"nothing-to-patch",      // no address and no selector: error
 		"dns-no-address",        // alone on its port: the wildcard listener istiod builds for it
+		"auto-allocated-vip",    // and the listeners of the addresses Istio allocated for it
 		"two-dubbo-ports",       // a filter pair per port
 		"method-exact",          // VirtualService: method exact to a subset
 		"method-prefix",         // method prefix

@@ -217,6 +217,10 @@ type Proxy struct {
 	// istiod keeps it (a variable ISTIO_META_<KEY> of the proxy arrives as <KEY>):
 	// what an EnvoyFilter's match.proxy.metadata compares with.
 	Metadata map[string]string
+	// DNSCapture is the node metadata DNS_CAPTURE (ISTIO_META_DNS_CAPTURE=true): the
+	// sidecar resolves DNS itself, and, with istiod's default address allocation,
+	// reaches a ServiceEntry without addresses on the address Istio allocated.
+	DNSCapture bool
 }
 
 // SetupProxy returns the sidecar proxy as istiod sees it once connected: sidecar
@@ -240,6 +244,7 @@ func (m *Mesh) SetupProxy(p Proxy) *model.Proxy {
 			Labels:       p.Labels,
 			ClusterID:    ClusterID,
 			IstioVersion: IstioVersion,
+			DNSCapture:   model.StringBool(p.DNSCapture),
 			Raw:          raw,
 		},
 	})

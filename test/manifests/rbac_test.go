@@ -49,8 +49,9 @@ type access struct {
 //     carries no name to authorize).
 //
 // Istio's ServiceEntries, VirtualServices and DestinationRules come from istiod over
-// xDS, not from the apiserver; only ServiceEntries' metadata is watched there too,
-// because istiod pushes no change of their annotations alone.
+// xDS, not from the apiserver; only ServiceEntries' metadata and status addresses are
+// watched there too, because istiod pushes no change of their annotations alone and
+// sends no status.
 var wantAccess = []access{
 	{group: "networking.istio.io", resource: "envoyfilters", everywhere: []string{"get", "list", "watch", "create", "update", "delete"}},
 	{resource: "services", everywhere: []string{"list", "watch"}},

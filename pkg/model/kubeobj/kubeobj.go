@@ -1,11 +1,13 @@
 // Package kubeobj turns Kubernetes objects into the model's views of them: the
-// Secrets, Services and Redis objects a translation reads. It is the one place that
-// knows both, so that the model and everything built on it need no Kubernetes types.
+// Secrets, Services, ServiceEntries and Redis objects a translation reads. It is the
+// one place that knows both, so that the model and everything built on it need no
+// Kubernetes types.
 package kubeobj
 
 import (
 	"slices"
 
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -118,4 +120,13 @@ func TrimEndpointSlice(obj any) (any, error) {
 		*ep = discoveryv1.Endpoint{Addresses: ep.Addresses, Conditions: discoveryv1.EndpointConditions{Ready: ep.Conditions.Ready}}
 	}
 	return eps, nil
+}
+
+// ServiceEntryState is what the model reads of a ServiceEntry from the apiserver;
+// nil for nil.
+func ServiceEntryState(se *clientnetworking.ServiceEntry) *model.ServiceEntryState {
+	if se == nil {
+		return nil
+	}
+	return &model.ServiceEntryState{Annotations: se.Annotations, Labels: se.Labels, Addresses: model.StatusAddresses(&se.Status)}
 }
