@@ -446,9 +446,18 @@ func generateShared(ctx *generator.Context, gen generator.Sharer, svc *model.Ser
 	return efs, routes, nil
 }
 
-// NoAddressReason is the note on every port of a service without an address.
+// NoAddressReason is the note on every port of a Kubernetes Service without an
+// address (headless, without endpoints yet).
 const NoAddressReason = "the service has no address (a headless Service, or a ServiceEntry without addresses): " +
 	"clients' outbound listeners stay plain TCP; only the workloads' inbound side gets the filter"
+
+// NoAllocatedAddressReason is the note on every port of a ServiceEntry without
+// addresses that Istio has not allocated one for: it says how Istio would.
+const NoAllocatedAddressReason = "the ServiceEntry has no address, and Istio has allocated none into its status.addresses: " +
+	"clients' outbound listeners stay plain TCP; only the workloads' inbound side gets the filter. Istio allocates one " +
+	"when istiod runs with PILOT_ENABLE_IP_AUTOALLOCATE=true (the default), for entries not resolved NONE and not " +
+	"labelled networking.istio.io/enable-autoallocate-ip=false; sidecars use it with DNS capture " +
+	"(ISTIO_META_DNS_CAPTURE: \"true\" in their proxy metadata)"
 
 // noAddress tells that a service without an address (a headless Service, or a
 // ServiceEntry without addresses) gets only its inbound side: clients reach it through
@@ -460,7 +469,11 @@ func noAddress(svc *model.Service, protocols []model.Protocol, shared sharing) [
 		if !slices.Contains(protocols, port.Protocol) || shared.shares(port) || port.Wildcard {
 			continue
 		}
-		out = append(out, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: &generator.SkipError{Reason: NoAddressReason}})
+		reason := NoAddressReason
+		if !svc.Synthetic {
+			reason = NoAllocatedAddressReason
+		}
+		out = append(out, &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: &generator.SkipError{Reason: reason}})
 	}
 	return out
 }

@@ -144,6 +144,14 @@ func TestTranslateAllocatedAddressIsNoMissingAddress(t *testing.T) {
 	if len(got.Filters) != 1 || len(got.Skipped) != 0 {
 		t.Errorf("filters %d, skipped %v: want the filter and no note", len(got.Filters), got.Skipped)
 	}
+
+	// Not allocated (yet): the note says what makes Istio allocate one.
+	snap.ServiceEntryState = func(string, string) (*model.ServiceEntryState, error) { return &model.ServiceEntryState{}, nil }
+	got = translateOK(t, generator.Registry{model.Dubbo: fakeGen}, snap)
+	notes := got.Skipped["a/external"]
+	if len(notes) != 1 || notes[0].Err.Error() != NoAllocatedAddressReason || !strings.Contains(NoAllocatedAddressReason, "PILOT_ENABLE_IP_AUTOALLOCATE") {
+		t.Errorf("notes %v, want the one that says how Istio allocates an address", got.Skipped)
+	}
 }
 
 // TestTranslateFailsOnAReadError: a read of the snapshot that fails (not a missing
