@@ -69,13 +69,31 @@ func TestHeadlessServiceScales(t *testing.T) {
 	}
 	e.waitSpec(t, outbound, "", listeners("10.1.0.50_6379"))
 
-	// A second pod: the Service's filter gains its listener; nothing else is written.
+	// A second pod: the Service's filter gains its listener; nothing else is written,
+	// as the apiserver counts writes and as the other filters' versions show.
 	time.Sleep(time.Second) // the bystander's writes are long done
 	others := e.versions(t, d.filters()...)
+	before, err := e.cp.EnvoyFilterWrites(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	created.Endpoints = append(created.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.1.0.51"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
 	if _, err := e.kube.DiscoveryV1().EndpointSlices(appNS).Update(ctx, created, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.waitSpec(t, outbound, "", listeners("10.1.0.50_6379", "10.1.0.51_6379"))
+	// Whatever else the change caused would be written by now: pushes wait a debounce
+	// of 100ms at most here (EndpointSlices do not settle).
+	time.Sleep(2 * time.Second)
+	after, err := e.cp.EnvoyFilterWrites(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"PUT": 1}
+	for _, verb := range []string{"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"} {
+		if n := after[verb] - before[verb]; n != want[verb] {
+			t.Errorf("%s writes of EnvoyFilters: %d, want %d (the Service's filter updated, and nothing else)", verb, n, want[verb])
+		}
+	}
 	e.checkUnchanged(t, others)
 }
