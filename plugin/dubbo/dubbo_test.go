@@ -22,6 +22,7 @@ func TestGolden(t *testing.T) {
 		"nothing-to-patch",      // no address and no selector: error
 		"dns-no-address",        // alone on its port: the wildcard listener istiod builds for it
 		"auto-allocated-vip",    // and the listeners of the addresses Istio allocated for it
+		"aeraki-demo-entry",     // upstream Aeraki's demo entry: interface host, allocated address, routes
 		"two-dubbo-ports",       // a filter pair per port
 		"method-exact",          // VirtualService: method exact to a subset
 		"method-prefix",         // method prefix
