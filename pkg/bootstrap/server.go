@@ -335,8 +335,13 @@ func (s *Server) watchKube(ctx context.Context) error {
 		}
 	}
 	_, err = epsInformer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    onSlice,
-		UpdateFunc: func(_, n any) { onSlice(n) },
+		AddFunc: onSlice,
+		UpdateFunc: func(o, n any) {
+			// Trimmed, most updates of a slice leave it as it was.
+			if kube.EndpointSliceChangeMatters(eventObject[*discoveryv1.EndpointSlice](o), eventObject[*discoveryv1.EndpointSlice](n)) {
+				onSlice(n)
+			}
+		},
 		DeleteFunc: onSlice,
 	})
 	return err

@@ -237,6 +237,17 @@ func ServiceChangeMatters(oldSvc, newSvc *corev1.Service) bool {
 		!maps.Equal(oldSvc.Spec.Selector, newSvc.Spec.Selector) || oldSvc.Spec.ClusterIP != newSvc.Spec.ClusterIP
 }
 
+// EndpointSliceChangeMatters reports whether an EndpointSlice change can change what
+// is generated: the Service it belongs to, or its ready addresses (each a listener
+// of the Service's clients). Nil is a slice that is not there.
+func EndpointSliceChangeMatters(oldEPS, newEPS *discoveryv1.EndpointSlice) bool {
+	if oldEPS == nil || newEPS == nil {
+		return true
+	}
+	return oldEPS.Labels[discoveryv1.LabelServiceName] != newEPS.Labels[discoveryv1.LabelServiceName] ||
+		!slices.Equal(kubeobj.Endpoints([]discoveryv1.EndpointSlice{*oldEPS}), kubeobj.Endpoints([]discoveryv1.EndpointSlice{*newEPS}))
+}
+
 // HasSupportedPort reports whether a Kubernetes Service has a port whose name says a
 // supported protocol.
 func HasSupportedPort(svc *corev1.Service) bool {

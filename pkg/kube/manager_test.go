@@ -212,3 +212,31 @@ func TestTrimServiceEntry(t *testing.T) {
 		t.Errorf("another kind: got %v, %v; want it as it was", got, err)
 	}
 }
+
+func TestEndpointSliceChangeMatters(t *testing.T) {
+	slice := func(service string, ready bool, addresses ...string) *discoveryv1.EndpointSlice {
+		return &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+			Endpoints:  []discoveryv1.Endpoint{{Addresses: addresses, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}},
+		}
+	}
+	relabelled := slice("cache", true, "10.0.0.1")
+	relabelled.Labels["x"] = "y"
+	for _, c := range []struct {
+		name     string
+		old, new *discoveryv1.EndpointSlice
+		want     bool
+	}{
+		{"added", nil, slice("cache", true, "10.0.0.1"), true},
+		{"deleted", slice("cache", true, "10.0.0.1"), nil, true},
+		{"same ready addresses", slice("cache", true, "10.0.0.1"), relabelled, false},
+		{"an address more", slice("cache", true, "10.0.0.1"), slice("cache", true, "10.0.0.1", "10.0.0.2"), true},
+		{"no longer ready", slice("cache", true, "10.0.0.1"), slice("cache", false, "10.0.0.1"), true},
+		{"not ready either way", slice("cache", false, "10.0.0.1"), slice("cache", false, "10.0.0.2"), false},
+		{"another Service", slice("cache", true, "10.0.0.1"), slice("other", true, "10.0.0.1"), true},
+	} {
+		if got := EndpointSliceChangeMatters(c.old, c.new); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
