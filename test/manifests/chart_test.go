@@ -48,7 +48,8 @@ func chartInstall(t *testing.T) installation {
 // output to what k8s/aeraki.yaml is held to: the apiserver accepts every document
 // of a server-side dry run without a warning (TestManifestsAcceptedByAPIServer);
 // installed, aeraki's ServiceAccount may do exactly what the controller needs and
-// nothing more, in its namespace and elsewhere (TestRBACAllowsWhatTheControllerDoes);
+// nothing more, in its namespace and elsewhere (TestRBACAllowsWhatTheControllerDoes),
+// and the admission policy fences its writes (TestAdmissionPolicyFencesAerakisWrites);
 // the NetworkPolicy lets the pod reach only the revision's istiod
 // (TestNetworkPolicy); the pod's identity towards istiod, the route server's Service
 // and the disruption budget are as TestInstallManifest wants them.
@@ -64,6 +65,7 @@ func TestChart(t *testing.T) {
 		dryRunApply(t, in.admin(t), in.docs)
 	})
 	t.Run("RBAC", func(t *testing.T) { checkRBAC(t, in) })
+	t.Run("admission policy", func(t *testing.T) { checkAdmissionPolicy(t, in) })
 	t.Run("NetworkPolicy", func(t *testing.T) { checkNetworkPolicy(t, in.docs) })
 	t.Run("Deployment", func(t *testing.T) {
 		deploy := in.deployment(t)
