@@ -15,8 +15,11 @@ CONTROLLER_GEN := $(CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)/contro
 # The release binary: static, no paths or symbols. docker/Dockerfile runs `make build`
 # itself, so the image and bin/aeraki are built by this one rule (test/manifests checks it).
 BUILD_FLAGS := -trimpath -ldflags=-s\ -w
-# The install manifest; `make generate` copies k8s/crds/*.yaml between its CRD markers.
+# The Helm chart, and the install manifest `make generate` renders from it with its
+# default values (the CRDs of k8s/crds copied into the chart's crds/ first).
+CHART := k8s/chart
 INSTALL_MANIFEST := k8s/aeraki.yaml
+GENERATED := pkg/apis k8s/crds $(CHART)/crds $(INSTALL_MANIFEST)
 
 .PHONY: help
 help: ## Show this help
@@ -65,13 +68,12 @@ run-local: testbin ## Run the controller on a local control plane with the Dubbo
 	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) run ./hack/runlocal
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate deepcopy code, the CRDs in k8s/crds from pkg/apis, and their copy in k8s/aeraki.yaml
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code, the CRDs in k8s/crds from pkg/apis, their copy in the chart, and k8s/aeraki.yaml rendered from the chart
 	$(CONTROLLER_GEN) object paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true paths=./pkg/apis/... output:crd:artifacts:config=k8s/crds
-	@grep -q '^# BEGIN CRDs' $(INSTALL_MANIFEST) && grep -q '^# END CRDs' $(INSTALL_MANIFEST) || \
-		{ echo "$(INSTALL_MANIFEST): the '# BEGIN CRDs' and '# END CRDs' lines are missing"; exit 1; }
-	{ sed -n '1,/^# BEGIN CRDs/p' $(INSTALL_MANIFEST); cat $$(LC_ALL=C ls k8s/crds/*.yaml); sed -n '/^# END CRDs/,$$p' $(INSTALL_MANIFEST); } >$(INSTALL_MANIFEST).tmp
-	mv $(INSTALL_MANIFEST).tmp $(INSTALL_MANIFEST)
+	rm -f $(CHART)/crds/*.yaml
+	cp k8s/crds/*.yaml $(CHART)/crds/
+	$(GO) run ./hack/renderchart
 
 # The version of Aeraki's API (github.com/aeraki-mesh/api) our Redis CRDs are held to.
 AERAKI_API_VERSION = v1.4.1
@@ -82,8 +84,8 @@ aeraki-fields: ## Write the field list of Aeraki's Redis API that k8s/crds' test
 
 .PHONY: check-generated
 check-generated: generate ## Fail when generated files differ from what is committed
-	@git diff --exit-code -- pkg/apis k8s/crds $(INSTALL_MANIFEST) || { echo "generated files are stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- pkg/apis k8s/crds $(INSTALL_MANIFEST))" || { echo "generated files are not committed:"; git status --porcelain -- pkg/apis k8s/crds $(INSTALL_MANIFEST); exit 1; }
+	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || { echo "generated files are not committed:"; git status --porcelain -- $(GENERATED); exit 1; }
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $@) GOFLAGS= $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)

@@ -1,6 +1,6 @@
 // Package layers holds the rule that keeps the translation pure, as a test: the
 // generator, patch-building, plugin, translate and plan packages (and the model they
-// share) never depend on controller-runtime, client-go, Prometheus, gRPC or
+// share) never depend on controller-runtime, client-go, Prometheus, gRPC, Helm or
 // Kubernetes' object types, not even through another package. They are then tested
 // and benchmarked without a cluster, and a reader knows that nothing in them talks to
 // the apiserver or istiod. Package model/kubeobj turns Kubernetes objects into the

@@ -17,7 +17,7 @@ var pure = []string{
 	"aeraki.io/aeraki/pkg/feedback",
 }
 
-// forbidden are the module paths of clients and servers, of metrics, and of
+// forbidden are the module paths of clients and servers, of metrics, of Helm and of
 // Kubernetes' object types: the pure packages read the model's views of Secrets,
 // Services and Redis objects (see package kubeobj), which keeps them small to build.
 var forbidden = []string{
@@ -27,6 +27,7 @@ var forbidden = []string{
 	"k8s.io/apimachinery/",
 	"github.com/prometheus/",
 	"google.golang.org/grpc",
+	"helm.sh/",
 }
 
 func TestPurePackagesImportNoClient(t *testing.T) {

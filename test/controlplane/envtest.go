@@ -59,15 +59,22 @@ func (e *Envtest) RestConfig(t testing.TB) *rest.Config {
 // returns m.Run's exit code, or 1 if the API server did not stop cleanly.
 func (e *Envtest) Run(m *testing.M) int {
 	code := m.Run()
-	if e.env != nil {
-		if err := e.env.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
-			if code == 0 {
-				code = 1
-			}
+	if err := e.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
+		if code == 0 {
+			code = 1
 		}
 	}
 	return code
+}
+
+// Stop stops the API server if a test started it, for a package with more than one
+// (Run stops its own).
+func (e *Envtest) Stop() error {
+	if e.env == nil {
+		return nil
+	}
+	return e.env.Stop()
 }
 
 // newEnvtest returns an envtest environment on the binaries of `make testbin`, with

@@ -71,16 +71,31 @@ spec:
 // refuses a Lua filter, an EnvoyFilter without aeraki's label or name prefix, a
 // filter aeraki does not make under its own name, and changing or deleting an
 // EnvoyFilter that is not aeraki's; it admits every EnvoyFilter the golden files
-// hold. The admin is not fenced.
+// hold. The admin is not fenced. TestChart asks the same of the chart installed with
+// other values.
 func TestAdmissionPolicyFencesAerakisWrites(t *testing.T) {
-	installAeraki(t)
-	admin, _ := newClient(t, nil)
-	sa, _ := newClient(t, serviceAccountConfig(t))
+	checkAdmissionPolicy(t, manifestInstall(t))
+}
+
+// checkAdmissionPolicy installs in and checks its admission policy as
+// TestAdmissionPolicyFencesAerakisWrites says.
+func checkAdmissionPolicy(t *testing.T, in installation) {
+	t.Helper()
+	in.install(t)
+	admin, _ := newClient(t, in.admin(t))
+	sa, _ := newClient(t, serviceAccountConfigFor(t, in.admin(t), in.namespace))
+	// In aeraki's namespace, where its outbound EnvoyFilters go.
+	inNamespace := func(t *testing.T, doc string) *unstructured.Unstructured {
+		t.Helper()
+		obj := envoyFilter(t, doc)
+		obj.SetNamespace(in.namespace)
+		return obj
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*timeout)
 	defer cancel()
 
 	// The policy takes effect a moment after it is created.
-	lua := envoyFilter(t, luaFilter)
+	lua := inNamespace(t, luaFilter)
 	deadline := time.Now().Add(timeout)
 	for {
 		err := sa.Create(ctx, lua.DeepCopy(), client.DryRunAll)
@@ -104,13 +119,13 @@ func TestAdmissionPolicyFencesAerakisWrites(t *testing.T) {
 		"a filter aeraki never makes": strings.ReplaceAll(dubboFilter("aeraki-outbound-x-20880", "{manager: aeraki}"),
 			"dubbo_proxy.v3.DubboProxy", "tcp_proxy.v3.TcpProxy"),
 	} {
-		if err := sa.Create(ctx, envoyFilter(t, doc), client.DryRunAll); err == nil || !strings.Contains(err.Error(), "aeraki-envoyfilters") {
+		if err := sa.Create(ctx, inNamespace(t, doc), client.DryRunAll); err == nil || !strings.Contains(err.Error(), "aeraki-envoyfilters") {
 			t.Errorf("%s: %v, want the admission policy's refusal", name, err)
 		}
 	}
 
 	// Someone else's EnvoyFilter: the admin may write it, aeraki may not touch it.
-	foreign := envoyFilter(t, dubboFilter("aeraki-outbound-foreign-20880", "{team: shop}"))
+	foreign := inNamespace(t, dubboFilter("aeraki-outbound-foreign-20880", "{team: shop}"))
 	if err := apply(ctx, admin, foreign.DeepCopy(), false); err != nil {
 		t.Fatal(err)
 	}

@@ -278,7 +278,7 @@ func TestImageBinary(t *testing.T) {
 	args = setFlag(args, "probe-addr", probeAddr)
 	args = setFlag(args, "route-server-addr", routesAddr)
 	args = setFlag(args, "secret-poll", "500ms")
-	args = setFlag(args, "kubeconfig", writeKubeconfig(t, serviceAccountConfigFor(t, cp.RestConfig)))
+	args = setFlag(args, "kubeconfig", writeKubeconfig(t, serviceAccountConfigFor(t, cp.RestConfig, installNamespace)))
 	leaseName := leaderElectionID(args)
 	rootNamespace, ok := flagValue(args, "root-namespace")
 	if !ok {
@@ -586,6 +586,12 @@ func readDeployment(t *testing.T) *appsv1.Deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return deploymentOf(t, docs)
+}
+
+// deploymentOf returns the Deployment among docs.
+func deploymentOf(t *testing.T, docs []document) *appsv1.Deployment {
+	t.Helper()
 	for _, d := range docs {
 		if d.obj.GetKind() == "Deployment" {
 			deploy := &appsv1.Deployment{}
@@ -596,7 +602,7 @@ func readDeployment(t *testing.T) *appsv1.Deployment {
 			return deploy
 		}
 	}
-	t.Fatalf("%s has no Deployment", installFile)
+	t.Fatal("no Deployment among the documents")
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,15 +50,21 @@ var (
 	// apiserver is a real etcd and kube-apiserver (envtest) with Istio's CRDs and ours,
 	// RBAC authorization, and the service IP range of a kubeadm cluster (the demos name
 	// ClusterIPs in it); the first test that needs it starts it.
-	apiserver = controlplane.Envtest{Configure: func(env *envtest.Environment) {
-		flags := env.ControlPlane.GetAPIServer().Configure()
-		// envtest defaults to RBAC today; the RBAC test depends on it, so say it.
-		flags.Set("authorization-mode", "RBAC")
-		flags.Set("service-cluster-ip-range", "10.96.0.0/12")
-	}}
+	apiserver = controlplane.Envtest{Configure: configureAPIServer}
+	// chartAPIServer is another such apiserver, for the chart installed with other
+	// values (TestChart): its cluster-wide objects have the names of k8s/aeraki.yaml's.
+	chartAPIServer = controlplane.Envtest{Configure: configureAPIServer}
 	// repoRoot is the repository's top directory.
 	repoRoot string
 )
+
+// configureAPIServer sets the apiserver's flags the tests depend on.
+func configureAPIServer(env *envtest.Environment) {
+	flags := env.ControlPlane.GetAPIServer().Configure()
+	// envtest defaults to RBAC today; the RBAC test depends on it, so say it.
+	flags.Set("authorization-mode", "RBAC")
+	flags.Set("service-cluster-ip-range", "10.96.0.0/12")
+}
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
@@ -70,7 +77,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "finding the repository root: %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(apiserver.Run(m))
+	code := apiserver.Run(m)
+	if err := chartAPIServer.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping the chart's kube-apiserver: %v\n", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // document is one YAML document of a manifest file.
@@ -95,6 +107,12 @@ func readDocuments(rel string) ([]document, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseDocuments(rel, data)
+}
+
+// parseDocuments decodes the documents of data as readDocuments does; rel names
+// where they come from.
+func parseDocuments(rel string, data []byte) ([]document, error) {
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var out []document
 	for {
@@ -175,12 +193,13 @@ func apply(ctx context.Context, c client.Client, obj *unstructured.Unstructured,
 	return c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj.DeepCopy()), opts...)
 }
 
-// ensureNamespace creates a namespace unless it exists. The install namespace gets
-// the labels of the "restricted" Pod Security Standard: istio-system need not enforce
-// it, but aeraki's pod meets it, and the apiserver then says so (a pod template that
-// breaks it draws a warning, which fails the tests that apply it).
+// ensureNamespace creates a namespace unless it exists. The install namespaces (of
+// k8s/aeraki.yaml and of the chart with other values) get the labels of the
+// "restricted" Pod Security Standard: istio-system need not enforce it, but aeraki's
+// pod meets it, and the apiserver then says so (a pod template that breaks it draws a
+// warning, which fails the tests that apply it).
 func ensureNamespace(ctx context.Context, c client.Client, name string) error {
-	if name == installNamespace {
+	if name == installNamespace || name == chartNamespace {
 		ns := &unstructured.Unstructured{}
 		ns.SetAPIVersion("v1")
 		ns.SetKind("Namespace")
@@ -203,19 +222,57 @@ var (
 	installErr  error
 )
 
-// installAeraki applies k8s/aeraki.yaml for real to envtest's apiserver, once per test
-// binary, and waits for its bindings to take effect. There is no
-// kube-controller-manager: the Deployment gets no pods.
-func installAeraki(t *testing.T) {
+// installation is aeraki as one set of documents installs it into one apiserver:
+// k8s/aeraki.yaml into envtest's (manifestInstall), or the chart with other values
+// into an apiserver of its own (chartInstall).
+type installation struct {
+	docs []document
+	// namespace is aeraki's: Istio's root namespace, where its ServiceAccount is.
+	namespace string
+	// admin returns the apiserver's admin config, starting it if need be.
+	admin func(t testing.TB) *rest.Config
+	// once installs it, the first time a test asks (install).
+	once *sync.Once
+	err  *error
+}
+
+// manifestInstall is k8s/aeraki.yaml on envtest's apiserver.
+func manifestInstall(t *testing.T) installation {
 	t.Helper()
-	installOnce.Do(func() {
-		if installErr = installManifest(t, nil); installErr == nil {
-			installErr = waitGranted(serviceAccountConfig(t))
+	docs, err := readDocuments(installFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return installation{docs: docs, namespace: installNamespace, admin: apiserver.RestConfig, once: &installOnce, err: &installErr}
+}
+
+// install applies the documents for real, once per test binary, and waits for their
+// bindings to take effect. There is no kube-controller-manager: the Deployment gets
+// no pods.
+func (in installation) install(t *testing.T) {
+	t.Helper()
+	in.once.Do(func() {
+		admin := in.admin(t)
+		if *in.err = installDocuments(t, admin, in.docs, in.namespace); *in.err == nil {
+			*in.err = waitGranted(serviceAccountConfigFor(t, admin, in.namespace), in.namespace)
 		}
 	})
-	if installErr != nil {
-		t.Fatal(installErr)
+	if *in.err != nil {
+		t.Fatal(*in.err)
 	}
+}
+
+// deployment returns the installation's Deployment.
+func (in installation) deployment(t *testing.T) *appsv1.Deployment {
+	t.Helper()
+	return deploymentOf(t, in.docs)
+}
+
+// installAeraki applies k8s/aeraki.yaml for real to envtest's apiserver, once per test
+// binary, and waits for its bindings to take effect.
+func installAeraki(t *testing.T) {
+	t.Helper()
+	manifestInstall(t).install(t)
 }
 
 // installManifest applies k8s/aeraki.yaml with the admin config cfg (envtest's when
@@ -227,11 +284,18 @@ func installManifest(t *testing.T, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
+	return installDocuments(t, cfg, docs, installNamespace)
+}
+
+// installDocuments applies docs with the admin config cfg (envtest's when nil),
+// after creating aeraki's namespace as Istio would have.
+func installDocuments(t *testing.T, cfg *rest.Config, docs []document, namespace string) error {
+	t.Helper()
 	c, _ := newClient(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := ensureNamespace(ctx, c, installNamespace); err != nil {
-		return fmt.Errorf("creating the namespace %s: %w", installNamespace, err)
+	if err := ensureNamespace(ctx, c, namespace); err != nil {
+		return fmt.Errorf("creating the namespace %s: %w", namespace, err)
 	}
 	for _, pass := range []func(document) bool{isNamespace, func(d document) bool { return !isNamespace(d) }} {
 		for _, d := range docs {

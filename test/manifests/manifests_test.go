@@ -19,13 +19,18 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+
+	"aeraki.io/aeraki/pkg/chart"
 )
 
 // manifestDirs hold everything a user applies: the install manifest, the CRDs and the
 // demos, present and future.
 var manifestDirs = []string{"k8s", "demo"}
 
-// manifestFiles returns every YAML file under manifestDirs, relative to the root.
+// manifestFiles returns every YAML file under manifestDirs, relative to the root,
+// but the Helm chart's: its templates are no manifests until rendered
+// (k8s/aeraki.yaml is the chart with its defaults; TestChart renders other values).
 func manifestFiles(t *testing.T) []string {
 	t.Helper()
 	var files []string
@@ -34,12 +39,18 @@ func manifestFiles(t *testing.T) []string {
 			if err != nil {
 				return err
 			}
+			rel, err := filepath.Rel(repoRoot, path)
+			if err != nil {
+				return err
+			}
+			if d.IsDir() && filepath.ToSlash(rel) == chart.Dir {
+				return filepath.SkipDir
+			}
 			if d.IsDir() || (filepath.Ext(path) != ".yaml" && filepath.Ext(path) != ".yml") {
 				return nil
 			}
-			rel, err := filepath.Rel(repoRoot, path)
 			files = append(files, filepath.ToSlash(rel))
-			return err
+			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -58,9 +69,6 @@ func manifestFiles(t *testing.T) []string {
 // its namespace's Pod Security level) fails the test too. Namespaces the documents
 // live in are created first, from their Namespace document when there is one.
 func TestManifestsAcceptedByAPIServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	c, warns := newClient(t, nil)
 	var docs []document
 	files := manifestFiles(t)
 	for _, f := range files {
@@ -73,6 +81,18 @@ func TestManifestsAcceptedByAPIServer(t *testing.T) {
 		}
 		docs = append(docs, d...)
 	}
+	dryRunApply(t, nil, docs)
+	t.Logf("%d documents in %d files checked", len(docs), len(files))
+}
+
+// dryRunApply applies docs with a server-side dry run with the admin config cfg
+// (envtest's when nil), as TestManifestsAcceptedByAPIServer says, and fails t for
+// every document the apiserver rejects or warns about.
+func dryRunApply(t *testing.T, cfg *rest.Config, docs []document) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, warns := newClient(t, cfg)
 	check := func(d document) {
 		t.Helper()
 		if err := apply(ctx, c, d.obj, true); err != nil {
@@ -121,7 +141,6 @@ func TestManifestsAcceptedByAPIServer(t *testing.T) {
 			check(d)
 		}
 	}
-	t.Logf("%d documents in %d files checked", len(docs), len(files))
 }
 
 // TestInstallCRDsAreGenerated checks that the CRDs in k8s/aeraki.yaml are exactly the
@@ -540,7 +559,7 @@ func TestNothingWeakensIstiod(t *testing.T) {
 }
 
 // checkRouteService: the route server's Service is what sidecars dial by default
-// (aeraki.<namespace>.svc, port 15080), targets the port the container serves routes
+// (aeraki.<namespace>.svc, port --route-server-port), targets the port the container serves routes
 // on (--route-server-addr), selects the pod, sends only to ready replicas, and is
 // kept out of the mesh's registry.
 func checkRouteService(t *testing.T, svc *corev1.Service, ctr corev1.Container, podLabels map[string]string) {
@@ -555,8 +574,16 @@ func checkRouteService(t *testing.T, svc *corev1.Service, ctr corev1.Container, 
 			target = p.ContainerPort
 		}
 	}
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15080 || target != routesPort {
-		t.Errorf("route Service ports %+v, want 15080 targeting the container port %d (--route-server-addr)", svc.Spec.Ports, routesPort)
+	dialed := int32(15080) // --route-server-port's default
+	if v, ok := flagValue(ctr.Args, "route-server-port"); ok {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			t.Fatalf("--route-server-port=%s: %v", v, err)
+		}
+		dialed = int32(n)
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != dialed || target != routesPort {
+		t.Errorf("route Service ports %+v, want %d (--route-server-port) targeting the container port %d (--route-server-addr)", svc.Spec.Ports, dialed, routesPort)
 	}
 	if !equalSelector(svc.Spec.Selector, podLabels) || svc.Spec.PublishNotReadyAddresses {
 		t.Errorf("route Service selector %v (pod labels %v), publishNotReadyAddresses %v: want the pod's ready replicas only",

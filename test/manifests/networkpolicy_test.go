@@ -30,7 +30,13 @@ func TestNetworkPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deploy := readDeployment(t)
+	checkNetworkPolicy(t, docs)
+}
+
+// checkNetworkPolicy checks the NetworkPolicy among docs as TestNetworkPolicy says.
+func checkNetworkPolicy(t *testing.T, docs []document) {
+	t.Helper()
+	deploy := deploymentOf(t, docs)
 	pod := deploy.Spec.Template
 	ctr := pod.Spec.Containers[0]
 	var policies []*networkingv1.NetworkPolicy
@@ -108,6 +114,12 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	istiodNamespace := strings.Split(istiodHost, ".")[1]
+	// istiod's Service of a revision is istiod-<revision>, and its pods carry the
+	// label istio.io/rev=<revision> ("default" without one).
+	revision := "default"
+	if rev, ok := strings.CutPrefix(strings.Split(istiodHost, ".")[0], "istiod-"); ok {
+		revision = rev
+	}
 	var got []string
 	for i, rule := range np.Spec.Egress {
 		if len(rule.Ports) == 0 {
@@ -122,8 +134,8 @@ func TestNetworkPolicy(t *testing.T) {
 			got = append(got, key)
 			switch {
 			case key == istiodPort+"/TCP":
-				if !selectsIstiod(rule.To, istiodNamespace) {
-					t.Errorf("egress to istiod's port %s goes to %+v, want istiod's pods (app: istiod) in %s", key, rule.To, istiodNamespace)
+				if !selectsIstiod(rule.To, istiodNamespace, revision) {
+					t.Errorf("egress to istiod's port %s goes to %+v, want istiod's pods (app: istiod, revision %s) in %s", key, rule.To, revision, istiodNamespace)
 				}
 			case len(rule.To) > 0:
 				t.Errorf("egress to %s is limited to %+v: the apiserver's and DNS's addresses are the cluster's own, want any", key, rule.To)
@@ -152,13 +164,13 @@ func admitsEveryNamespace(from []networkingv1.NetworkPolicyPeer) bool {
 	})
 }
 
-// selectsIstiod: every peer is istiod's pods (labelled app: istiod, as every revision's
-// are) in the namespace named ns.
-func selectsIstiod(to []networkingv1.NetworkPolicyPeer, ns string) bool {
+// selectsIstiod: every peer is istiod's pods of the revision (labelled app: istiod,
+// as every revision's are, and istio.io/rev) in the namespace named ns.
+func selectsIstiod(to []networkingv1.NetworkPolicyPeer, ns, revision string) bool {
 	if len(to) == 0 {
 		return false
 	}
-	istiod := labels.Set{"app": "istiod", "istio.io/rev": "default"}
+	istiod := labels.Set{"app": "istiod", "istio.io/rev": revision}
 	namespace := labels.Set{corev1.LabelMetadataName: ns}
 	other := labels.Set{corev1.LabelMetadataName: "default"}
 	for _, p := range to {

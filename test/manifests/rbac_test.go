@@ -96,10 +96,18 @@ var allVerbs = []string{"get", "list", "watch", "create", "update", "patch", "de
 // aeraki's ServiceAccount (TokenRequest, as the kubelet would mount it) and asks the
 // apiserver, with SelfSubjectAccessReviews as that account, every verb on every
 // resource in wantAccess: in a user namespace, in aeraki's namespace and
-// cluster-wide. Allowed must be exactly what wantAccess says.
+// cluster-wide. Allowed must be exactly what wantAccess says. TestChart asks the same
+// of the chart installed with other values.
 func TestRBACAllowsWhatTheControllerDoes(t *testing.T) {
-	installAeraki(t)
-	cfg := serviceAccountConfig(t)
+	checkRBAC(t, manifestInstall(t))
+}
+
+// checkRBAC installs in and checks that aeraki's ServiceAccount may do exactly what
+// wantAccess says, in a user namespace, in aeraki's namespace and cluster-wide.
+func checkRBAC(t *testing.T, in installation) {
+	t.Helper()
+	in.install(t)
+	cfg := serviceAccountConfigFor(t, in.admin(t), in.namespace)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -112,18 +120,22 @@ func TestRBACAllowsWhatTheControllerDoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := review.Status.UserInfo.Username, "system:serviceaccount:"+installNamespace+":aeraki"; got != want {
+	if got, want := review.Status.UserInfo.Username, "system:serviceaccount:"+in.namespace+":aeraki"; got != want {
 		t.Fatalf("authenticated as %q, want %q", got, want)
 	}
 
-	leaseID := leaderElectionID(readDeployment(t).Spec.Template.Spec.Containers[0].Args)
+	leaseID := leaderElectionID(in.deployment(t).Spec.Template.Spec.Containers[0].Args)
+	namespaces := []string{"shop", in.namespace, ""}
+	if in.namespace != installNamespace {
+		namespaces = append(namespaces, installNamespace) // nothing of its own left there
+	}
 	for _, a := range wantAccess {
 		if a.name == defaultLeaseName {
 			a.name = leaseID
 		}
-		for _, ns := range []string{"shop", installNamespace, ""} {
+		for _, ns := range namespaces {
 			allowed := slices.Clone(a.everywhere)
-			if ns == installNamespace {
+			if ns == in.namespace {
 				allowed = append(allowed, a.own...)
 			}
 			for _, verb := range allVerbs {
@@ -173,10 +185,11 @@ func can(ctx context.Context, cs kubernetes.Interface, ns, verb string, a access
 }
 
 // waitGranted waits until the client config cfg, aeraki's ServiceAccount's, has
-// every access the manifest grants in a user namespace and in aeraki's own: the
+// every access the manifest grants in a user namespace and in aeraki's own,
+// namespace: the
 // apiserver's RBAC authorizer learns of new bindings through an informer, so they take
 // effect shortly after they are created.
-func waitGranted(cfg *rest.Config) error {
+func waitGranted(cfg *rest.Config, namespace string) error {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -189,9 +202,9 @@ func waitGranted(cfg *rest.Config) error {
 			if a.name != "" {
 				continue // by name only; the same bindings grant the rest
 			}
-			for _, ns := range []string{"shop", installNamespace} {
+			for _, ns := range []string{"shop", namespace} {
 				verbs := a.everywhere
-				if ns == installNamespace {
+				if ns == namespace {
 					verbs = append(slices.Clone(verbs), a.own...)
 				}
 				for _, verb := range verbs {
@@ -215,13 +228,14 @@ func waitGranted(cfg *rest.Config) error {
 // authenticates as aeraki's ServiceAccount (installAeraki first).
 func serviceAccountConfig(t *testing.T) *rest.Config {
 	t.Helper()
-	return serviceAccountConfigFor(t, apiserver.RestConfig(t))
+	return serviceAccountConfigFor(t, apiserver.RestConfig(t), installNamespace)
 }
 
 // serviceAccountConfigFor returns a client config that authenticates as aeraki's
-// ServiceAccount with a token the apiserver of the admin config adminCfg issued for it,
-// as the kubelet mounts one for the API (the manifest installed first).
-func serviceAccountConfigFor(t *testing.T, adminCfg *rest.Config) *rest.Config {
+// ServiceAccount in namespace with a token the apiserver of the admin config
+// adminCfg issued for it, as the kubelet mounts one for the API (the manifest
+// installed first).
+func serviceAccountConfigFor(t *testing.T, adminCfg *rest.Config, namespace string) *rest.Config {
 	t.Helper()
 	admin, err := kubernetes.NewForConfig(adminCfg)
 	if err != nil {
@@ -229,11 +243,11 @@ func serviceAccountConfigFor(t *testing.T, adminCfg *rest.Config) *rest.Config {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	tok, err := admin.CoreV1().ServiceAccounts(installNamespace).CreateToken(ctx, "aeraki", &authenticationv1.TokenRequest{
+	tok, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, "aeraki", &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("token for the ServiceAccount %s/aeraki: %v", installNamespace, err)
+		t.Fatalf("token for the ServiceAccount %s/aeraki: %v", namespace, err)
 	}
 	cfg := rest.AnonymousClientConfig(adminCfg)
 	cfg.BearerToken = tok.Status.Token
