@@ -2,7 +2,7 @@ package bootstrap
 
 import (
 	"context"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -25,25 +25,21 @@ const (
 // (xds.ReadIstiod), or the one the operator set (--istiod-version). Generators then
 // emit nothing that istiod cannot read (generator.Context.Istiod).
 type istiodVersion struct {
-	mu    sync.Mutex
-	v     model.Istiod
-	known bool
+	v atomic.Pointer[model.Istiod] // nil until known
 }
 
 // get returns the istiod and whether it is known yet (push.ControllerOptions.Istiod).
 func (i *istiodVersion) get() (model.Istiod, bool) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.v, i.known
+	if v := i.v.Load(); v != nil {
+		return *v, true
+	}
+	return model.Istiod{}, false
 }
 
 // set records v and reports whether it changed.
 func (i *istiodVersion) set(v model.Istiod) bool {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	changed := !i.known || i.v != v
-	i.v, i.known = v, true
-	return changed
+	old := i.v.Swap(&v)
+	return old == nil || *old != v
 }
 
 // run reads istiod's version until ctx is done, calling changed when it changes. A

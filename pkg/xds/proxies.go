@@ -114,7 +114,8 @@ func (p *ProxyPoller) poll(ctx context.Context, client discovery.AggregatedDisco
 // a verified identity, as in plaintext); IsRefusal tells which.
 func ReadIstiod(ctx context.Context, opts Options) (model.Istiod, error) {
 	opts = opts.withDefaults()
-	opts.Observer = nil
+	// The config watcher reports the connection and the token; this one says nothing.
+	opts.Observer, opts.Logger = nil, logr.Discard()
 	w := NewWatcher(opts, nil)
 	id, err := w.waitIdentity(ctx)
 	if err != nil {
