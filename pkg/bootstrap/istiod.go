@@ -42,34 +42,34 @@ func (i *istiodVersion) set(v model.Istiod) bool {
 	return old == nil || *old != v
 }
 
-// run reads istiod's version until ctx is done, calling changed when it changes. A
-// refusal to answer (istiod's debug endpoints closed to us) or reads failing while
-// the config is synced leave the version unknown, which generators treat as the
-// newest Istio; the log says how to set it.
+// run reads istiod's version until ctx is done, calling changed when it changes (see
+// nextIstiod).
 func (i *istiodVersion) run(ctx context.Context, opts xds.Options, synced func() bool, changed func(), log logr.Logger) {
 	failures := 0
 	for {
 		v, err := xds.ReadIstiod(ctx, opts)
-		wait := istiodReread
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err != nil && !xds.IsRefusal(err) && (failures < istiodTries || !synced()):
+		}
+		if err != nil && !xds.IsRefusal(err) {
 			if synced() {
 				failures++
 			}
-			log.V(1).Info("cannot read istiod's version yet; retrying", "error", err.Error())
-			wait = istiodRetry
-		default:
-			if err != nil {
-				log.Error(err, "cannot read istiod's version: generating for the newest Istio; set --istiod-version if istiod is older")
-				v = model.Istiod{}
-			}
+		} else {
 			failures = 0
-			if i.set(v) {
-				log.Info("istiod version", "reports", v.Reported, "features", v.Version.String())
-				changed()
-			}
+		}
+		_, known := i.get()
+		rec, ok, wait := nextIstiod(v, err, known, failures, synced())
+		switch {
+		case ok && err != nil:
+			log.Error(err, "cannot read istiod's version: generating for the oldest Istio tested; set --istiod-version",
+				"assumed", rec.Version.String())
+		case err != nil:
+			log.V(1).Info("cannot read istiod's version; retrying", "error", err.Error())
+		}
+		if ok && i.set(rec) {
+			log.Info("istiod version", "reports", rec.Reported, "features", rec.Version.String())
+			changed()
 		}
 		select {
 		case <-ctx.Done():
@@ -77,4 +77,28 @@ func (i *istiodVersion) run(ctx context.Context, opts xds.Options, synced func()
 		case <-time.After(wait):
 		}
 	}
+}
+
+// nextIstiod decides what a read of istiod's version (v, err) makes of it: the istiod
+// to record (ok false: nothing new to record) and when to read again. known says an
+// istiod is recorded already; failures counts the reads that failed, other than by a
+// refusal, while the config was synced (istiod up).
+//   - An answer is recorded as it is; one without a version is the newest Istio (a
+//     build by hand of recent Istio).
+//   - A refusal (istiod's debug endpoints closed to us, as over plaintext unless
+//     ENABLE_DEBUG_ENDPOINT_AUTH=false), and reads that keep failing with the config
+//     synced before any answer, record model.UnsaidIstiod, the oldest Istio tested:
+//     an istiod older than what is written for it cannot list any EnvoyFilter.
+//   - Other failures are retried soon; an istiod recorded before stays (a restart is
+//     no reason to generate less).
+func nextIstiod(v model.Istiod, err error, known bool, failures int, synced bool) (model.Istiod, bool, time.Duration) {
+	switch {
+	case err == nil:
+		return v, true, istiodReread
+	case xds.IsRefusal(err):
+		return model.UnsaidIstiod, true, istiodReread
+	case !known && synced && failures >= istiodTries:
+		return model.UnsaidIstiod, true, istiodReread
+	}
+	return model.Istiod{}, false, istiodRetry
 }

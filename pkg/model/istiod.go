@@ -17,6 +17,9 @@ var (
 	// istiod cannot decode an EnvoyFilter that uses it, and then cannot list
 	// EnvoyFilters at all: no EnvoyFilter change reaches any sidecar while it exists.
 	Istio131 = IstioVersion{1, 31}
+	// IstioOldest is the oldest Istio aeraki is tested with (README, "Istio
+	// compatibility"): what an istiod that does not say its version is taken for.
+	IstioOldest = IstioVersion{1, 30}
 )
 
 // Known reports whether v names a release.
@@ -53,7 +56,14 @@ func NewIstiod(reported string) Istiod {
 	return Istiod{Reported: reported, Version: ParseIstioVersion(reported)}
 }
 
+// UnsaidIstiod is an istiod that did not say its version (it refused the request):
+// taken for the oldest Istio, so that nothing it might not decode is written.
+var UnsaidIstiod = Istiod{Version: IstioOldest}
+
 func (i Istiod) String() string {
+	if i == UnsaidIstiod {
+		return i.Version.String() + " (assumed: istiod did not say its version; set --istiod-version)"
+	}
 	if i.Reported == "" || i.Reported == i.Version.String() {
 		return i.Version.String()
 	}
