@@ -261,14 +261,8 @@ func TestNoPushBeforeTheRouteServerCanServe(t *testing.T) {
 // 1.31, although the service itself did not change.
 func TestPushForTheIstiod(t *testing.T) {
 	src := &source{}
-	src.setYAML(t, fixture.ServiceEntryYAML("redis", "cache", "cache.redis.example", "240.240.30.1", "tcp-redis:6379"), `
-apiVersion: redis.aeraki.io/v1alpha1
-kind: RedisDestination
-metadata: {name: cache, namespace: redis}
-spec:
-  host: cache.redis.example
-  trafficPolicy: {connectionPool: {tcp: {maxConnections: 5}}}
-`)
+	src.setYAML(t, fixture.ServiceEntryYAML("redis", "cache", "cache.redis.example", "240.240.30.1", "tcp-redis:6379")+
+		fixture.RedisDestinationYAML("redis", "cache", "cache.redis.example", "{tcp: {maxConnections: 5}}"))
 	var istiod atomic.Pointer[model.Istiod] // nil: not known yet
 	status := &statusSink{}
 	ctrl, writes := newController(t, src, status, DebounceOptions{Quiet: time.Millisecond, Max: 20 * time.Millisecond},

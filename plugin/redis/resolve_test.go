@@ -380,14 +380,7 @@ func (forbiddenSecrets) Secret(namespace, name string) *model.Secret {
 // generated; the other settings, and CLUSTER mode (an ADDed cluster), need no 1.31.
 func TestMaxConnectionsNeedsIstiod131(t *testing.T) {
 	dest := func(policy string) string {
-		return cacheSE + `---
-apiVersion: redis.aeraki.io/v1alpha1
-kind: RedisDestination
-metadata: {name: cache, namespace: redis}
-spec:
-  host: cache.redis.example
-  trafficPolicy: {connectionPool: ` + policy + `}
-`
+		return cacheSE + fixture.RedisDestinationYAML("redis", "cache", "cache.redis.example", policy)
 	}
 	old := model.NewIstiod("1.31-dev") // master before 1.31: promises 1.30
 	for _, c := range []struct {
