@@ -30,7 +30,7 @@ build: ## Build bin/aeraki (static; BIN=dir to build elsewhere)
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN)/aeraki ./cmd/aeraki
 
 .PHONY: testbin
-testbin: ## Build etcd, kube-apiserver and pilot-discovery into the cache (once)
+testbin: ## Build etcd, kube-apiserver and the istiods (pilot-discovery, pilot-discovery-1.30) into the cache (once)
 	@hack/testbin.sh >/dev/null
 
 .PHONY: deps
@@ -50,6 +50,10 @@ unit: ## Run the tests that need no cluster: generators and goldens, fuzz seeds,
 test: deps testbin ## Run every test: unit, golden, fuzz seeds, real kube-apiserver and istiod, end to end
 	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) test -count=1 -timeout 30m ./...
 	cd demo/apps && $(GO) test -count=1 ./...
+
+.PHONY: compat
+compat: testbin ## Run the end-to-end compatibility test against every istiod of README's table (test/e2e TestCompat)
+	AERAKI_TESTBIN=$$(hack/testbin.sh) $(GO) test -count=1 -timeout 20m -v -run '^TestCompat' ./test/e2e
 
 .PHONY: e2e
 e2e: testbin ## Run only the end-to-end tests (real etcd, kube-apiserver, istiod, controller)

@@ -3,9 +3,13 @@
 # (etcd, kube-apiserver, kubectl, pilot-discovery) from the Go module proxy into a
 # cache directory outside the repository. A binary already present is not rebuilt.
 #
-# Usage: hack/testbin.sh [etcd] [kube-apiserver] [kubectl] [pilot-discovery]
-# (no arguments: etcd, kube-apiserver and pilot-discovery). Prints the directory
+# Usage: hack/testbin.sh [etcd] [kube-apiserver] [kubectl] [pilot-discovery] [pilot-discovery-1.30]
+# (no arguments: etcd, kube-apiserver and both istiods). Prints the directory
 # holding the binaries on stdout; progress goes to stderr.
+#
+# pilot-discovery is the istiod of the project's own go.mod; pilot-discovery-1.30 is
+# an older istiod (Istio master between 1.30.0-alpha.1 and 1.31.0-alpha.0, the
+# oldest snapshot the module proxy serves) that `make compat` runs beside it.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -87,8 +91,36 @@ build_pilot() {
 	mv "$bin/pilot-discovery.tmp" "$bin/pilot-discovery"
 }
 
+# The older istiod builds in its own throwaway module from that snapshot's go.mod
+# requirements, except the pre-release pins the module proxy refuses, which are
+# raised to the nearest versions it serves.
+old_istio_version=v0.0.0-20260423205519-b01690e6db7d
+build_old_pilot() { # name
+	local dir="$src/$1"
+	fresh_module "$dir" "local/$1"
+	cat >>"$dir/go.mod" <<MOD
+require (
+	istio.io/istio $old_istio_version
+	istio.io/api v1.30.8
+	istio.io/client-go v1.30.8
+	github.com/envoyproxy/go-control-plane/contrib v1.36.1-0.20260729145720-a2d8c7492908
+	github.com/agentgateway/agentgateway/api v0.0.0-20260501213430-773586679f1c
+)
+MOD
+	(cd "$dir" && go get "istio.io/istio/pilot/cmd/pilot-discovery@$old_istio_version" >&2)
+	# Stamped as Istio's own build of that commit stamps it (common/scripts/
+	# report_build_info.sh: the VERSION file plus -dev, the git revision), so that it
+	# reports to aeraki what a development build of it really reports.
+	local istio_dir pkg="istio.io/istio/pkg/version"
+	istio_dir=$(cd "$dir" && go list -m -f '{{.Dir}}' istio.io/istio)
+	(cd "$dir" && go build \
+		-ldflags "-X $pkg.buildVersion=$(cat "$istio_dir/VERSION")-dev -X $pkg.buildGitRevision=${old_istio_version##*-}" \
+		-o "$bin/$1.tmp" istio.io/istio/pilot/cmd/pilot-discovery)
+	mv "$bin/$1.tmp" "$bin/$1"
+}
+
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(etcd kube-apiserver pilot-discovery)
+[ ${#want[@]} -eq 0 ] && want=(etcd kube-apiserver pilot-discovery pilot-discovery-1.30)
 for b in "${want[@]}"; do
 	if [ -x "$bin/$b" ]; then
 		continue
@@ -99,6 +131,7 @@ for b in "${want[@]}"; do
 	etcd) build_etcd ;;
 	kube-apiserver | kubectl) build_k8s "$b" ;;
 	pilot-discovery) build_pilot ;;
+	pilot-discovery-1.30) build_old_pilot "$b" ;;
 	*)
 		log "unknown binary $b"
 		exit 2

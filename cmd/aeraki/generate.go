@@ -41,6 +41,7 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	var ro bootstrap.RouteServerOptions
 	routeServerFlags(fs, &ro)
 	serviceAccount := fs.String("service-account", "aeraki", "the controller's ServiceAccount, in --root-namespace: the route server's identity")
+	istiodVersion := fs.String("istiod-version", "", "generate for an istiod of this version, as istiod reports it (1.30.3); default the newest")
 	meshFile := fs.String("mesh-config", "", "Istio's mesh config (YAML, the `mesh` key of istiod's ConfigMap): its default exportTo settings apply to objects without exportTo")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: aeraki generate -f FILE_OR_DIR [-f ...]\n\nPrints the EnvoyFilters for the ServiceEntries, VirtualServices and DestinationRules in the files.\nExit status: 0 all generated, 1 some object failed (the rest is printed), 2 usage error.\n\n")
@@ -62,7 +63,7 @@ func generate(args []string, stdout, stderr io.Writer) int {
 	for _, err := range errs {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 	}
-	ctx := generator.Context{RootNamespace: *root, DomainSuffix: *domain}
+	ctx := generator.Context{RootNamespace: *root, DomainSuffix: *domain, Istiod: model.NewIstiod(*istiodVersion)}
 	if ro.Addr != "" {
 		// As the controller installed in the root namespace serves them.
 		ro.Host = cmp.Or(ro.Host, "aeraki."+*root+".svc."+*domain)

@@ -289,3 +289,23 @@ status:
 		t.Errorf("no patch of the allocated address's listener:\n%s", stdout.String())
 	}
 }
+
+// --istiod-version: a RedisDestination with maxConnections for an istiod before 1.31
+// fails (that istiod cannot decode MERGE_AND_REPLACE_LIST) and says what it needs;
+// without the flag the output is for the newest istiod.
+func TestGenerateForAnIstiodVersion(t *testing.T) {
+	in := write(t, t.TempDir(), "cache.yaml", fixture.ServiceEntryYAML("redis", "cache", "cache.redis.example", "240.240.30.1", "tcp-redis:6379")+
+		fixture.RedisDestinationYAML("redis", "cache", "cache.redis.example", "{tcp: {maxConnections: 5}}"))
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"generate", "-f", in}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "MERGE_AND_REPLACE_LIST") {
+		t.Fatalf("newest istiod: exit %d, want 0 and MERGE_AND_REPLACE_LIST; stderr:\n%s", code, stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"generate", "--istiod-version=1.30.2", "-f", in}, &stdout, &stderr); code != 1 {
+		t.Fatalf("istiod 1.30.2: exit %d, want 1; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "needs istiod 1.31 or later") || strings.Contains(stdout.String(), "MERGE_AND_REPLACE_LIST") {
+		t.Errorf("istiod 1.30.2: stderr should say what maxConnections needs, and no MERGE_AND_REPLACE_LIST be printed:\n%s\n%s", stderr.String(), stdout.String())
+	}
+}

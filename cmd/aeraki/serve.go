@@ -111,6 +111,9 @@ func istiodFlags(fs *flag.FlagSet, o *bootstrap.Options) {
 		"a projected ServiceAccount token with audience istio-ca, sent to istiod as a bearer token; read on every connection")
 	fs.StringVar(&sec.ServerName, "istiod-server-name", "",
 		"the name istiod's certificate must carry; empty means the host of --istiod-addr")
+	fs.StringVar(&o.IstiodVersion, "istiod-version", "",
+		"the istiod version the EnvoyFilters are for, as istiod reports it (1.30.3); empty reads it from istiod, "+
+			"an unknown one being taken for the newest")
 	fs.BoolVar(&sec.Plaintext, "istiod-plaintext", false,
 		"connect without TLS or identity, to an istiod running with ENABLE_XDS_API_GENERATOR_AUTH=false: local development only")
 }

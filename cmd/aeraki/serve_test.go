@@ -56,10 +56,11 @@ func TestIstiodFlags(t *testing.T) {
 	if o.IstiodAddr != "istiod.istio-system.svc:15012" || o.IstiodSecurity != want {
 		t.Errorf("defaults: address %q, security %+v; want istiod.istio-system.svc:15012, %+v", o.IstiodAddr, o.IstiodSecurity, want)
 	}
-	o = parse("--istiod-addr=127.0.0.1:15010", "--istiod-plaintext", "--istiod-root-cert=/r", "--istiod-token=/t", "--istiod-server-name=istiod.x.svc")
+	o = parse("--istiod-addr=127.0.0.1:15010", "--istiod-plaintext", "--istiod-root-cert=/r", "--istiod-token=/t", "--istiod-server-name=istiod.x.svc",
+		"--istiod-version=1.30.2")
 	want = xds.Security{Plaintext: true, RootCertFile: "/r", TokenFile: "/t", ServerName: "istiod.x.svc"}
-	if o.IstiodAddr != "127.0.0.1:15010" || o.IstiodSecurity != want {
-		t.Errorf("set: address %q, security %+v; want %+v", o.IstiodAddr, o.IstiodSecurity, want)
+	if o.IstiodAddr != "127.0.0.1:15010" || o.IstiodSecurity != want || o.IstiodVersion != "1.30.2" {
+		t.Errorf("set: address %q, security %+v, version %q; want %+v, 1.30.2", o.IstiodAddr, o.IstiodSecurity, o.IstiodVersion, want)
 	}
 }
 

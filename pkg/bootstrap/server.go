@@ -32,6 +32,7 @@ import (
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/kube"
 	"aeraki.io/aeraki/pkg/metrics"
+	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/push"
 	"aeraki.io/aeraki/pkg/rds"
 	"aeraki.io/aeraki/pkg/xds"
@@ -63,6 +64,9 @@ type Options struct {
 	// ProxyStatusInterval is how often the leader asks istiod what its proxies
 	// accepted; zero turns sidecar feedback off.
 	ProxyStatusInterval time.Duration
+	// IstiodVersion, when set, is the version of istiod the EnvoyFilters are for (as
+	// istiod reports it: "1.30.3"); empty reads it from istiod.
+	IstiodVersion string
 	// ContainRejections stands the last accepted EnvoyFilters in for those proxies
 	// reject (see push.FeedbackOptions).
 	ContainRejections bool
@@ -154,8 +158,18 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
+	istiod := &istiodVersion{}
+	if opts.IstiodVersion != "" {
+		istiod.set(model.NewIstiod(opts.IstiodVersion))
+	} else if err := mgr.Add(everyReplica(func(ctx context.Context) error {
+		istiod.run(ctx, watcherOptions, s.watcher.HasSynced, func() { s.controller.Trigger() }, log.WithName("istiod"))
+		return nil
+	})); err != nil {
+		return nil, err
+	}
 	s.controller = push.NewController(push.ControllerOptions{
 		Context:     generator.Context{RootNamespace: opts.RootNamespace, DomainSuffix: opts.DomainSuffix, RouteDiscovery: discovery},
+		Istiod:      istiod.get,
 		Routes:      routeSink,
 		RoutesReady: routesReady,
 		Elected:     mgr.Elected(),

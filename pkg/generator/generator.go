@@ -23,6 +23,11 @@ type Context struct {
 	// whose routes sidecars fetch from the controller (see Sharer). Nil: every service
 	// port gets listener patches of its own, with its routes inline.
 	RouteDiscovery *RouteDiscovery
+	// Istiod is the istiod the EnvoyFilters are for: a generator emits nothing that
+	// istiod's version cannot decode (an EnvoyFilter with an operation an istiod does
+	// not know breaks that istiod's EnvoyFilter list, for every filter). The zero
+	// value, an unknown version, is the newest Istio.
+	Istiod model.Istiod
 }
 
 // RouteDiscovery is the controller's route server as sidecars reach it: a cluster the

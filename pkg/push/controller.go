@@ -61,6 +61,11 @@ type ControllerOptions struct {
 	// can serve (it has its certificate). Writing filters that name routes no sidecar
 	// can fetch would break every shared port.
 	RoutesReady func() bool
+	// Istiod, when set, says which istiod the EnvoyFilters are for, and whether that
+	// is known yet: it holds the first push until it is (a filter written for the
+	// wrong istiod may be ignored whole), and each push generates for what it returns
+	// (Context.Istiod; a change regenerates every service).
+	Istiod func() (model.Istiod, bool)
 	// Elected is closed once this replica leads; nil means it always does. The
 	// controller runs on every replica, so that each serves routes from its own
 	// translation; only the leader writes, reports and publishes verdicts.
@@ -161,7 +166,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	log := c.opts.Log
 	log.Info("waiting for the config to sync (and the route server's certificate, when it serves routes)")
 	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
-		return c.opts.Source.HasSynced() && (c.opts.RoutesReady == nil || c.opts.RoutesReady()), nil
+		return c.opts.Source.HasSynced() && (c.opts.RoutesReady == nil || c.opts.RoutesReady()) && c.istiodKnown(), nil
 	}); err != nil {
 		return nil //nolint:nilerr // ctx is done: a normal stop
 	}
@@ -196,6 +201,14 @@ func (c *Controller) Start(ctx context.Context) error {
 	return nil
 }
 
+func (c *Controller) istiodKnown() bool {
+	if c.opts.Istiod == nil {
+		return true
+	}
+	_, known := c.opts.Istiod()
+	return known
+}
+
 // Push translates the current config and writes the difference.
 func (c *Controller) Push(ctx context.Context) (err error) {
 	start := time.Now()
@@ -220,6 +233,11 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	if full {
 		c.translator.Reset()
 		c.planner.Reset()
+	}
+	if c.opts.Istiod != nil {
+		if i, _ := c.opts.Istiod(); c.translator.SetIstiod(i) {
+			c.opts.Log.Info("generating for istiod", "istiod", i.String())
+		}
 	}
 	t, err := c.translator.Translate(snap)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/apply"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/generator/generatortest"
@@ -251,5 +252,58 @@ func TestNoPushBeforeTheRouteServerCanServe(t *testing.T) {
 	}
 	if n := writes.Load(); n != 4 {
 		t.Fatalf("once it can serve: %d writes, want 4 (two inbound filters, the port's, the route server's cluster)", n)
+	}
+}
+
+// The controller pushes only once it knows the istiod, generates for it, and
+// regenerates every service when it changes: a RedisDestination with maxConnections is
+// IstiodTooOld (nothing written) for an istiod before 1.31, and applied once istiod is
+// 1.31, although the service itself did not change.
+func TestPushForTheIstiod(t *testing.T) {
+	src := &source{}
+	src.setYAML(t, fixture.ServiceEntryYAML("redis", "cache", "cache.redis.example", "240.240.30.1", "tcp-redis:6379")+
+		fixture.RedisDestinationYAML("redis", "cache", "cache.redis.example", "{tcp: {maxConnections: 5}}"))
+	var istiod atomic.Pointer[model.Istiod] // nil: not known yet
+	status := &statusSink{}
+	ctrl, writes := newController(t, src, status, DebounceOptions{Quiet: time.Millisecond, Max: 20 * time.Millisecond},
+		func(o *ControllerOptions) {
+			o.Istiod = func() (model.Istiod, bool) {
+				if i := istiod.Load(); i != nil {
+					return *i, true
+				}
+				return model.Istiod{}, false
+			}
+		})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Start(ctx) }()
+	time.Sleep(300 * time.Millisecond) // what Start would have needed to push
+	if n := status.count(); n != 0 || writes.Load() != 0 {
+		t.Fatalf("before the istiod was known: %d pushes published, %d writes", n, writes.Load())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	ref := model.ObjectRef{Kind: model.KindRedisDestination, Namespace: "redis", Name: "cache"}
+	verdict := func() model.Verdict {
+		status.mu.Lock()
+		defer status.mu.Unlock()
+		return status.published[len(status.published)-1][ref]
+	}
+	istiod.Store(new(model.NewIstiod("1.31-dev")))
+	if err := ctrl.Push(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if v := verdict(); v.Reason != redisspec.ReasonIstiodTooOld || writes.Load() != 0 {
+		t.Fatalf("istiod 1.31-dev: verdict %+v and %d writes, want IstiodTooOld and none", v, writes.Load())
+	}
+	istiod.Store(new(model.NewIstiod("1.31.0")))
+	if err := ctrl.Push(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if v := verdict(); v.Reason != redisspec.ReasonAccepted || writes.Load() == 0 {
+		t.Fatalf("istiod 1.31.0: verdict %+v and %d writes, want Accepted and the service's filters", v, writes.Load())
 	}
 }

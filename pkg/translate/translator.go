@@ -31,6 +31,17 @@ func NewTranslator(ctx generator.Context, reg generator.Registry) *Translator {
 	return &Translator{context: ctx, registry: reg, cache: map[string]*cached{}}
 }
 
+// SetIstiod sets the istiod the next translations are for. A change forgets every
+// result: what a generator may emit depends on it. It reports whether it changed.
+func (tr *Translator) SetIstiod(i model.Istiod) bool {
+	if tr.context.Istiod == i {
+		return false
+	}
+	tr.context.Istiod = i
+	tr.Reset()
+	return true
+}
+
 // Reset forgets every result: the next translation generates every service. The
 // controller's periodic resync uses it, so that nothing a cache key might miss
 // outlives one resync period.

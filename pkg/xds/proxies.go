@@ -11,6 +11,8 @@ import (
 	status "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
 	istiomodel "istio.io/istio/pilot/pkg/model"
 
 	"aeraki.io/aeraki/pkg/model"
@@ -68,10 +70,7 @@ func (p *ProxyPoller) Run(ctx context.Context) error {
 		return fmt.Errorf("proxy status: connecting to istiod at %s: %w", p.opts.Address, err)
 	}
 	defer func() { _ = conn.Close() }()
-	node := &core.Node{
-		Id:       fmt.Sprintf("sidecar~0.0.0.0~aeraki-status.%s~%s.svc.%s", id.Namespace, id.Namespace, p.opts.DomainSuffix),
-		Metadata: istiomodel.NodeMetadata{Generator: "event", Namespace: id.Namespace, ServiceAccount: id.ServiceAccount}.ToStruct(),
-	}
+	node := statusNode(id, p.opts.DomainSuffix)
 	client := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	ticker := time.NewTicker(p.interval)
 	defer ticker.Stop()
@@ -100,6 +99,62 @@ func (p *ProxyPoller) Run(ctx context.Context) error {
 }
 
 func (p *ProxyPoller) poll(ctx context.Context, client discovery.AggregatedDiscoveryServiceClient, node *core.Node) (*model.ProxySync, error) {
+	resp, err := askSync(ctx, client, node)
+	if err != nil {
+		return nil, err
+	}
+	return decodeSync(resp, time.Now())
+}
+
+// ReadIstiod asks istiod once for its proxies' sync status and reads, from the
+// answer's control plane identifier, the version istiod reports: istiod identifies
+// itself only there (DiscoveryResponse.control_plane is set on istio.io/debug/syncz
+// answers alone). An answer without an identifier is an istiod of unknown version.
+// An error is a failed connection or a refusal (ENABLE_DEBUG_ENDPOINT_AUTH without
+// a verified identity, as in plaintext); IsRefusal tells which.
+func ReadIstiod(ctx context.Context, opts Options) (model.Istiod, error) {
+	opts = opts.withDefaults()
+	// The config watcher reports the connection and the token; this one says nothing.
+	opts.Observer, opts.Logger = nil, logr.Discard()
+	w := NewWatcher(opts, nil)
+	id, err := w.waitIdentity(ctx)
+	if err != nil {
+		return model.Istiod{}, err
+	}
+	conn, err := grpc.NewClient(opts.Address, w.credentials()...)
+	if err != nil {
+		return model.Istiod{}, fmt.Errorf("connecting to istiod at %s: %w", opts.Address, err)
+	}
+	defer func() { _ = conn.Close() }()
+	resp, err := askSync(ctx, discovery.NewAggregatedDiscoveryServiceClient(conn), statusNode(id, opts.DomainSuffix))
+	if err != nil {
+		return model.Istiod{}, err
+	}
+	if resp.GetControlPlane().GetIdentifier() == "" {
+		return model.Istiod{}, nil
+	}
+	return model.IstiodFromIdentifier(resp.GetControlPlane().GetIdentifier())
+}
+
+// IsRefusal reports whether err is istiod refusing to answer, not a failure to reach it.
+func IsRefusal(err error) bool {
+	switch grpcstatus.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	}
+	return false
+}
+
+// statusNode is the node that asks for the proxies' sync status.
+func statusNode(id identity, domainSuffix string) *core.Node {
+	return &core.Node{
+		Id:       fmt.Sprintf("sidecar~0.0.0.0~aeraki-status.%s~%s.svc.%s", id.Namespace, id.Namespace, domainSuffix),
+		Metadata: istiomodel.NodeMetadata{Generator: "event", Namespace: id.Namespace, ServiceAccount: id.ServiceAccount}.ToStruct(),
+	}
+}
+
+// askSync asks for istio.io/debug/syncz on a stream of its own and returns the answer.
+func askSync(ctx context.Context, client discovery.AggregatedDiscoveryServiceClient, node *core.Node) (*discovery.DiscoveryResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	defer cancel() // ends the stream
 	stream, err := client.StreamAggregatedResources(ctx, grpc.MaxCallRecvMsgSize(maxStatusMessage))
@@ -115,7 +170,7 @@ func (p *ProxyPoller) poll(ctx context.Context, client discovery.AggregatedDisco
 			return nil, fmt.Errorf("reading %s: %w", syncTypeURL, err)
 		}
 		if resp.GetTypeUrl() == syncTypeURL {
-			return decodeSync(resp, time.Now())
+			return resp, nil
 		}
 	}
 }

@@ -38,6 +38,22 @@ type destinationConfig struct {
 // into the settings of the clusters of one of its ports. The generator and Check
 // both call it.
 func resolveDestination(ctx *generator.Context, svc *model.Service, rd *model.Config[*redisspec.RedisDestinationSpec]) (*destinationConfig, error) {
+	cfg, err := resolveDestinationSpec(ctx, svc, rd)
+	if err != nil || cfg == nil {
+		return cfg, err
+	}
+	// PROXY mode caps connections with MERGE_AND_REPLACE_LIST (see mergeSettings),
+	// which an older istiod cannot decode: its EnvoyFilter list would fail, freezing
+	// every EnvoyFilter of the mesh for it. The service then fails, keeping what was
+	// written before.
+	if cfg.maxConnections != nil && !cfg.clusterMode && !ctx.Istiod.Version.AtLeast(model.Istio131) {
+		return nil, istiodTooOld("spec.trafficPolicy.connectionPool.tcp.maxConnections needs istiod %s or later "+
+			"(the EnvoyFilter operation MERGE_AND_REPLACE_LIST); the connected istiod is %s", model.Istio131, ctx.Istiod)
+	}
+	return cfg, nil
+}
+
+func resolveDestinationSpec(ctx *generator.Context, svc *model.Service, rd *model.Config[*redisspec.RedisDestinationSpec]) (*destinationConfig, error) {
 	if rd == nil {
 		return nil, nil
 	}

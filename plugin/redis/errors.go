@@ -27,6 +27,11 @@ func unreadable(why string) error {
 	return &configError{reason: redisspec.ReasonUnreadable, msg: redisspec.UnreadableMessage(why)}
 }
 
+// istiodTooOld is the error of a setting the connected istiod cannot apply.
+func istiodTooOld(format string, args ...any) error {
+	return &configError{reason: redisspec.ReasonIstiodTooOld, msg: fmt.Sprintf(format, args...)}
+}
+
 func conflict(format string, args ...any) error {
 	return &configError{reason: redisspec.ReasonConflict, msg: fmt.Sprintf(format, args...)}
 }

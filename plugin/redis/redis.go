@@ -23,7 +23,9 @@
 //     circuit-breaker threshold of its own, MERGE appends ours after it, and Envoy
 //     reads only the first threshold of a priority. The patch then uses
 //     MERGE_AND_REPLACE_LIST (istiod 1.31 and later), which replaces the thresholds
-//     with ours: maxConnections plus Istio's defaults for the other limits.
+//     with ours: maxConnections plus Istio's defaults for the other limits. For an
+//     older istiod (generator.Context.Istiod) the RedisDestination fails with
+//     IstiodTooOld instead: that istiod cannot decode the operation.
 //   - CLUSTER mode REMOVEs Istio's clusters and ADDs one Redis Cluster cluster per
 //     host (cluster_type envoy.clusters.redis, lb_policy CLUSTER_PROVIDED, seeds from
 //     discoveryEndpoints or the host and port), outbound|<port>||<host>. MERGE cannot

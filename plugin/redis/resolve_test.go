@@ -373,3 +373,54 @@ func (forbiddenSecrets) Service(string) *model.Service { return nil }
 func (forbiddenSecrets) Secret(namespace, name string) *model.Secret {
 	return &model.Secret{Namespace: namespace, Name: name, Forbidden: true}
 }
+
+// TestMaxConnectionsNeedsIstiod131: maxConnections (PROXY mode) patches the clusters
+// with MERGE_AND_REPLACE_LIST, which istiod reads only from 1.31. For an older istiod
+// the service fails with IstiodTooOld, naming the release it needs, and nothing is
+// generated; the other settings, and CLUSTER mode (an ADDed cluster), need no 1.31.
+func TestMaxConnectionsNeedsIstiod131(t *testing.T) {
+	dest := func(policy string) string {
+		return cacheSE + fixture.RedisDestinationYAML("redis", "cache", "cache.redis.example", policy)
+	}
+	old := model.NewIstiod("1.31-dev") // master before 1.31: promises 1.30
+	for _, c := range []struct {
+		name, policy string
+		istiod       model.Istiod
+		tooOld       bool
+	}{
+		{"old istiod, maxConnections", `{tcp: {maxConnections: 5}}`, old, true},
+		{"1.31, maxConnections", `{tcp: {maxConnections: 5}}`, model.NewIstiod("1.31.0"), false},
+		{"unknown istiod is the newest", `{tcp: {maxConnections: 5}}`, model.NewIstiod("unknown"), false},
+		{"old istiod, connectTimeout", `{tcp: {connectTimeout: 2s}}`, old, false},
+		{"old istiod, CLUSTER mode", `{tcp: {maxConnections: 5}, redis: {mode: CLUSTER}}`, old, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, services := push(t, dest(c.policy))
+			ctx.Istiod = c.istiod
+			efs, err := New().Generate(ctx, services[0], services[0].Ports[0])
+			if !c.tooOld {
+				if !generatortest.CheckResult(t, efs, err) {
+					t.Fatal(err)
+				}
+				for _, ef := range efs {
+					for _, p := range ef.Spec.GetConfigPatches() {
+						if op := p.GetPatch().GetOperation(); op == networking.EnvoyFilter_Patch_MERGE_AND_REPLACE_LIST && !c.istiod.Version.AtLeast(model.Istio131) {
+							t.Errorf("%s: MERGE_AND_REPLACE_LIST for istiod %s", ef.Key(), c.istiod)
+						}
+					}
+				}
+				return
+			}
+			if len(efs) != 0 {
+				t.Errorf("got %d EnvoyFilters for an istiod that would ignore them", len(efs))
+			}
+			oes := generator.ObjectErrors(err)
+			if len(oes) != 1 || oes[0].Reason != redisspec.ReasonIstiodTooOld || oes[0].Ref.Kind != model.KindRedisDestination {
+				t.Fatalf("error %v, want one IstiodTooOld on the RedisDestination", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "istiod 1.31 or later") || !strings.Contains(msg, `1.30 (reports "1.31-dev")`) {
+				t.Errorf("message %q does not name the istiod needed and the one connected", msg)
+			}
+		})
+	}
+}

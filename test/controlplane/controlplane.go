@@ -8,6 +8,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,6 +44,9 @@ type Options struct {
 	// its own CA, TLS on the secure xDS port, and the "api" generator served only to
 	// authenticated identities of the root namespace. See stockIstiodEnv.
 	StockIstiod bool
+	// Pilot is the pilot-discovery binary of BinDir that runs as istiod (see
+	// Pilots). Default: $AERAKI_PILOT, else Pilots[0], the project's own Istio.
+	Pilot string
 	// ExtraCRDs are CRD YAML files installed after Istio's CRDs.
 	ExtraCRDs []string
 	// Logf receives progress lines; nil discards them.
@@ -122,13 +126,16 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	return c, nil
 }
 
+// pilot is the pilot-discovery binary istiod runs from.
+func (o Options) pilot() string { return cmp.Or(o.Pilot, os.Getenv(EnvPilot), Pilots[0]) }
+
 func checkBinaries(opts Options) error {
 	if opts.BinDir == "" {
 		return fmt.Errorf("controlplane: no binaries: set %s (run `make testbin`, which prints the directory)", EnvBinDir)
 	}
 	names := []string{"etcd", "kube-apiserver"}
 	if opts.Istiod {
-		names = append(names, "pilot-discovery")
+		names = append(names, opts.pilot())
 	}
 	for _, name := range names {
 		if _, err := os.Stat(filepath.Join(opts.BinDir, name)); err != nil {

@@ -13,6 +13,15 @@ import (
 
 const istiodTimeout = 60 * time.Second
 
+// EnvPilot names the pilot-discovery binary the control planes run unless
+// Options.Pilot says otherwise (one of Pilots).
+const EnvPilot = "AERAKI_PILOT"
+
+// Pilots are the istiods hack/testbin.sh builds, newest first: pilot-discovery from
+// the project's go.mod, and pilot-discovery-1.30 from the oldest Istio snapshot the
+// module proxy serves (see hack/testbin.sh). The compatibility test runs each.
+var Pilots = []string{"pilot-discovery", "pilot-discovery-1.30"}
+
 // meshConfig is the smallest mesh config that puts EnvoyFilters of the root
 // namespace in scope for every proxy.
 const meshConfig = "rootNamespace: " + IstioNamespace + "\n"
@@ -44,9 +53,10 @@ func (c *ControlPlane) StartIstiod(ctx context.Context) error {
 		return err
 	}
 	begin := time.Now()
-	bin := filepath.Join(c.opts.BinDir, "pilot-discovery")
+	pilot := c.opts.pilot()
+	bin := filepath.Join(c.opts.BinDir, pilot)
 	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("controlplane: pilot-discovery missing in %s=%s (run `make testbin`): %w", EnvBinDir, c.opts.BinDir, err)
+		return fmt.Errorf("controlplane: %s missing in %s=%s (run `make testbin`): %w", pilot, EnvBinDir, c.opts.BinDir, err)
 	}
 	if c.IstiodAddr == "" { // started without Options.Istiod
 		c.setIstiodAddrs()
@@ -100,7 +110,7 @@ func (c *ControlPlane) StartIstiod(ctx context.Context) error {
 	if c.IstiodSecureAddr != "" {
 		addrs += " and " + c.IstiodSecureAddr + " (TLS)"
 	}
-	c.opts.Logf("controlplane: istiod ready on %s in %s", addrs, time.Since(begin).Round(time.Millisecond))
+	c.opts.Logf("controlplane: istiod (%s) ready on %s in %s", pilot, addrs, time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 

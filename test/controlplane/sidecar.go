@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -48,6 +49,19 @@ func (c *ControlPlane) SidecarListeners(ctx context.Context, ip, namespace strin
 		return nil, fmt.Errorf("sidecar listeners of %s: %w", node.GetId(), err)
 	}
 	return decodeListeners(resp)
+}
+
+// SidecarClusters is SidecarListeners for CDS: the sidecar's clusters by name.
+func (c *ControlPlane) SidecarClusters(ctx context.Context, ip, namespace string, labels map[string]string) (map[string]*cluster.Cluster, error) {
+	node, err := SidecarNode(ip, namespace, labels)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.fetchOnce(ctx, node, clusterTypeURL)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar clusters of %s: %w", node.GetId(), err)
+	}
+	return decodeByName(resp, func() *cluster.Cluster { return &cluster.Cluster{} })
 }
 
 // fetchOnce opens a stream to istiod's plaintext xDS port as node, asks for every
@@ -128,13 +142,21 @@ func (c *ControlPlane) dialIstiod() (*grpc.ClientConn, error) {
 }
 
 func decodeListeners(resp *discovery.DiscoveryResponse) (map[string]*listener.Listener, error) {
-	list, err := decodeResources(resp, func() *listener.Listener { return &listener.Listener{} })
+	return decodeByName(resp, func() *listener.Listener { return &listener.Listener{} })
+}
+
+// decodeByName decodes the resources of resp by name.
+func decodeByName[M interface {
+	proto.Message
+	GetName() string
+}](resp *discovery.DiscoveryResponse, newM func() M) (map[string]M, error) {
+	list, err := decodeResources(resp, newM)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]*listener.Listener, len(list))
-	for _, l := range list {
-		out[l.GetName()] = l
+	out := make(map[string]M, len(list))
+	for _, m := range list {
+		out[m.GetName()] = m
 	}
 	return out, nil
 }

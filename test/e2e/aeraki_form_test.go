@@ -88,7 +88,7 @@ func TestAerakiObjects(t *testing.T) {
 	outbound := "aeraki-outbound-cache." + appNS + ".svc.cluster.local-6379"
 	// 12.5% and 5% in millionths; the Secret's named keys.
 	wants := []string{"numerator: 125000", "numerator: 50000", "inlineString: aeraki-form-s3cret", "inlineString: app"}
-	spec := e.waitEnvoyFilterYAML(t, rootNS, outbound, wants...)
+	spec := e.waitEnvoyFilterYAML(t, outbound, wants...)
 	for _, want := range wants {
 		if !strings.Contains(spec, want) {
 			t.Errorf("outbound EnvoyFilter lacks %q:\n%s", want, spec)

@@ -67,8 +67,14 @@ func start(t *testing.T) *env {
 // namespace, stopped at the end of the test; no controller yet.
 func startControlPlane(t *testing.T) *env {
 	t.Helper()
+	return startControlPlaneWith(t, controlplane.Options{Istiod: true})
+}
+
+// startControlPlaneWith is startControlPlane with the control plane's options.
+func startControlPlaneWith(t *testing.T, opts controlplane.Options) *env {
+	t.Helper()
 	ctx := t.Context()
-	cp := controlplane.StartForTest(t, controlplane.Options{Istiod: true})
+	cp := controlplane.StartForTest(t, opts)
 	e := &env{cp: cp, kube: kubernetes.NewForConfigOrDie(cp.RestConfig), istio: istioclient.NewForConfigOrDie(cp.RestConfig)}
 	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

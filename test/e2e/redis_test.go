@@ -77,7 +77,7 @@ func TestRedis(t *testing.T) {
 	// A push may come between the Service and the Redis objects reaching the controller:
 	// the filter's first version can be the one of a Service without them.
 	wants := []string{redisFilter, "opTimeout: 2s", "readPolicy: PREFER_REPLICA", "applyTo: CLUSTER", "e2e-s3cret"}
-	spec := e.waitEnvoyFilterYAML(t, rootNS, outbound, wants...)
+	spec := e.waitEnvoyFilterYAML(t, outbound, wants...)
 	for _, want := range wants {
 		if !strings.Contains(spec, want) {
 			t.Errorf("outbound EnvoyFilter lacks %q:\n%s", want, spec)
@@ -132,10 +132,11 @@ func (e *env) envoyFilterYAML(t *testing.T, namespace, name string) string {
 	return string(out)
 }
 
-// waitEnvoyFilterYAML waits until an EnvoyFilter's spec, as YAML, contains every one of
-// wants, and returns the spec it read last.
-func (e *env) waitEnvoyFilterYAML(t *testing.T, namespace, name string, wants ...string) string {
+// waitEnvoyFilterYAML waits until an EnvoyFilter of the root namespace has a spec, as
+// YAML, that contains every one of wants, and returns the spec it read last.
+func (e *env) waitEnvoyFilterYAML(t *testing.T, name string, wants ...string) string {
 	t.Helper()
+	namespace := rootNS
 	var spec string
 	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		spec = e.envoyFilterYAML(t, namespace, name)

@@ -105,6 +105,10 @@ const (
 	// read. The services it names keep their earlier EnvoyFilters until it is
 	// written again.
 	ReasonUnreadable = "Unreadable"
+	// ReasonIstiodTooOld: the object asks for a setting the connected istiod cannot
+	// apply; the message names the Istio release it needs. Nothing of the service is
+	// written until it can be (its earlier EnvoyFilters stay).
+	ReasonIstiodTooOld = "IstiodTooOld"
 	// ReasonRejectedByProxies: proxies reject the EnvoyFilters of a service the
 	// object configures (a proxy build without the filter, a value Envoy refuses);
 	// the message names one proxy and Envoy's error, and what the controller did.
