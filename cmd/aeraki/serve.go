@@ -69,6 +69,12 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "aeraki: --metrics-cert-dir needs --metrics-secure\n")
 		return 2
 	}
+	if o.Debounce.Max < 2*o.Debounce.Settle {
+		// The ceiling pushes whatever came; close to the settle, it would cut the
+		// settle short while istiod is slow to send what was applied together.
+		fmt.Fprintf(stderr, "aeraki: --debounce-max (%s) must be at least twice --settle (%s)\n", o.Debounce.Max, o.Debounce.Settle)
+		return 2
+	}
 	if o.RouteServer.Host == "" {
 		o.RouteServer.Host = defaultRouteServerHost(o)
 	}

@@ -126,6 +126,14 @@ func TestMetricsFlags(t *testing.T) {
 	}
 }
 
+// A debounce ceiling under twice the settle is refused: it would cut the settle short.
+func TestSettleFlags(t *testing.T) {
+	var stderr strings.Builder
+	if code := serve([]string{"--settle=2s", "--debounce-max=3s"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "--settle") {
+		t.Errorf("a ceiling under twice the settle: exit %d, %q; want 2 and the flags named", code, stderr.String())
+	}
+}
+
 // The soft memory limit is 90% of the container's, unless GOMEMLIMIT says otherwise.
 func TestMemoryLimit(t *testing.T) {
 	for _, c := range []struct {

@@ -42,8 +42,11 @@ const (
 	appNS       = "dubbo"
 	timeout     = 60 * time.Second
 	// settle is five times istiod's debounce (PILOT_DEBOUNCE_AFTER): the controllers
-	// push only once istiod's config has been still that long.
-	settle = 500 * time.Millisecond
+	// push only once istiod's config has been still that long. The debounce ceiling
+	// is ten times the settle, as by default (10s and 1s): a ceiling close to the
+	// settle would cut it short while istiod is slow to send what was applied.
+	settle      = 500 * time.Millisecond
+	debounceMax = 10 * settle
 )
 
 type env struct {
@@ -90,7 +93,7 @@ func (e *env) options() bootstrap.Options {
 		IstiodSecurity:    xds.Security{Plaintext: true},
 		RootNamespace:     rootNS,
 		DomainSuffix:      "cluster.local",
-		Debounce:          push.DebounceOptions{Quiet: 100 * time.Millisecond, Max: time.Second, Settle: settle},
+		Debounce:          push.DebounceOptions{Quiet: 100 * time.Millisecond, Max: debounceMax, Settle: settle},
 		XDSInitialBackoff: 100 * time.Millisecond,
 		XDSMaxBackoff:     time.Second,
 		SecretPoll:        200 * time.Millisecond,

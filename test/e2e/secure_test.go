@@ -211,7 +211,7 @@ const notLeader = "--leader-elect=false"
 
 // fastArgs are the short debounce and reconnect backoff of options().
 func fastArgs() []string {
-	return []string{"--debounce-quiet=100ms", "--debounce-max=1s", "--settle=" + settle.String(), "--xds-initial-backoff=100ms", "--xds-max-backoff=1s"}
+	return []string{"--debounce-quiet=100ms", "--debounce-max=" + debounceMax.String(), "--settle=" + settle.String(), "--xds-initial-backoff=100ms", "--xds-max-backoff=1s"}
 }
 
 func stopAtEnd(t *testing.T, a *controlplane.Aeraki, err error) *controlplane.Aeraki {
