@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
@@ -373,7 +374,8 @@ func (o *Objects) decodeDocument(raw []byte) error {
 // unknownSpecField reports a field of a Redis object's spec that this API does not
 // have: a typo, which the API server would prune without a word. A value this API
 // cannot read is left to the object's own decoding, which keeps the object as
-// Unreadable, as the controller does (package redisspec).
+// Unreadable, as the controller does (package redisspec); a typo after such a
+// value goes unseen, as decoding stops there.
 func unknownSpecField(js []byte, spec any) error {
 	var doc struct {
 		Spec json.RawMessage `json:"spec"`
@@ -381,16 +383,8 @@ func unknownSpecField(js []byte, spec any) error {
 	if json.Unmarshal(js, &doc) != nil || len(doc.Spec) == 0 {
 		return nil
 	}
-	if err := strictUnmarshal(doc.Spec, spec); err != nil && strings.HasPrefix(err.Error(), "json: unknown field ") {
-		return err
-	}
-	return nil
-}
-
-func strictUnmarshal(js []byte, into any) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	return dec.Decode(into)
+	strict, _ := sigsjson.UnmarshalStrict(doc.Spec, spec, sigsjson.DisallowUnknownFields)
+	return errors.Join(strict...)
 }
 
 // WriteEnvoyFilters writes EnvoyFilters as YAML documents separated by ---, in the

@@ -172,6 +172,12 @@ func TestRedisObjectsAreReadStrictly(t *testing.T) {
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "RedisService ns/r") || !strings.Contains(errs[0].Error(), "setings") {
 		t.Fatalf("errors = %v", errs)
 	}
+	// A value this API cannot read is the object's Unreadable, as in the cluster.
+	objs = &Objects{}
+	in = "apiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: r, namespace: ns}\nspec: {host: [a], settings: {opTimeout: 1d}}\n"
+	if errs := objs.Decode(strings.NewReader(in), "f"); len(errs) != 0 || len(objs.RedisServices) != 1 || objs.RedisServices[0].Spec.Unreadable == "" {
+		t.Fatalf("an unreadable value: errors %v, objects %+v", errs, objs.RedisServices)
+	}
 }
 
 func TestSecretErrorsDoNotQuoteData(t *testing.T) {

@@ -65,9 +65,6 @@ const (
 	timeout = 60 * time.Second
 )
 
-// writeVerbs are the verbs of apiserver_request_total that change objects.
-var writeVerbs = []string{"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
-
 func TestMain(m *testing.M) {
 	if os.Getenv(controlplane.EnvBinDir) == "" {
 		fmt.Fprintf(os.Stderr, "%s is not set: run `make scale` or `make test`\n", controlplane.EnvBinDir)
@@ -169,7 +166,7 @@ func TestScale(t *testing.T) {
 	})
 
 	obs := observe(t, istio)
-	before := apiserverMetrics(t, kube)
+	before := efWriteCount(t, cp)
 
 	routing := createRouting(t, istio, n)
 	istiodWith := startIstiod(t, cp, sc, "the ServiceEntries")
@@ -205,7 +202,7 @@ func TestScale(t *testing.T) {
 	checkPushed(t, res.IstiodWith, "with the EnvoyFilters")
 
 	wantWrites := map[string]int{"POST": 2 * n}
-	checkIdlePush(t, ae, istio, kube, before, wantWrites)
+	checkIdlePush(t, cp, ae, istio, kube, before, wantWrites)
 	if updates, deletes := obs.changes(); updates != 0 || deletes != 0 {
 		t.Errorf("watched %d updates and %d deletes of EnvoyFilters, want none", updates, deletes)
 	}
@@ -240,7 +237,7 @@ func TestScale(t *testing.T) {
 	res.ThrottledLines = strings.Count(log, "client-side throttling")
 	logPushes(t, log)
 	// Whatever ran until the stop (the push of trigger B, a resync) wrote nothing either.
-	res.APIServerWrites = efWrites(before, apiserverMetrics(t, kube))
+	res.APIServerWrites = controlplane.WritesSince(before, efWriteCount(t, cp))
 	if !maps.Equal(res.APIServerWrites, wantWrites) {
 		t.Errorf("apiserver EnvoyFilter writes when aeraki stopped: %v, want exactly %v", res.APIServerWrites, wantWrites)
 	}
@@ -266,14 +263,14 @@ func TestScale(t *testing.T) {
 // names no interface): the Warning Event on it proves that a push translated it. Once trigger B's Event is
 // out, the push that handled trigger A has finished (one push at a time), and it must
 // have found nothing to write.
-func checkIdlePush(t *testing.T, ae *controlplane.Aeraki, istio istioclient.Interface, kube kubernetes.Interface, before samples, want map[string]int) {
+func checkIdlePush(t *testing.T, cp *controlplane.ControlPlane, ae *controlplane.Aeraki, istio istioclient.Interface, kube kubernetes.Interface, before, want map[string]int) {
 	t.Helper()
 	unchanged := map[string]string{"result": "unchanged"}
 	unchangedBefore := aerakiSamples(t, ae).sum("aeraki_pushes_total", unchanged)
 	triggerAndWaitEvent(t, istio, kube, "trigger-a", "240.241.0.1")
 	triggerAndWaitEvent(t, istio, kube, "trigger-b", "240.241.0.2")
 	unchangedAfter := aerakiSamples(t, ae).sum("aeraki_pushes_total", unchanged)
-	if got := efWrites(before, apiserverMetrics(t, kube)); !maps.Equal(got, want) {
+	if got := controlplane.WritesSince(before, efWriteCount(t, cp)); !maps.Equal(got, want) {
 		t.Errorf("apiserver EnvoyFilter writes once converged, after a push with nothing to change: %v, want exactly %v (one create per EnvoyFilter, no update, no delete)", got, want)
 	}
 	// Sidecar feedback looked at the proxies meanwhile (the sidecar here accepts
@@ -697,33 +694,14 @@ func createFloor(t *testing.T, istio istioclient.Interface, efs []*clientalpha.E
 	return took
 }
 
-// apiserverMetrics scrapes the kube-apiserver's /metrics as the admin.
-func apiserverMetrics(t *testing.T, kube kubernetes.Interface) samples {
+// efWriteCount is the apiserver's count of EnvoyFilter writes so far, by verb.
+func efWriteCount(t *testing.T, cp *controlplane.ControlPlane) map[string]int {
 	t.Helper()
-	body, err := kube.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(t.Context())
+	n, err := cp.EnvoyFilterWrites(t.Context())
 	if err != nil {
-		t.Fatalf("apiserver /metrics: %v", err)
+		t.Fatal(err)
 	}
-	ss, err := parseMetrics(string(body))
-	if err != nil {
-		t.Fatalf("apiserver /metrics: %v", err)
-	}
-	return ss
-}
-
-// efWrites returns the EnvoyFilter write requests between two scrapes, by verb (every
-// response code counts), leaving out verbs with none.
-func efWrites(before, after samples) map[string]int {
-	match := map[string]string{"group": "networking.istio.io", "resource": "envoyfilters"}
-	b := before.by("apiserver_request_total", "verb", match)
-	a := after.by("apiserver_request_total", "verb", match)
-	out := map[string]int{}
-	for _, verb := range writeVerbs {
-		if d := int(a[verb] - b[verb]); d != 0 {
-			out[verb] = d
-		}
-	}
-	return out
+	return n
 }
 
 func aerakiMetrics(ctx context.Context, ae *controlplane.Aeraki) (samples, error) {
