@@ -62,9 +62,9 @@ func TestGenerate(t *testing.T) {
 			"namespace: mesh", "address: routes.example", "portValue: 9443", "exact: spiffe://corp.example/ns/mesh/sa/routes",
 		}},
 		{name: "without a route server", args: []string{"-f", good, "--route-server-addr="}, code: 0, stdout: []string{"name: aeraki-outbound-good.example-20880", "envoy.filters.network.dubbo_proxy"}},
-		// good.yaml and mixed.yaml both hold ns/good: two services of one interface keep
-		// port 20880 from being shared.
-		{name: "directory", args: []string{"-f", dir}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad", `"not an interface" is not a Dubbo interface`, "broken.yaml: document 1", "hostz"}},
+		// good.yaml and mixed.yaml both hold ns/good: one object, as in a cluster, so
+		// port 20880 is shared by it and ns/bad (which fails).
+		{name: "directory", args: []string{"-f", dir}, code: 1, stdout: []string{"name: aeraki-shared-dubbo-20880", "#   - interface: org.example.Good"}, stderr: []string{"ServiceEntry ns/bad", `"not an interface" is not a Dubbo interface`, "broken.yaml: document 1", "hostz"}},
 		{name: "one bad object, the rest printed", args: []string{"-f", mixed, "--route-server-addr="}, code: 1, stdout: []string{"aeraki-outbound-good.example-20880"}, stderr: []string{"ServiceEntry ns/bad: port 20880 (dubbo)"}},
 		{name: "no input", args: nil, code: 2, emptyStdout: true, stderr: []string{"no input"}},
 		{name: "bad flag", args: []string{"--nope"}, code: 2, emptyStdout: true},

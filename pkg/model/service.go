@@ -2,7 +2,6 @@ package model
 
 import (
 	"cmp"
-	"fmt"
 	"math"
 	"net/netip"
 	"slices"
@@ -258,122 +257,6 @@ func ExportDefaultsOf(mesh *meshconfig.MeshConfig) ExportDefaults {
 	}
 }
 
-// BuildServices returns a Service for every ServiceEntry with at least one port of a
-// supported protocol, ordered by key. Hosts of VirtualServices and DestinationRules
-// are resolved once into an index, so the cost is linear in the config size. A
-// failed lookup of the snapshot is an error naming the object.
-func BuildServices(snap *Snapshot) ([]*Service, error) {
-	defaults := snap.ExportDefaults
-	vsIndex := newHostIndex(snap.VirtualServices, snap.DomainSuffix, func(c Object, vs *networking.VirtualService) []string {
-		return ExportNamespaces(vs.GetExportTo(), defaults.VirtualService, c.Namespace)
-	})
-	drIndex := newHostIndex(snap.DestinationRules, snap.DomainSuffix, func(c Object, dr *networking.DestinationRule) []string {
-		return destinationRuleExport(dr, defaults.DestinationRule, c.Namespace)
-	})
-	rsIndex := newHostIndex[*redisspec.RedisServiceSpec](Bindable(snap.RedisServices, snap.DomainSuffix), snap.DomainSuffix, nil)
-	rdIndex := newHostIndex[*redisspec.RedisDestinationSpec](Bindable(snap.RedisDestinations, snap.DomainSuffix), snap.DomainSuffix, nil)
-
-	wildcard := wildcardPorts(snap.ServiceEntries)
-	weIndex := map[string][]*Object{}
-	for i := range snap.WorkloadEntries {
-		we := &snap.WorkloadEntries[i]
-		weIndex[we.Namespace] = append(weIndex[we.Namespace], we)
-	}
-	var out []*Service
-	for i := range snap.ServiceEntries {
-		c := &snap.ServiceEntries[i]
-		se, ok := c.Spec.(*networking.ServiceEntry)
-		if !ok || se == nil {
-			continue
-		}
-		var kube *KubeService
-		name, synthetic := syntheticName(c, se, snap.DomainSuffix)
-		if synthetic && snap.KubeService != nil {
-			var err error
-			if kube, err = snap.KubeService(c.Namespace, name); err != nil {
-				return nil, fmt.Errorf("reading Service %s/%s: %w", c.Namespace, name, err)
-			}
-		}
-		ports := supportedPorts(se, kube)
-		if len(ports) == 0 {
-			continue
-		}
-		svc := &Service{
-			Name:        c.Name,
-			Namespace:   c.Namespace,
-			Annotations: c.Annotations,
-			Hosts:       sortedUnique(se.GetHosts()),
-			Addresses:   addresses(se.GetAddresses()),
-			Ports:       ports,
-			Created:     c.Created,
-			Synthetic:   synthetic,
-		}
-		if kube != nil && len(svc.Addresses) == 0 {
-			svc.Addresses = kube.Endpoints
-		}
-		switch {
-		case kube != nil:
-			svc.Annotations = kube.Annotations
-		case snap.ServiceEntryState != nil:
-			state, err := snap.ServiceEntryState(c.Namespace, c.Name)
-			if err != nil {
-				return nil, fmt.Errorf("reading ServiceEntry %s/%s from the apiserver: %w", c.Namespace, c.Name, err)
-			}
-			if state != nil {
-				svc.Annotations = state.Annotations
-				svc.Allocated = allocatedAddresses(se, state, svc.Hosts)
-			}
-		}
-		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
-			svc.WorkloadSelector = sel
-		} else if !synthetic {
-			svc.WorkloadSelector = annotatedSelector(svc.Annotations)
-		}
-		if len(svc.Addresses) == 0 && !synthetic && dnsResolved(se) {
-			for _, p := range svc.Ports {
-				p.Wildcard = wildcard[p.Number] == 1
-			}
-		}
-		workloads := workloadPorts(svc, weIndex[c.Namespace])
-		svc.ExportTo = ExportNamespaces(se.GetExportTo(), defaults.ServiceEntry, c.Namespace)
-		r := routing{
-			vss:           virtualServicePrecedence(vsIndex.lookup(svc.Hosts), svc.Hosts, snap.DomainSuffix),
-			drs:           drIndex.lookup(svc.Hosts),
-			svcNamespace:  svc.Namespace,
-			rootNamespace: snap.RootNamespace,
-		}
-		svc.VirtualServices, svc.DestinationRules = r.virtualServices(""), r.destinationRules("")
-		svc.Views = r.views(svc)
-		svc.RedisServices = inScope(rsIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
-		svc.RedisDestinations = inScope(rdIndex.lookup(svc.Hosts), svc.Namespace, snap.RootNamespace)
-		svc.Version = serviceVersion(c, kube, svc, workloads)
-		out = append(out, svc)
-	}
-	// By key, without building the keys: a push sorts every service.
-	slices.SortFunc(out, func(a, b *Service) int {
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	})
-	return out, nil
-}
-
-// wildcardPorts counts, per port number, the ServiceEntries (Kubernetes Services
-// included) without an address of their own that declare it: Istio builds one
-// listener 0.0.0.0_<number> for those, so it is one service's only when it is the
-// only one.
-func wildcardPorts(entries []Object) map[uint32]int {
-	out := map[uint32]int{}
-	for _, c := range entries {
-		se, ok := c.Spec.(*networking.ServiceEntry)
-		if !ok || len(addresses(se.GetAddresses())) > 0 {
-			continue
-		}
-		for _, p := range se.GetPorts() {
-			out[p.GetNumber()]++
-		}
-	}
-	return out
-}
-
 // AutoallocateLabel set to "false" opts a ServiceEntry out of the addresses Istio
 // allocates (label.NetworkingEnableAutoallocateIp).
 const AutoallocateLabel = "networking.istio.io/enable-autoallocate-ip"
@@ -553,58 +436,6 @@ func sortedUnique(in []string) []string {
 	out := slices.Clone(in)
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// hostIndex finds the objects bound to a host, resolving short names the way Istio does.
-type hostIndex[T any] struct {
-	exact     map[string][]*Config[T]
-	wildcards []wildcardEntry[T]
-}
-
-type wildcardEntry[T any] struct {
-	host host.Name
-	cfg  *Config[T]
-}
-
-// newHostIndex indexes the objects of kind T in cfgs by host. export resolves an
-// object's exportTo (see Config.ExportTo); nil for kinds without one.
-func newHostIndex[T any](cfgs []Object, domainSuffix string, export func(Object, T) []string) *hostIndex[T] {
-	idx := &hostIndex[T]{exact: map[string][]*Config[T]{}}
-	for _, c := range cfgs {
-		spec, ok := c.Spec.(T)
-		if !ok {
-			continue
-		}
-		entry := &Config[T]{Name: c.Name, Namespace: c.Namespace, Spec: spec, Version: ConfigVersion(c), Created: c.Created}
-		if export != nil {
-			entry.ExportTo = export(c, spec)
-		}
-		for _, h := range HostsOf(c, domainSuffix) {
-			fqdn := host.Name(h)
-			if fqdn.IsWildCarded() {
-				idx.wildcards = append(idx.wildcards, wildcardEntry[T]{host: fqdn, cfg: entry})
-				continue
-			}
-			idx.exact[string(fqdn)] = append(idx.exact[string(fqdn)], entry)
-		}
-	}
-	return idx
-}
-
-func (idx *hostIndex[T]) lookup(hosts []string) []*Config[T] {
-	var out []*Config[T]
-	for _, h := range hosts {
-		out = append(out, idx.exact[h]...)
-		for _, w := range idx.wildcards {
-			if w.host.Matches(host.Name(h)) {
-				out = append(out, w.cfg)
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b *Config[T]) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
-	return slices.CompactFunc(out, func(a, b *Config[T]) bool { return a == b })
 }
 
 // routing is the VirtualServices (in precedence order) and DestinationRules bound

@@ -104,3 +104,61 @@ func (p *Planner) upToDate(key string, want, have *model.EnvoyFilter) bool {
 	p.compared[key] = comparison{want: want, resourceVersion: have.ResourceVersion}
 	return true
 }
+
+// Cluster is what an incremental plan reads of the cluster's EnvoyFilters (those
+// carrying our label): one by key, and a service's by its annotation.
+type Cluster interface {
+	// Get returns the filter of key; nil when there is none.
+	Get(key string) (*model.EnvoyFilter, error)
+	// Owned returns the filters that name service in their service annotation.
+	Owned(service string) ([]*model.EnvoyFilter, error)
+}
+
+// PlanChanges is Plan after an incremental translation (translate.Translator's
+// Update), looking only at what may have changed: the filters t changed, those
+// whose object in the cluster changed (cluster events; changed), and the cluster's
+// filters of the services whose failures t may have changed. Everything else was
+// planned before and found up to date, or written since: a push after one change
+// plans that change, not every filter.
+func (p *Planner) PlanChanges(t *translate.Translation, desired map[string]*model.EnvoyFilter, cluster Cluster, changed map[string]bool) (Changes, error) {
+	if p.compared == nil {
+		p.compared = map[string]comparison{}
+	}
+	keys := map[string]bool{}
+	for k := range t.Changed {
+		keys[k] = true
+	}
+	for k := range changed {
+		keys[k] = true
+	}
+	current := map[string]*model.EnvoyFilter{}
+	for svc := range t.ChangedServices {
+		owned, err := cluster.Owned(svc)
+		if err != nil {
+			return Changes{}, err
+		}
+		for _, ef := range owned {
+			keys[ef.Key()] = true
+			current[ef.Key()] = ef
+		}
+	}
+	want := map[string]*model.EnvoyFilter{}
+	for k := range keys {
+		if ef := desired[k]; ef != nil {
+			want[k] = ef
+		} else {
+			delete(p.compared, k)
+		}
+		if _, ok := current[k]; ok {
+			continue
+		}
+		have, err := cluster.Get(k)
+		if err != nil {
+			return Changes{}, err
+		}
+		if have != nil {
+			current[k] = have
+		}
+	}
+	return plan(want, current, t.Failed, p.upToDate), nil
+}

@@ -7,11 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	networking "istio.io/api/networking/v1alpha3"
-
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
-	"aeraki.io/aeraki/pkg/patch"
 )
 
 // sharing says which ports the client listeners share (see generator.Sharer): port
@@ -20,53 +17,59 @@ import (
 // of every ServiceEntry istiod knows (Kubernetes Services included), declares the
 // same protocol, that protocol's generator can share, and no two services of the port
 // have the same key: two services of one interface are told apart only by the address
-// their clients dial, which a shared filter no longer sees.
+// their clients dial, which a shared filter no longer sees. nil without a route server.
 type sharing map[uint32]model.Protocol
 
-func sharedPorts(ctx *generator.Context, reg generator.Registry, snap *model.Snapshot, services []*model.Service) sharing {
-	if ctx.RouteDiscovery == nil {
-		return nil
+// shareKeys count the keys (see generator.Sharer.Keys) of the services' ports, by
+// port number and protocol, and how many are held by more than one service.
+type shareKeys struct {
+	counts   map[portProtocol]map[string]int
+	repeated map[portProtocol]int
+}
+
+type portProtocol struct {
+	port     uint32
+	protocol model.Protocol
+}
+
+func (s *shareKeys) count(port uint32, proto model.Protocol, key string, delta int) {
+	pp := portProtocol{port, proto}
+	if s.counts == nil {
+		s.counts, s.repeated = map[portProtocol]map[string]int{}, map[portProtocol]int{}
 	}
-	seen := map[uint32]model.Protocol{}
-	unshared := map[uint32]bool{}
-	for _, c := range snap.ServiceEntries {
-		se, ok := c.Spec.(*networking.ServiceEntry)
-		if !ok {
-			continue
-		}
-		for _, p := range se.GetPorts() {
-			proto := model.ParsePortName(p.GetName())
-			if have, ok := seen[p.GetNumber()]; ok && have != proto {
-				unshared[p.GetNumber()] = true
-			}
-			seen[p.GetNumber()] = proto
-		}
+	keys := s.counts[pp]
+	if keys == nil {
+		keys = map[string]int{}
+		s.counts[pp] = keys
 	}
-	keys := map[uint32]map[string]bool{}
-	for _, svc := range services {
-		for _, p := range svc.Ports {
-			sharer, ok := reg[p.Protocol].(generator.Sharer)
-			if !ok || seen[p.Number] != p.Protocol {
-				continue
-			}
-			for _, key := range sharer.Keys(svc, p) {
-				if keys[p.Number] == nil {
-					keys[p.Number] = map[string]bool{}
-				}
-				if keys[p.Number][key] {
-					unshared[p.Number] = true
-				}
-				keys[p.Number][key] = true
-			}
-		}
+	before := keys[key]
+	keys[key] += delta
+	switch {
+	case before == 1 && keys[key] == 2:
+		s.repeated[pp]++
+	case before == 2 && keys[key] == 1:
+		s.repeated[pp]--
 	}
-	out := sharing{}
-	for port, proto := range seen {
-		if _, ok := reg[proto].(generator.Sharer); ok && !unshared[port] {
-			out[port] = proto
-		}
+	if keys[key] == 0 {
+		delete(keys, key)
 	}
-	return out
+}
+
+// reshare decides again whether port is shared; it reports a change.
+func (st *state) reshare(reg generator.Registry, port uint32) bool {
+	proto, single := st.builder.PortProtocol(port)
+	_, sharer := reg[proto].(generator.Sharer)
+	now := single && sharer && st.sharers.repeated[portProtocol{port, proto}] == 0
+	have, was := st.shared[port]
+	switch {
+	case now && (!was || have != proto):
+		st.shared[port] = proto
+	case !now && was:
+		delete(st.shared, port)
+	default:
+		return false
+	}
+	return true
 }
 
 // shares reports whether port of svc is generated shared.
@@ -113,38 +116,17 @@ func (sr sharedRoutes) add(svc *model.Service, routes []*model.Route) {
 	}
 }
 
-// addShared adds to t the filter and the route configuration of every shared port
-// that a service declares, and the route server's cluster when there is one.
-func addShared(t *Translation, ctx *generator.Context, reg generator.Registry, shared sharing, services []*model.Service, sr sharedRoutes) error {
-	used := map[uint32]bool{}
-	for _, svc := range services {
-		for _, p := range svc.Ports {
-			if shared.shares(p) {
-				used[p.Number] = true
-			}
-		}
+// sharedFilter returns the filter and the route configuration of a shared port.
+func sharedFilter(ctx *generator.Context, reg generator.Registry, shared sharing, port uint32, sr sharedRoutes) (*model.EnvoyFilter, *model.RouteConfig, error) {
+	proto := shared[port]
+	keys := sr[port]
+	routes := make([]*model.Route, 0, len(keys))
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		routes = append(routes, keys[k].route)
 	}
-	if len(used) == 0 {
-		return nil
-	}
-	for _, port := range slices.Sorted(maps.Keys(used)) {
-		proto := shared[port]
-		keys := sr[port]
-		routes := make([]*model.Route, 0, len(keys))
-		for _, k := range slices.Sorted(maps.Keys(keys)) {
-			routes = append(routes, keys[k].route)
-		}
-		ef, rc, err := reg[proto].(generator.Sharer).Shared(ctx, port, routes)
-		if err != nil {
-			return fmt.Errorf("shared %s port %d: %w", proto, port, err)
-		}
-		t.Filters[ef.Key()] = ef
-		t.Routes[rc.Name] = rc
-	}
-	ef, err := patch.RouteDiscoveryFilter(ctx)
+	ef, rc, err := reg[proto].(generator.Sharer).Shared(ctx, port, routes)
 	if err != nil {
-		return err
+		return nil, nil, fmt.Errorf("shared %s port %d: %w", proto, port, err)
 	}
-	t.Filters[ef.Key()] = ef
-	return nil
+	return ef, rc, nil
 }

@@ -10,8 +10,10 @@ import (
 	"aeraki.io/aeraki/pkg/model"
 )
 
-// verdicts says, from the push's own results, whether each RedisService and
-// RedisDestination of the snapshot is in effect, as its Ready condition reports:
+// verdict says, from the push's own results, whether a RedisService or
+// RedisDestination is in effect, as its Ready condition reports; bound are the
+// services with a tcp-redis port and one of its hosts, in the order of a
+// translation:
 //   - Unreadable: its spec as stored cannot be read (and it names no service, or
 //     the services it names fail for it);
 //   - NoMatchingService: no service with a tcp-redis port has one of its hosts;
@@ -24,65 +26,39 @@ import (
 //   - else Ready, Accepted, naming the services.
 //
 // Messages never hold a credential.
-func verdicts(snap *model.Snapshot, services []*model.Service, failed map[string]*ServiceError) map[model.ObjectRef]model.Verdict {
-	// One walk over the services, in order: the first service that makes an object
-	// fail decides its verdict.
-	type state struct {
-		failed  *model.Verdict
-		applied []string
-	}
-	states := map[model.ObjectRef]*state{}
-	for _, svc := range services {
-		if !hasRedisPort(svc) {
+func verdict(ref model.ObjectRef, c model.Object, snap *model.Snapshot, bound []*model.Service, failed map[string]*ServiceError) model.Verdict {
+	v := verdictOf(ref, c, snap, bound, failed)
+	v.Generation = c.Generation
+	return v
+}
+
+func verdictOf(ref model.ObjectRef, c model.Object, snap *model.Snapshot, bound []*model.Service, failed map[string]*ServiceError) model.Verdict {
+	// The first service that makes the object fail decides its verdict.
+	var applied []string
+	for _, svc := range bound {
+		refs := refsOf(model.KindRedisService, svc.RedisServices)
+		if ref.Kind == model.KindRedisDestination {
+			refs = refsOf(model.KindRedisDestination, svc.RedisDestinations)
+		}
+		j := slices.Index(refs, ref)
+		if j < 0 {
 			continue
 		}
 		name := svc.Kind() + " " + svc.Namespace + "/" + svc.ObjectName()
-		bound := func(refs []model.ObjectRef) {
-			for j, ref := range refs {
-				st := states[ref]
-				if st == nil {
-					st = &state{}
-					states[ref] = st
-				}
-				if st.failed != nil {
-					continue
-				}
-				// The service's objects are sorted by namespace/name: the first is in effect.
-				if j > 0 {
-					st.failed = &model.Verdict{Reason: redisspec.ReasonConflict, Message: fmt.Sprintf(
-						"%s, earlier by namespace/name, already configures %s: this one is not in effect there", refs[0], name)}
-					continue
-				}
-				if serr := failed[svc.Key()]; serr != nil {
-					st.failed = failure(ref, name, serr)
-					continue
-				}
-				st.applied = append(st.applied, name)
-			}
+		// The service's objects are sorted by namespace/name: the first is in effect.
+		if j > 0 {
+			return model.Verdict{Reason: redisspec.ReasonConflict, Message: fmt.Sprintf(
+				"%s, earlier by namespace/name, already configures %s: this one is not in effect there", refs[0], name)}
 		}
-		bound(refsOf(model.KindRedisService, svc.RedisServices))
-		bound(refsOf(model.KindRedisDestination, svc.RedisDestinations))
-	}
-	out := make(map[model.ObjectRef]model.Verdict, len(snap.RedisServices)+len(snap.RedisDestinations))
-	objects := func(kind string, cfgs []model.Object) {
-		for _, c := range cfgs {
-			ref := model.ObjectRef{Kind: kind, Namespace: c.Namespace, Name: c.Name}
-			var v model.Verdict
-			switch st := states[ref]; {
-			case st != nil && st.failed != nil:
-				v = *st.failed
-			case st != nil && len(st.applied) > 0:
-				v = model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: "applies to " + strings.Join(st.applied, ", ")}
-			default:
-				v = unbound(c, kind, snap, services)
-			}
-			v.Generation = c.Generation
-			out[ref] = v
+		if serr := failed[svc.Key()]; serr != nil {
+			return *failure(ref, name, serr)
 		}
+		applied = append(applied, name)
 	}
-	objects(model.KindRedisService, snap.RedisServices)
-	objects(model.KindRedisDestination, snap.RedisDestinations)
-	return out
+	if len(applied) > 0 {
+		return model.Verdict{Ready: true, Reason: redisspec.ReasonAccepted, Message: "applies to " + strings.Join(applied, ", ")}
+	}
+	return unbound(c, ref.Kind, snap, bound)
 }
 
 // failure is the verdict of an object on a service that failed: the object's own
@@ -119,7 +95,7 @@ func unbound(c model.Object, kind string, snap *model.Snapshot, services []*mode
 	}
 	var foreign []string
 	for _, svc := range services {
-		if !hasRedisPort(svc) || model.InScope(c.Namespace, svc.Namespace, snap.RootNamespace) {
+		if model.InScope(c.Namespace, svc.Namespace, snap.RootNamespace) {
 			continue
 		}
 		if slices.ContainsFunc(svc.Hosts, func(h string) bool { return slices.Contains(hosts, h) }) {
@@ -136,5 +112,8 @@ func unbound(c model.Object, kind string, snap *model.Snapshot, services []*mode
 }
 
 func hasRedisPort(svc *model.Service) bool {
+	if svc == nil {
+		return false
+	}
 	return slices.ContainsFunc(svc.Ports, func(p *model.Port) bool { return p.Protocol == model.Redis })
 }

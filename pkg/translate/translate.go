@@ -66,6 +66,10 @@ type Translation struct {
 	// Generated and Reused count the services generated afresh and those whose
 	// earlier result was reused (see Translator).
 	Generated, Reused int
+	// Changed are the keys of the filters added, replaced or removed by the last
+	// translation; ChangedServices the services whose failures it may have changed
+	// (see Failed): what a plan after an Update has to look at.
+	Changed, ChangedServices map[string]bool
 	// Duplicates are the server-side filters left out because an older service's
 	// filter of the same namespace and spec (so of the same workloads) serves: the
 	// key of each one left out, to the key of the one written. Two such filters
@@ -122,11 +126,10 @@ type serviceResult struct {
 	deps []dependency
 }
 
-// generateAll generates the services for which todo is true into results, in
-// parallel: generators are pure, and a full push of a large mesh is all generation.
-func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, shared sharing, services []*model.Service, results []*serviceResult, todo func(int) bool) int {
+// generateAll generates the services into results, in parallel: generators are
+// pure, and a full push of a large mesh is all generation.
+func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, shared sharing, services []*model.Service, results []*serviceResult) {
 	var next atomic.Int64
-	var generated atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), len(services)) {
 		wg.Go(func() {
@@ -135,23 +138,17 @@ func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, 
 				if i >= len(services) {
 					return
 				}
-				if !todo(i) {
-					continue
-				}
 				results[i] = generateService(p, ctx, reg, shared, services[i])
-				generated.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	return int(generated.Load())
 }
 
-// assemble builds the translation from the services' results. Conflicts are decided
-// oldest first (creation time, then namespace/name), as Istio decides precedence:
-// a newer object, of any namespace, cannot take what an older one has. A failed service's routes of
-// its last good result (kept, by service index; nil for none) stay served where no
-// other service took their keys, as its EnvoyFilters stay in the cluster.
+// assembleServices puts the services' results (by service index) into t and
+// returns what each put there. Conflicts are decided oldest first (creation time,
+// then namespace/name), as Istio decides precedence: a newer object, of any
+// namespace, cannot take what an older one has.
 //
 // A server-side filter equal to one an older service contributed (several
 // ServiceEntries of the same workloads and port, one per Dubbo interface, as
@@ -162,24 +159,17 @@ func generateAll(p *pushLookup, ctx *generator.Context, reg generator.Registry, 
 // one's, kept as applied, and equal to it unless its config changed), so that one
 // service's failure costs no other its filter, and the translation stays a
 // function of the services' results, the same incremental or full.
-func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, services []*model.Service, results, kept []*serviceResult) (*Translation, error) {
-	t := &Translation{
-		Filters:    map[string]*model.EnvoyFilter{},
-		Routes:     map[string]*model.RouteConfig{},
-		Failed:     map[string]*ServiceError{},
-		Skipped:    map[string][]*ServiceError{},
-		Services:   map[model.Protocol]int{},
-		ByKey:      make(map[string]*model.Service, len(services)),
-		Duplicates: map[string]string{},
-	}
-	for _, svc := range services {
-		t.ByKey[svc.Key()] = svc
-	}
-	routes := sharedRoutes{}
-	served := servedFilters{byFingerprint: make(map[uint64]*model.EnvoyFilter, len(services))}
-	order := oldestFirst(services)
-	for _, i := range order {
+//
+// Services decide for each other only through a filter key or a server-side
+// filter's spec they share: t must hold nothing of the services that share one with
+// these (see Translator.assemble).
+func assembleServices(t *Translation, shared sharing, services []*model.Service, results []*serviceResult) []*part {
+	parts := make([]*part, len(services))
+	served := servedFilters{byFingerprint: map[uint64]*model.EnvoyFilter{}}
+	for _, i := range oldestFirst(services) {
 		svc, r := services[i], results[i]
+		pt := &part{}
+		parts[i] = pt
 		if len(r.skipped) > 0 {
 			t.Skipped[svc.Key()] = slices.Clone(r.skipped)
 		}
@@ -189,19 +179,22 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 		}
 		if serr != nil {
 			t.Failed[svc.Key()] = serr
+			pt.failed = append(pt.failed, svc.Key())
 			continue
 		}
 		for j, ef := range r.filters {
 			if by := served.leaveOut(r.fingerprints[j], ef, r.keys[j], svc); by != nil {
 				t.Duplicates[r.keys[j]] = by.Key()
+				pt.duplicates = append(pt.duplicates, r.keys[j])
 				continue
 			}
 			t.Filters[r.keys[j]] = ef
+			pt.filters = append(pt.filters, r.keys[j])
 		}
 		for _, verr := range r.viewErrs {
 			t.Failed[ViewKey(svc.Key(), verr.View)] = verr
+			pt.failed = append(pt.failed, ViewKey(svc.Key(), verr.View))
 		}
-		routes.add(svc, r.routes)
 		// Allocated addresses are listeners of the service's own, on the sidecars
 		// that capture DNS.
 		if len(svc.Addresses) == 0 && len(svc.Allocated) == 0 && len(r.filters) > 0 {
@@ -209,20 +202,9 @@ func assemble(ctx *generator.Context, reg generator.Registry, shared sharing, se
 				t.Skipped[svc.Key()] = append(t.Skipped[svc.Key()], notes...)
 			}
 		}
-		for _, p := range r.protocols {
-			t.Services[p]++
-		}
+		pt.protocols = r.protocols
 	}
-	for _, i := range order {
-		svc := services[i]
-		if _, failed := t.Failed[svc.Key()]; failed && kept != nil && kept[i] != nil && kept[i].sharing == shared.signature(svc) {
-			routes.add(svc, kept[i].routes)
-		}
-	}
-	if err := addShared(t, ctx, reg, shared, services, routes); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return parts
 }
 
 func generateService(p *pushLookup, ctx *generator.Context, reg generator.Registry, shared sharing, svc *model.Service) *serviceResult {

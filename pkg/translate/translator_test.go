@@ -17,6 +17,7 @@ import (
 
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/generator"
+	"aeraki.io/aeraki/pkg/generator/generatortest"
 	"aeraki.io/aeraki/pkg/manifest"
 	"aeraki.io/aeraki/pkg/model"
 	"aeraki.io/aeraki/pkg/model/fixture"
@@ -25,19 +26,59 @@ import (
 	"aeraki.io/aeraki/plugin"
 )
 
-var translatorContext = generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
+var (
+	translatorContext = generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local"}
+	// sharedContext has a route server: Dubbo ports are shared.
+	sharedContext = generator.Context{RootNamespace: "istio-system", DomainSuffix: "cluster.local", RouteDiscovery: generatortest.RouteDiscovery}
+)
 
 // mesh is a mutable config for the translator tests: the mixed fixture plus a
-// Secret that a RedisService's auth reads.
+// Secret that a RedisService's auth reads, Kubernetes Services behind synthetic
+// entries, and the apiserver's state of ServiceEntries. Every change is recorded
+// in delta, as the controller's sources record them.
 type mesh struct {
 	snap    *model.Snapshot
 	secrets map[string]*model.Secret
+	kube    map[string]*model.KubeService
+	states  map[string]*model.ServiceEntryState
 	version int
+	delta   model.Delta
 }
 
+// kubeServices is how many Kubernetes Services the mesh has, each istiod's
+// synthetic entry synthetic-kube-<i>; allocated how many ServiceEntries without
+// addresses, whose addresses Istio allocates (auto-<i>).
+const kubeServices, allocated = 3, 3
+
 func newMesh(n int) *mesh {
-	m := &mesh{snap: fixture.Snapshot(fixture.Mixed, n), secrets: map[string]*model.Secret{}}
+	m := &mesh{snap: fixture.Snapshot(fixture.Mixed, n), secrets: map[string]*model.Secret{},
+		kube: map[string]*model.KubeService{}, states: map[string]*model.ServiceEntryState{}}
 	m.snap.Secret = func(ns, name string) (*model.Secret, error) { return m.secrets[ns+"/"+name], nil }
+	m.snap.KubeService = func(ns, name string) (*model.KubeService, error) { return m.kube[ns+"/"+name], nil }
+	m.snap.ServiceEntryState = func(ns, name string) (*model.ServiceEntryState, error) { return m.states[ns+"/"+name], nil }
+	for i := range kubeServices {
+		name := fmt.Sprintf("kube-%d", i)
+		m.kube[fixture.Namespace+"/"+name] = &model.KubeService{ResourceVersion: m.next()}
+		m.snap.ServiceEntries = append(m.snap.ServiceEntries, fixture.Object(model.SyntheticPrefix+name, &networking.ServiceEntry{
+			Hosts:     []string{name + "." + fixture.Namespace + ".svc.cluster.local"},
+			Addresses: []string{fixture.Address(9000 + i)},
+			Ports:     []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+		}, nil))
+	}
+	for i := range allocated {
+		name := fmt.Sprintf("auto-%d", i)
+		host := name + "." + fixture.Namespace + ".example"
+		m.snap.ServiceEntries = append(m.snap.ServiceEntries, fixture.Object(name, &networking.ServiceEntry{
+			Hosts:            []string{host},
+			Ports:            []*networking.ServicePort{{Number: 20880, Name: "tcp-dubbo", Protocol: "TCP"}},
+			Resolution:       networking.ServiceEntry_DNS,
+			WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"app": name}},
+		}, map[string]string{"interface": fmt.Sprintf("org.example.Auto%d", i)}))
+		m.states[fixture.Namespace+"/"+name] = &model.ServiceEntryState{
+			Annotations: map[string]string{"interface": fmt.Sprintf("org.example.Auto%d", i)},
+			Addresses:   []model.HostAddress{{Host: host, Address: fmt.Sprintf("240.241.0.%d", i+1)}},
+		}
+	}
 	return m
 }
 
@@ -47,18 +88,55 @@ func (m *mesh) next() string {
 	return "v" + strconv.Itoa(m.version)
 }
 
-// replace swaps the i-th object of a list for a changed copy, at a new version. The
+// list is the snapshot's list of a kind.
+func (m *mesh) list(kind model.ObjectKind) *[]model.Object {
+	s := m.snap
+	return []*[]model.Object{&s.ServiceEntries, &s.VirtualServices, &s.DestinationRules, &s.WorkloadEntries, &s.RedisServices, &s.RedisDestinations}[kind]
+}
+
+// replace swaps the i-th object of a kind for a changed copy, at a new version. The
 // change must replace what it changes (Spec, Annotations), not modify it in place.
-func (m *mesh) replace(list []model.Object, i int, change func(*model.Object)) {
+func (m *mesh) replace(kind model.ObjectKind, i int, change func(*model.Object)) {
+	list := *m.list(kind)
 	c := list[i]
 	change(&c)
 	c.ResourceVersion = m.next()
 	list[i] = c
+	m.changed(kind, c)
+}
+
+// changed records an object as it is now.
+func (m *mesh) changed(kind model.ObjectKind, c model.Object) {
+	m.delta.Objects = append(m.delta.Objects, model.Change{Kind: kind, Object: c})
+}
+
+// remove deletes the i-th object of a kind.
+func (m *mesh) remove(kind model.ObjectKind, i int) model.Object {
+	list := m.list(kind)
+	c := (*list)[i]
+	*list = slices.Delete(*list, i, i+1)
+	m.delta.Objects = append(m.delta.Objects, model.Change{Kind: kind, Object: c, Deleted: true})
+	return c
+}
+
+// add appends objects of a kind.
+func (m *mesh) add(kind model.ObjectKind, objs ...model.Object) {
+	*m.list(kind) = append(*m.list(kind), objs...)
+	for _, c := range objs {
+		m.changed(kind, c)
+	}
+}
+
+// take returns the changes since it was last called.
+func (m *mesh) take() model.Delta {
+	d := m.delta
+	m.delta = model.Delta{}
+	return d
 }
 
 // setRedisService changes a copy of the i-th RedisService's spec.
 func (m *mesh) setRedisService(i int, change func(*redisspec.RedisServiceSpec)) {
-	m.replace(m.snap.RedisServices, i, func(c *model.Object) {
+	m.replace(model.RedisServiceKind, i, func(c *model.Object) {
 		spec := c.Spec.(*redisspec.RedisServiceSpec).DeepCopy()
 		change(spec)
 		c.Spec = spec
@@ -70,14 +148,16 @@ func (m *mesh) setRedisService(i int, change func(*redisspec.RedisServiceSpec)) 
 var subsetSets = [][]string{{"v1", "v2"}, {"v1"}, {"v2"}, nil, {"v1", "v2", "v3"}}
 
 // mutate makes one random change of the kinds that can touch a service: its own
-// objects, the service another one routes to, a Secret, a host taken twice.
+// objects, the service another one routes to, a Secret and its namespace's grant,
+// a host taken twice, a WorkloadEntry, a Kubernetes Service, the apiserver's state of
+// a ServiceEntry.
 func (m *mesh) mutate(r *rand.Rand) string {
 	snap := m.snap
-	switch op := r.IntN(11); op {
+	switch op := r.IntN(15); op {
 	case 0:
 		i := r.IntN(len(snap.VirtualServices))
 		w := int32(r.IntN(101))
-		m.replace(snap.VirtualServices, i, func(c *model.Object) {
+		m.replace(model.VirtualServiceKind, i, func(c *model.Object) {
 			c.Spec = fixture.Split(c.Spec.(*networking.VirtualService).GetHosts()[0], w)
 		})
 		return fmt.Sprintf("VirtualService %s weight %d", snap.VirtualServices[i].Name, w)
@@ -90,18 +170,23 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		c.Annotations = map[string]string{"interface": iface}
 		c.ResourceVersion = ""
 		snap.ServiceEntries[i] = c
+		m.changed(model.ServiceEntryKind, c)
 		return "annotation of " + c.Name
 	case 2:
 		if len(snap.ServiceEntries) < 10 {
 			return "nothing"
 		}
-		i := r.IntN(len(snap.ServiceEntries))
-		name := snap.ServiceEntries[i].Name
-		snap.ServiceEntries = slices.Delete(snap.ServiceEntries, i, i+1)
-		return "deleted " + name
+		return "deleted " + m.remove(model.ServiceEntryKind, r.IntN(len(snap.ServiceEntries))).Name
 	case 3:
 		j := len(snap.ServiceEntries) + 1000 + r.IntN(1000)
-		fixture.Add(snap, fixture.Mixed, j)
+		added := fixture.Snapshot(fixture.Mixed, 0)
+		if slices.ContainsFunc(snap.ServiceEntries, func(o model.Object) bool { return strings.HasSuffix(o.Name, fmt.Sprintf("-%d", j)) }) {
+			return "nothing"
+		}
+		fixture.Add(added, fixture.Mixed, j)
+		for kind, list := range [][]model.Object{added.ServiceEntries, added.VirtualServices, added.DestinationRules, added.WorkloadEntries, added.RedisServices, added.RedisDestinations} {
+			m.add(model.ObjectKind(kind), list...)
+		}
 		return fmt.Sprintf("added service %d", j)
 	case 4:
 		// A Redis route to another Redis service (or to one that is gone).
@@ -118,7 +203,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		// The port of a service that others may route to.
 		i := r.IntN(len(snap.ServiceEntries))
 		port := uint32(20000 + r.IntN(1000))
-		m.replace(snap.ServiceEntries, i, func(c *model.Object) {
+		m.replace(model.ServiceEntryKind, i, func(c *model.Object) {
 			se := proto.Clone(c.Spec.(*networking.ServiceEntry)).(*networking.ServiceEntry)
 			se.Ports[0].Number = port
 			c.Spec = se
@@ -131,6 +216,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 			rs.Settings = &redisspec.RedisSettings{Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "auth"}}}
 		})
 		key := fixture.Namespace + "/auth"
+		m.delta.Secrets = append(m.delta.Secrets, key)
 		if r.IntN(4) == 0 {
 			delete(m.secrets, key)
 			return "Secret deleted, used by " + m.snap.RedisServices[i].Name
@@ -147,7 +233,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		}
 		i := r.IntN(len(snap.DestinationRules))
 		names := subsetSets[r.IntN(len(subsetSets))]
-		m.replace(snap.DestinationRules, i, func(c *model.Object) {
+		m.replace(model.DestinationRuleKind, i, func(c *model.Object) {
 			dr := proto.Clone(c.Spec.(*networking.DestinationRule)).(*networking.DestinationRule)
 			dr.Subsets = nil
 			for _, n := range names {
@@ -161,7 +247,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		// may or may not define.
 		i := r.IntN(len(snap.VirtualServices))
 		subset := []string{"v1", "v2", "v3"}[r.IntN(3)]
-		m.replace(snap.VirtualServices, i, func(c *model.Object) {
+		m.replace(model.VirtualServiceKind, i, func(c *model.Object) {
 			host := c.Spec.(*networking.VirtualService).GetHosts()[0]
 			c.Spec = toSubset(host, subset)
 		})
@@ -179,8 +265,67 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		se.Addresses = []string{fixture.Address(5000 + r.IntN(1000))}
 		c.Spec = se
 		c.ResourceVersion = m.next()
-		snap.ServiceEntries = append(snap.ServiceEntries, c)
+		m.put(c)
 		return "sibling of " + snap.ServiceEntries[i].Name
+	case 10:
+		// A WorkloadEntry of a service's workloads that serves its port on another
+		// number (an inbound chain more), changed or deleted later.
+		name := fmt.Sprintf("we-%d", r.IntN(4))
+		if i := slices.IndexFunc(snap.WorkloadEntries, func(o model.Object) bool { return o.Name == name }); i >= 0 && r.IntN(3) == 0 {
+			m.remove(model.WorkloadEntryKind, i)
+			return "deleted WorkloadEntry " + name
+		}
+		target := snap.ServiceEntries[r.IntN(len(snap.ServiceEntries))]
+		se := target.Spec.(*networking.ServiceEntry)
+		we := &networking.WorkloadEntry{Address: "10.0.0.1", Labels: se.GetWorkloadSelector().GetLabels(),
+			Ports: map[string]uint32{se.GetPorts()[0].GetName(): uint32(30000 + r.IntN(100))}}
+		c := fixture.Object(name, we, nil)
+		c.ResourceVersion = m.next()
+		if i := slices.IndexFunc(snap.WorkloadEntries, func(o model.Object) bool { return o.Name == name }); i >= 0 {
+			snap.WorkloadEntries[i] = c
+			m.changed(model.WorkloadEntryKind, c)
+		} else {
+			m.add(model.WorkloadEntryKind, c)
+		}
+		return fmt.Sprintf("WorkloadEntry %s of %s", name, target.Name)
+	case 11:
+		// A Kubernetes Service: its target port, or headless with endpoints.
+		name := fmt.Sprintf("kube-%d", r.IntN(kubeServices))
+		ks := &model.KubeService{ResourceVersion: m.next()}
+		if r.IntN(2) == 0 {
+			ks.TargetPorts = map[uint32]uint32{20880: uint32(21000 + r.IntN(10))}
+		} else {
+			ks.Endpoints = []string{fmt.Sprintf("10.1.0.%d", 1+r.IntN(5))}
+		}
+		m.kube[fixture.Namespace+"/"+name] = ks
+		m.delta.Services = append(m.delta.Services, fixture.Namespace+"/"+model.SyntheticPrefix+name)
+		return "Kubernetes Service " + name
+	case 12:
+		// What the apiserver has of a ServiceEntry: the address Istio allocated, the
+		// annotations (which istiod may send late), or nothing yet.
+		name := fmt.Sprintf("auto-%d", r.IntN(allocated))
+		key := fixture.Namespace + "/" + name
+		m.delta.Services = append(m.delta.Services, key)
+		if r.IntN(4) == 0 {
+			delete(m.states, key)
+			return "apiserver state of " + name + " gone"
+		}
+		m.states[key] = &model.ServiceEntryState{
+			Annotations: map[string]string{"interface": fmt.Sprintf("org.example.Auto%d", r.IntN(3))},
+			Addresses:   []model.HostAddress{{Host: name + "." + fixture.Namespace + ".example", Address: fmt.Sprintf("240.241.1.%d", 1+r.IntN(5))}},
+		}
+		return "apiserver state of " + name
+	case 13:
+		// The namespace of the Secret withdraws its grant, or gives it again.
+		key := fixture.Namespace + "/auth"
+		m.delta.Secrets = append(m.delta.Secrets, key)
+		if s := m.secrets[key]; s != nil && !s.Forbidden {
+			m.secrets[key] = &model.Secret{Name: "auth", Namespace: fixture.Namespace, Forbidden: true}
+			return "grant of the Secret withdrawn"
+		}
+		m.secrets[key] = &model.Secret{Name: "auth", Namespace: fixture.Namespace, ResourceVersion: m.next(),
+			Data: map[string][]byte{"password": []byte(m.next())}}
+		return "grant of the Secret given"
 	default:
 		// A second ServiceEntry for a host another one has: a conflict, and a host
 		// lookup that may now find another service.
@@ -188,9 +333,19 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		c := snap.ServiceEntries[i]
 		c.Name = "a-twin-" + strconv.Itoa(r.IntN(1000))
 		c.ResourceVersion = m.next()
-		snap.ServiceEntries = append(snap.ServiceEntries, c)
+		m.put(c)
 		return "twin of " + snap.ServiceEntries[i].Name
 	}
+}
+
+// put adds a ServiceEntry, or replaces the one of its name.
+func (m *mesh) put(c model.Object) {
+	if i := slices.IndexFunc(m.snap.ServiceEntries, func(o model.Object) bool { return o.Name == c.Name }); i >= 0 {
+		m.snap.ServiceEntries[i] = c
+		m.changed(model.ServiceEntryKind, c)
+		return
+	}
+	m.add(model.ServiceEntryKind, c)
 }
 
 // toSubset is a VirtualService for host sending everything to one subset.
@@ -235,28 +390,43 @@ func summarize(t *testing.T, tr *translate.Translation) summary {
 	return s
 }
 
-// The incremental translation must always equal a translation from nothing, change
-// after change, whatever the change.
+// The incremental translations must always equal a translation from nothing, change
+// after change, whatever the change: one that is told what changed (Update, as the
+// controller's pushes are), and one that is given the whole config (Translate, as
+// the controller's resyncs are, reusing what did not change). With a route server
+// too, whose shared ports depend on every service of the port.
 func TestTranslatorEqualsFullTranslation(t *testing.T) {
+	for name, ctx := range map[string]generator.Context{"inline routes": translatorContext, "route server": sharedContext} {
+		t.Run(name, func(t *testing.T) { equalsFullTranslation(t, ctx) })
+	}
+}
+
+func equalsFullTranslation(t *testing.T, ctx generator.Context) {
 	reg := plugin.Registry(plugin.Options{KafkaContribFilter: true})
 	m := newMesh(60)
-	tr := translate.NewTranslator(translatorContext, reg)
+	cached := translate.NewTranslator(ctx, reg)
+	incremental := translate.NewTranslator(ctx, reg)
+	first, err := incremental.Translate(m.snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	previous := maps.Clone(first.Filters)
 	r := rand.New(rand.NewPCG(1, 2))
 	var before summary
-	drEffects, leftOut, back := 0, 0, 0
-	for step := range 300 {
+	drEffects, leftOut, back, updated := 0, 0, 0, 0
+	for step := range 400 {
 		change := m.mutate(r)
-		got, err := tr.Translate(m.snap)
-		if err != nil {
-			t.Fatalf("step %d (%s): %v", step, change, err)
-		}
-		want, err := translate.Translate(translatorContext, reg, m.snap)
+		want, err := translate.Translate(ctx, reg, m.snap)
 		if err != nil {
 			t.Fatalf("step %d (%s): full translation: %v", step, change, err)
 		}
 		full := summarize(t, want)
+		got, err := cached.Translate(m.snap)
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", step, change, err)
+		}
 		if diff := cmp.Diff(full, summarize(t, got)); diff != "" {
-			t.Fatalf("step %d (%s): incremental differs from full (-full +incremental):\n%s", step, change, diff)
+			t.Fatalf("step %d (%s): translation of the whole config differs from full (-full +cached):\n%s", step, change, diff)
 		}
 		if step > 0 && got.Reused == 0 {
 			t.Fatalf("step %d (%s): every service generated again", step, change)
@@ -265,6 +435,23 @@ func TestTranslatorEqualsFullTranslation(t *testing.T) {
 			t.Fatalf("step %d (%s): incremental generated %d and reused %d, full generated %d and reused %d",
 				step, change, got.Generated, got.Reused, want.Generated, want.Reused)
 		}
+		got, err = incremental.Update(m.take())
+		if err != nil {
+			t.Fatalf("step %d (%s): update: %v", step, change, err)
+		}
+		if diff := cmp.Diff(full, summarize(t, got)); diff != "" {
+			t.Fatalf("step %d (%s): update differs from full (-full +update):\n%s", step, change, diff)
+		}
+		if got.Generated > 0 {
+			updated++
+		}
+		// What the update says changed is what changed.
+		for key := range keysOfBoth(previous, got.Filters) {
+			if previous[key] != got.Filters[key] && !got.Changed[key] {
+				t.Fatalf("step %d (%s): filter %s changed, not in Changed", step, change, key)
+			}
+		}
+		previous = maps.Clone(got.Filters)
 		if strings.HasPrefix(change, "DestinationRule") && !cmp.Equal(before.Failed, full.Failed) {
 			drEffects++
 		}
@@ -289,6 +476,20 @@ func TestTranslatorEqualsFullTranslation(t *testing.T) {
 	if leftOut == 0 || back == 0 {
 		t.Errorf("server-side filters left out %d times, written again %d times; want both", leftOut, back)
 	}
+	if updated == 0 {
+		t.Error("no update generated anything")
+	}
+}
+
+func keysOfBoth[V any](a, b map[string]V) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
 }
 
 func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
@@ -307,15 +508,16 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 		return got
 	}
 	first := translate()
-	if first.Generated != 100 || len(first.Failed) != 0 {
-		t.Fatalf("first translation generated %d of 100, failed %v", first.Generated, first.Failed)
+	all := len(m.snap.ServiceEntries)
+	if first.Generated != all || len(first.Failed) != 0 {
+		t.Fatalf("first translation generated %d of %d, failed %v", first.Generated, all, first.Failed)
 	}
 	if got := translate(); got.Generated != 0 {
 		t.Errorf("nothing changed, %d services generated", got.Generated)
 	}
 
 	// A VirtualService: its service only.
-	m.replace(m.snap.VirtualServices, 0, func(c *model.Object) {
+	m.replace(model.VirtualServiceKind, 0, func(c *model.Object) {
 		c.Spec = fixture.Split(c.Spec.(*networking.VirtualService).GetHosts()[0], 50)
 	})
 	second := translate()
@@ -339,7 +541,7 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 	// defines it (the service generates again, with the subset's cluster).
 	const dubbo0 = fixture.Namespace + "/dubbo-0"
 	dubboHost := m.snap.VirtualServices[0].Spec.(*networking.VirtualService).GetHosts()[0]
-	m.replace(m.snap.VirtualServices, 0, func(c *model.Object) { c.Spec = toSubset(dubboHost, "v3") })
+	m.replace(model.VirtualServiceKind, 0, func(c *model.Object) { c.Spec = toSubset(dubboHost, "v3") })
 	undefined := translate()
 	if undefined.Generated != 1 || undefined.Failed[dubbo0] == nil || !strings.Contains(undefined.Failed[dubbo0].Error(), `subset "v3"`) {
 		t.Fatalf("VirtualService to an undefined subset: %d generated, failed %v; want 1 and %s failing on subset v3", undefined.Generated, undefined.Failed, dubbo0)
@@ -347,7 +549,7 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 	if m.snap.DestinationRules[0].Spec.(*networking.DestinationRule).GetHost() != dubboHost {
 		t.Fatalf("DestinationRule 0 is not for %s", dubboHost)
 	}
-	m.replace(m.snap.DestinationRules, 0, func(c *model.Object) {
+	m.replace(model.DestinationRuleKind, 0, func(c *model.Object) {
 		dr := proto.Clone(c.Spec.(*networking.DestinationRule)).(*networking.DestinationRule)
 		dr.Subsets = append(dr.Subsets, &networking.Subset{Name: "v3", Labels: map[string]string{"version": "v3"}})
 		c.Spec = dr
@@ -374,7 +576,7 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("one RedisService changed, %d services generated", got.Generated)
 	}
 	i := slices.IndexFunc(m.snap.ServiceEntries, func(c model.Object) bool { return c.Name == m.snap.RedisServices[target].Name })
-	m.replace(m.snap.ServiceEntries, i, func(c *model.Object) {
+	m.replace(model.ServiceEntryKind, i, func(c *model.Object) {
 		se := proto.Clone(c.Spec.(*networking.ServiceEntry)).(*networking.ServiceEntry)
 		se.Ports[0].Number = 7000
 		c.Spec = se
@@ -392,8 +594,8 @@ func TestTranslatorGeneratesOnlyWhatChanged(t *testing.T) {
 	}
 
 	tr.Reset()
-	if got := translate(); got.Generated != 100 {
-		t.Errorf("after Reset %d services generated, want all 100", got.Generated)
+	if got := translate(); got.Generated != all {
+		t.Errorf("after Reset %d services generated, want all %d", got.Generated, all)
 	}
 }
 
