@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"aeraki.io/aeraki/pkg/metrics"
@@ -67,6 +70,77 @@ func (a *Applier) Current(ctx context.Context) (map[string]*model.EnvoyFilter, e
 	for _, obj := range list.Items {
 		ef := fromObject(obj)
 		out[ef.Key()] = ef
+	}
+	return out, nil
+}
+
+// OwnerIndex indexes our EnvoyFilters in the cache by the service they were
+// generated for (model.ServiceAnnotation): Owned lists a service's without a scan.
+const OwnerIndex = "aeraki.owner"
+
+// IndexOwner is OwnerIndex's function.
+func IndexOwner(obj client.Object) []string {
+	if owner := obj.GetAnnotations()[model.ServiceAnnotation]; owner != "" {
+		return []string{owner}
+	}
+	return nil
+}
+
+// WatchCluster readies an informer cache for an Applier, before the cache starts:
+// it indexes EnvoyFilters by owner (for Owned), and calls changed with the key of
+// every one that the cache sees change (for a plan of what changed).
+func WatchCluster(ctx context.Context, c cache.Cache, changed func(key string)) error {
+	if err := c.IndexField(ctx, &clientnetworking.EnvoyFilter{}, OwnerIndex, IndexOwner); err != nil {
+		return fmt.Errorf("indexing EnvoyFilters: %w", err)
+	}
+	informer, err := c.GetInformer(ctx, &clientnetworking.EnvoyFilter{})
+	if err != nil {
+		return fmt.Errorf("informer for EnvoyFilters: %w", err)
+	}
+	tell := func(obj any) {
+		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if ef, ok := obj.(*clientnetworking.EnvoyFilter); ok {
+			changed(ef.Namespace + "/" + ef.Name)
+		}
+	}
+	_, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    tell,
+		UpdateFunc: func(_, obj any) { tell(obj) },
+		DeleteFunc: tell,
+	})
+	return err
+}
+
+// Get returns our EnvoyFilter of key (namespace/name) from the cache; nil when there
+// is none. It implements plan.Cluster.
+func (a *Applier) Get(key string) (*model.EnvoyFilter, error) {
+	ns, name, _ := strings.Cut(key, "/")
+	obj := &clientnetworking.EnvoyFilter{}
+	err := a.Cache.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, obj)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading EnvoyFilter %s from the cache: %w", key, err)
+	case !model.Managed(obj.Labels):
+		return nil, nil
+	}
+	return fromObject(obj), nil
+}
+
+// Owned returns our EnvoyFilters of a service from the cache (their own objects:
+// read them, never change them). It implements plan.Cluster.
+func (a *Applier) Owned(service string) ([]*model.EnvoyFilter, error) {
+	list := &clientnetworking.EnvoyFilterList{}
+	if err := a.Cache.List(context.Background(), list, client.MatchingLabels(model.ManagedLabels()),
+		client.MatchingFields{OwnerIndex: service}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing the EnvoyFilters of %s from the cache: %w", service, err)
+	}
+	out := make([]*model.EnvoyFilter, 0, len(list.Items))
+	for _, obj := range list.Items {
+		out = append(out, fromObject(obj))
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -26,8 +27,8 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	clientnetworkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 
+	redisv1alpha1 "aeraki.io/aeraki/pkg/apis/redis/v1alpha1"
 	"aeraki.io/aeraki/pkg/apply"
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/kube"
@@ -92,6 +93,7 @@ type Server struct {
 	mgr        manager.Manager
 	watcher    *xds.Watcher
 	controller *push.Controller
+	src        *source
 	// cacheSynced is set once the manager's informers (EnvoyFilters, Services, Redis
 	// objects, Secrets) have listed everything.
 	cacheSynced atomic.Bool
@@ -140,6 +142,7 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 	s.watcher = xds.NewWatcher(watcherOptions, func(xds.Event) { s.controller.ConfigChanged() })
 	status := &redisStatus{synced: s.watcher.HasSynced}
 	src := &source{config: s.watcher, cache: mgr.GetCache(), secrets: mgr.GetAPIReader(), domainSuffix: opts.DomainSuffix, rootNamespace: opts.RootNamespace}
+	s.src = src
 	routes, discovery, err := newRouteServer(opts, metrics, log)
 	if err != nil {
 		return nil, err
@@ -214,7 +217,10 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Server, error) {
 		}
 	}
 	if err := mgr.Add(everyReplica(func(ctx context.Context) error {
-		pollSecrets(ctx, mgr.GetCache(), cmp.Or(opts.SecretPoll, DefaultSecretPoll), s.controller.Trigger, log)
+		pollSecrets(ctx, mgr.GetCache(), cmp.Or(opts.SecretPoll, DefaultSecretPoll), func() {
+			src.changed.secretsPolled()
+			s.controller.Trigger()
+		}, log)
 		return nil
 	})); err != nil {
 		return nil, err
@@ -289,19 +295,10 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // watchKube triggers a push when one of our EnvoyFilters changes (someone edited or
-// deleted it: the push restores it), or a Service, ServiceEntry or EndpointSlice
-// changes in a way that matters.
+// deleted it: the push restores it), or a Service, ServiceEntry, EndpointSlice or
+// Redis object changes in a way that matters; and records what changed for the push.
 func (s *Server) watchKube(ctx context.Context) error {
-	efs, err := s.mgr.GetCache().GetInformer(ctx, &clientnetworking.EnvoyFilter{})
-	if err != nil {
-		return fmt.Errorf("informer for EnvoyFilters: %w", err)
-	}
-	trigger := func(any) { s.controller.Trigger() }
-	if _, err := efs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    trigger,
-		UpdateFunc: func(_, obj any) { trigger(obj) },
-		DeleteFunc: trigger,
-	}); err != nil {
+	if err := apply.WatchCluster(ctx, s.mgr.GetCache(), s.controller.ClusterChanged); err != nil {
 		return err
 	}
 	// istiod pushes no change of a ServiceEntry's annotations alone (they are not part
@@ -311,14 +308,23 @@ func (s *Server) watchKube(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("informer for ServiceEntries: %w", err)
 	}
-	if _, err := ses.AddEventHandler(onChange(kube.ServiceEntryChangeMatters, s.controller.ConfigChanged)); err != nil {
+	if _, err := ses.AddEventHandler(onChange(kube.ServiceEntryChangeMatters, func(se *clientnetworkingv1.ServiceEntry) {
+		s.src.changed.serviceEntry(se.Namespace, se.Name)
+		s.controller.ConfigChanged()
+	})); err != nil {
 		return err
 	}
 	svcs, err := s.mgr.GetCache().GetInformer(ctx, &corev1.Service{})
 	if err != nil {
 		return fmt.Errorf("informer for Services: %w", err)
 	}
-	if _, err := svcs.AddEventHandler(onChange(kube.ServiceChangeMatters, s.controller.ConfigChanged)); err != nil {
+	if _, err := svcs.AddEventHandler(onChange(kube.ServiceChangeMatters, func(svc *corev1.Service) {
+		s.src.changed.kubeService(svc.Namespace, svc.Name)
+		s.controller.ConfigChanged()
+	})); err != nil {
+		return err
+	}
+	if err := s.watchRedis(ctx); err != nil {
 		return err
 	}
 	// A headless Service's endpoints are its clients' listeners: pods coming and
@@ -345,6 +351,7 @@ func (s *Server) watchKube(ctx context.Context) error {
 			return
 		}
 		if svc.Spec.ClusterIP == corev1.ClusterIPNone && kube.HasSupportedPort(svc) {
+			s.src.changed.kubeService(svc.Namespace, svc.Name)
 			s.controller.Trigger()
 		}
 	}
@@ -361,24 +368,59 @@ func (s *Server) watchKube(ctx context.Context) error {
 	return err
 }
 
-// onChange returns informer handlers that trigger a push when matters says that a
-// change of an object (nil: absent before, or after) can change what is generated.
-func onChange[T comparable](matters func(old, cur T) bool, trigger func()) toolscache.ResourceEventHandlerFuncs {
+// watchRedis records the changes of RedisServices and RedisDestinations: a new
+// generation, labels or annotations (not our own status writes), or a deletion.
+// Their reconcilers ask for the push.
+func (s *Server) watchRedis(ctx context.Context) error {
+	for _, k := range []struct {
+		obj  client.Object
+		kind string
+	}{{&redisv1alpha1.RedisService{}, model.KindRedisService}, {&redisv1alpha1.RedisDestination{}, model.KindRedisDestination}} {
+		informer, err := s.mgr.GetCache().GetInformer(ctx, k.obj)
+		if err != nil {
+			return fmt.Errorf("informer for %ss: %w", k.kind, err)
+		}
+		record := func(obj any) {
+			if o := eventObject[client.Object](obj); o != nil {
+				s.src.changed.redisObject(model.ObjectRef{Kind: k.kind, Namespace: o.GetNamespace(), Name: o.GetName()})
+			}
+		}
+		if _, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: record,
+			UpdateFunc: func(o, n any) {
+				before, after := eventObject[client.Object](o), eventObject[client.Object](n)
+				if before == nil || after == nil || before.GetGeneration() != after.GetGeneration() ||
+					!maps.Equal(before.GetLabels(), after.GetLabels()) || !maps.Equal(before.GetAnnotations(), after.GetAnnotations()) {
+					record(n)
+				}
+			},
+			DeleteFunc: record,
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onChange returns informer handlers that call changed with the object (the one
+// before, for a deletion) when matters says that its change (nil: absent before, or
+// after) can change what is generated.
+func onChange[T comparable](matters func(old, cur T) bool, changed func(T)) toolscache.ResourceEventHandlerFuncs {
 	var none T
 	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if matters(none, eventObject[T](obj)) {
-				trigger()
+			if cur := eventObject[T](obj); matters(none, cur) {
+				changed(cur)
 			}
 		},
 		UpdateFunc: func(o, n any) {
-			if matters(eventObject[T](o), eventObject[T](n)) {
-				trigger()
+			if cur := eventObject[T](n); matters(eventObject[T](o), cur) {
+				changed(cur)
 			}
 		},
 		DeleteFunc: func(obj any) {
-			if matters(eventObject[T](obj), none) {
-				trigger()
+			if old := eventObject[T](obj); matters(old, none) {
+				changed(old)
 			}
 		},
 	}

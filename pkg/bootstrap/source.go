@@ -3,7 +3,10 @@ package bootstrap
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
+	"sync"
 
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +26,10 @@ import (
 type configSource interface {
 	HasSynced() bool
 	Snapshot() (serviceEntries, virtualServices, destinationRules []model.Object)
+	// Changes returns what changed since Snapshot or Changes (see xds.Watcher).
+	Changes() (changes []model.Change, whole bool)
+	// Get returns a ServiceEntry; nil when istiod shows none.
+	Get(namespace, name string) *model.Object
 	ExportDefaults() model.ExportDefaults
 	// WorkloadEntries are those with a ports map.
 	WorkloadEntries() []model.Object
@@ -43,11 +50,74 @@ type source struct {
 	secrets       client.Reader
 	domainSuffix  string
 	rootNamespace string
+	// changed is what the informers told since the last Snapshot or Changes.
+	changed kubeChanges
+	// hidden are the hidden services (see hiddenServices) the last Snapshot or
+	// Changes gave, by key.
+	hidden map[string]model.Object
+}
+
+// kubeChanges are the changes of the Kubernetes objects the translation reads, as
+// the informers' handlers tell them.
+type kubeChanges struct {
+	mu  sync.Mutex
+	set kubeChangeSet
+}
+
+type kubeChangeSet struct {
+	// services are the keys of the services whose Kubernetes Service, EndpointSlices
+	// or ServiceEntry (its apiserver copy) changed; kubeServices the Kubernetes
+	// Services, whose hidden entries to decide again.
+	services, kubeServices model.Keys
+	redis                  map[model.ObjectRef]bool
+	// secrets says the Secrets were polled (see pollSecrets).
+	secrets bool
+}
+
+func (k *kubeChanges) record(change func(*kubeChangeSet)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.set.services == nil {
+		k.set = kubeChangeSet{services: model.Keys{}, kubeServices: model.Keys{}, redis: map[model.ObjectRef]bool{}}
+	}
+	change(&k.set)
+}
+
+// serviceEntry records a change of a ServiceEntry's apiserver copy.
+func (k *kubeChanges) serviceEntry(namespace, name string) {
+	k.record(func(k *kubeChangeSet) { k.services.Add(namespace + "/" + name) })
+}
+
+// kubeService records a change of a Kubernetes Service, or of its EndpointSlices.
+func (k *kubeChanges) kubeService(namespace, name string) {
+	k.record(func(k *kubeChangeSet) {
+		k.services.Add(namespace + "/" + model.SyntheticPrefix + name)
+		k.kubeServices.Add(namespace + "/" + name)
+	})
+}
+
+func (k *kubeChanges) redisObject(ref model.ObjectRef) {
+	k.record(func(k *kubeChangeSet) { k.redis[ref] = true })
+}
+
+func (k *kubeChanges) secretsPolled() {
+	k.record(func(k *kubeChangeSet) { k.secrets = true })
+}
+
+// take returns the changes recorded since it was last called.
+func (k *kubeChanges) take() kubeChangeSet {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := k.set
+	k.set = kubeChangeSet{}
+	return out
 }
 
 func (s *source) HasSynced() bool { return s.config.HasSynced() }
 
 func (s *source) Snapshot() (*model.Snapshot, error) {
+	// What the informers told until now is in the snapshot.
+	s.changed.take()
 	ses, vss, drs := s.config.Snapshot()
 	defaults := s.config.ExportDefaults()
 	ctx := context.Background()
@@ -56,6 +126,10 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 		return nil, err
 	}
 	s.config.SetHiddenServices(hidden)
+	s.hidden = map[string]model.Object{}
+	for _, o := range hidden {
+		s.hidden[o.Namespace+"/"+o.Name] = o
+	}
 	snap := &model.Snapshot{
 		ServiceEntries:    append(ses, hidden...),
 		VirtualServices:   vss,
@@ -84,6 +158,106 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 	return snap, nil
 }
 
+// Changes returns what changed since the last Snapshot or Changes: the objects
+// istiod's pushes changed, the Redis objects and the hidden services (see
+// hiddenServices) as they are now, and the keys of the rest.
+func (s *source) Changes() (model.Delta, error) {
+	objs, whole := s.config.Changes()
+	k := s.changed.take()
+	if whole {
+		return model.Delta{Whole: true}, nil
+	}
+	d := model.Delta{Services: slices.Collect(maps.Keys(k.services)), RereadSecrets: k.secrets}
+	// An entry of a Kubernetes Service is istiod's, or ours while istiod does not
+	// show it: both are decided again when either changes.
+	synthetic := model.Keys{}
+	for _, c := range objs {
+		if c.Kind == model.ServiceEntryKind && strings.HasPrefix(c.Object.Name, model.SyntheticPrefix) {
+			synthetic.Add(c.Object.Namespace + "/" + c.Object.Name)
+			continue
+		}
+		d.Objects = append(d.Objects, c)
+	}
+	for key := range k.kubeServices {
+		ns, name, _ := strings.Cut(key, "/")
+		synthetic.Add(ns + "/" + model.SyntheticPrefix + name)
+	}
+	ctx := context.Background()
+	if s.hidden == nil {
+		s.hidden = map[string]model.Object{}
+	}
+	hiddenChanged := false
+	for _, key := range slices.Sorted(maps.Keys(synthetic)) {
+		c, changed, err := s.syntheticEntry(key)
+		if err != nil {
+			return model.Delta{}, err
+		}
+		hiddenChanged = hiddenChanged || changed
+		d.Objects = append(d.Objects, c)
+	}
+	if hiddenChanged {
+		s.config.SetHiddenServices(slices.Collect(maps.Values(s.hidden)))
+	}
+	for ref := range k.redis {
+		c, err := s.redisObject(ctx, ref)
+		if err != nil {
+			return model.Delta{}, err
+		}
+		d.Objects = append(d.Objects, c)
+	}
+	return d, nil
+}
+
+// syntheticEntry returns the ServiceEntry of a Kubernetes Service as it is now:
+// istiod's, or while istiod does not show it and the Service is hidden, ours; else
+// deleted. It reports whether the hidden services changed.
+func (s *source) syntheticEntry(key string) (model.Change, bool, error) {
+	ns, name, _ := strings.Cut(key, "/")
+	c := model.Change{Kind: model.ServiceEntryKind, Object: model.Object{Namespace: ns, Name: name}, Deleted: true}
+	_, wasHidden := s.hidden[key]
+	if o := s.config.Get(ns, name); o != nil {
+		delete(s.hidden, key)
+		c.Object, c.Deleted = *o, false
+		return c, wasHidden, nil
+	}
+	svc := &corev1.Service{}
+	found, err := s.get(ns, strings.TrimPrefix(name, model.SyntheticPrefix), svc)
+	if err != nil {
+		return c, false, fmt.Errorf("reading Service %s/%s: %w", ns, svc.Name, err)
+	}
+	if found && s.hides(svc, s.config.ExportDefaults()) {
+		o := s.hiddenEntry(svc)
+		s.hidden[key] = o
+		c.Object, c.Deleted = o, false
+		return c, true, nil
+	}
+	delete(s.hidden, key)
+	return c, wasHidden, nil
+}
+
+// redisObject returns a RedisService or RedisDestination as it is now.
+func (s *source) redisObject(ctx context.Context, ref model.ObjectRef) (model.Change, error) {
+	key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
+	c := model.Change{Kind: model.RedisServiceKind, Object: model.Object{Namespace: ref.Namespace, Name: ref.Name}, Deleted: true}
+	var err error
+	if ref.Kind == model.KindRedisDestination {
+		c.Kind = model.RedisDestinationKind
+		rd := &redisv1alpha1.RedisDestination{}
+		if err = s.cache.Get(ctx, key, rd); err == nil {
+			c.Object, c.Deleted = kubeobj.RedisDestination(rd), false
+		}
+	} else {
+		rs := &redisv1alpha1.RedisService{}
+		if err = s.cache.Get(ctx, key, rs); err == nil {
+			c.Object, c.Deleted = kubeobj.RedisService(rs), false
+		}
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return c, fmt.Errorf("reading %s %s/%s: %w", ref.Kind, ref.Namespace, ref.Name, err)
+	}
+	return c, nil
+}
+
 // hiddenServices returns, as the ServiceEntries istiod derives from them, the
 // Kubernetes Services with a supported port that istiod does not show the
 // controller: it lists Kubernetes Services as a sidecar of the controller's
@@ -103,16 +277,28 @@ func (s *source) hiddenServices(ctx context.Context, shown []model.Object, defau
 	var out []model.Object
 	for i := range list.Items {
 		svc := &list.Items[i]
-		export := model.ExportNamespaces(manifest.ServiceExportTo(svc), defaults.ServiceEntry, svc.Namespace)
-		if export == nil || slices.Contains(export, s.rootNamespace) || svc.Spec.Type == corev1.ServiceTypeExternalName ||
-			!kube.HasSupportedPort(svc) || have[types.NamespacedName{Namespace: svc.Namespace, Name: model.SyntheticPrefix + svc.Name}] {
+		if !s.hides(svc, defaults) || have[types.NamespacedName{Namespace: svc.Namespace, Name: model.SyntheticPrefix + svc.Name}] {
 			continue
 		}
-		se := manifest.SyntheticServiceEntry(svc, s.domainSuffix)
-		out = append(out, model.Object{Name: se.Name, Namespace: se.Namespace, ResourceVersion: svc.ResourceVersion,
-			Created: svc.CreationTimestamp.Time, Spec: se.Spec})
+		out = append(out, s.hiddenEntry(svc))
 	}
 	return out, nil
+}
+
+// hides reports whether istiod hides a Service from the controller: it is not
+// exported to the root namespace (and has a port of a supported protocol; istiod
+// converts ExternalName Services itself).
+func (s *source) hides(svc *corev1.Service, defaults model.ExportDefaults) bool {
+	export := model.ExportNamespaces(manifest.ServiceExportTo(svc), defaults.ServiceEntry, svc.Namespace)
+	return export != nil && !slices.Contains(export, s.rootNamespace) && svc.Spec.Type != corev1.ServiceTypeExternalName &&
+		kube.HasSupportedPort(svc)
+}
+
+// hiddenEntry is the ServiceEntry istiod derives from a Service.
+func (s *source) hiddenEntry(svc *corev1.Service) model.Object {
+	se := manifest.SyntheticServiceEntry(svc, s.domainSuffix)
+	return model.Object{Name: se.Name, Namespace: se.Namespace, ResourceVersion: svc.ResourceVersion,
+		Created: svc.CreationTimestamp.Time, Spec: se.Spec}
 }
 
 // get reads one object from the cache into obj: false with no error when it does

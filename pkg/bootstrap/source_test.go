@@ -66,6 +66,18 @@ func (c *istiodConfig) HasSynced() bool { return true }
 
 func (c *istiodConfig) Snapshot() (ses, vss, drs []model.Object) { return c.ses, nil, nil }
 
+// Changes says every push to take the whole config: the tests here read it whole.
+func (c *istiodConfig) Changes() ([]model.Change, bool) { return nil, true }
+
+func (c *istiodConfig) Get(namespace, name string) *model.Object {
+	for i := range c.ses {
+		if c.ses[i].Namespace == namespace && c.ses[i].Name == name {
+			return &c.ses[i]
+		}
+	}
+	return nil
+}
+
 func (c *istiodConfig) ExportDefaults() model.ExportDefaults { return model.ExportDefaults{} }
 
 func (c *istiodConfig) SetHiddenServices([]model.Object) {}
@@ -106,7 +118,7 @@ func TestPushFromAFailedReadWritesNothing(t *testing.T) {
 	for _, rs := range objs.RedisServices {
 		initial = append(initial, rs)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(initial...).WithInterceptorFuncs(interceptor.Funcs{
+	c := fake.NewClientBuilder().WithScheme(scheme).WithIndex(&clientnetworking.EnvoyFilter{}, apply.OwnerIndex, apply.IndexOwner).WithObjects(initial...).WithInterceptorFuncs(interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 			if name := fail.list.Load(); name != nil && kindOf(list) == *name {
 				return errUnavailable
@@ -225,7 +237,7 @@ func TestSecretOfANamespaceThatGrantedNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+	c := fake.NewClientBuilder().WithScheme(scheme).WithIndex(&clientnetworking.EnvoyFilter{}, apply.OwnerIndex, apply.IndexOwner).WithInterceptorFuncs(interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, key.Name, errors.New("no RoleBinding"))
 		},

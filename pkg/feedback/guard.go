@@ -34,13 +34,16 @@ type Guard struct {
 	settle  time.Duration
 	confirm int
 	owners  map[Owner]*ownerState
-	// last is what the last push wrote (Filter's result), shared, not copied.
-	last map[string]*model.EnvoyFilter
+	// last is what the last push wrote (Filter's result), its map copied, and
+	// byOwner the same by owner.
+	last    map[string]*model.EnvoyFilter
+	byOwner map[Owner]map[string]*model.EnvoyFilter
 }
 
 // NewGuard returns a guard with nothing contained.
 func NewGuard(settle time.Duration, confirm int) *Guard {
-	return &Guard{settle: settle, confirm: max(confirm, 1), owners: map[Owner]*ownerState{}}
+	return &Guard{settle: settle, confirm: max(confirm, 1), owners: map[Owner]*ownerState{},
+		last: map[string]*model.EnvoyFilter{}, byOwner: map[Owner]map[string]*model.EnvoyFilter{}}
 }
 
 type ownerState struct {
@@ -106,35 +109,64 @@ func (g *Guard) Filter(desired map[string]*model.EnvoyFilter) map[string]*model.
 	return out
 }
 
-// Applied records what a push wrote at now: written is Filter's result, changed
-// the EnvoyFilters created, updated or deleted.
-func (g *Guard) Applied(written map[string]*model.EnvoyFilter, changed []*model.EnvoyFilter, now time.Time) {
-	touched := map[Owner]bool{}
+// Applied records what a push wrote at now: written is Filter's result, keys those
+// of its filters that may have changed since the push before (nil: any may; then
+// written is read whole), changed the EnvoyFilters created, updated or deleted.
+func (g *Guard) Applied(written map[string]*model.EnvoyFilter, keys map[string]bool, changed []*model.EnvoyFilter, now time.Time) {
+	touched := map[Owner]map[string]*model.EnvoyFilter{}
 	for _, ef := range changed {
-		touched[OwnerOf(ef)] = true
+		owner := OwnerOf(ef)
+		touched[owner] = maps.Clone(g.byOwner[owner])
 	}
-	if len(touched) > 0 {
-		owners := slices.Collect(maps.Keys(touched))
-		before, after := group(g.last, owners), group(written, owners)
-		for _, owner := range owners {
-			st := g.owners[owner]
-			switch {
-			case st == nil:
-				// In place and unrejected until now: accepted.
-				st = &ownerState{}
-				if efs := before[owner]; len(efs) > 0 {
-					accepted := newSpec(efs, time.Time{})
-					st.accepted = &accepted
-				}
-				g.owners[owner] = st
-			case g.stood(st, now):
-				accepted := st.applied
+	g.record(written, keys)
+	for owner, before := range touched {
+		st := g.owners[owner]
+		switch {
+		case st == nil:
+			// In place and unrejected until now: accepted.
+			st = &ownerState{}
+			if len(before) > 0 {
+				accepted := newSpec(before, time.Time{})
 				st.accepted = &accepted
 			}
-			st.applied, st.seen = newSpec(after[owner], now), 0
+			g.owners[owner] = st
+		case g.stood(st, now):
+			accepted := st.applied
+			st.accepted = &accepted
+		}
+		st.applied, st.seen = newSpec(maps.Clone(g.byOwner[owner]), now), 0
+	}
+}
+
+// record takes written (its keys, or all of it) as what was written last.
+func (g *Guard) record(written map[string]*model.EnvoyFilter, keys map[string]bool) {
+	if keys == nil {
+		g.last, g.byOwner = map[string]*model.EnvoyFilter{}, map[Owner]map[string]*model.EnvoyFilter{}
+		keys = map[string]bool{}
+		for k := range written {
+			keys[k] = true
 		}
 	}
-	g.last = written
+	for k := range keys {
+		if old := g.last[k]; old != nil {
+			owner := OwnerOf(old)
+			delete(g.byOwner[owner], k)
+			if len(g.byOwner[owner]) == 0 {
+				delete(g.byOwner, owner)
+			}
+			delete(g.last, k)
+		}
+		ef := written[k]
+		if ef == nil {
+			continue
+		}
+		g.last[k] = ef
+		owner := OwnerOf(ef)
+		if g.byOwner[owner] == nil {
+			g.byOwner[owner] = map[string]*model.EnvoyFilter{}
+		}
+		g.byOwner[owner][k] = ef
+	}
 }
 
 // stood reports whether what was written for an owner stood settle, unrejected.
@@ -153,9 +185,8 @@ func (g *Guard) Observe(r *Report, now time.Time) bool {
 	if len(unknown) > 0 {
 		// Rejected without a change of ours (a proxy that cannot run them joined):
 		// what is in place is what was accepted until now.
-		current := group(g.last, unknown)
 		for _, owner := range unknown {
-			applied := newSpec(current[owner], time.Time{})
+			applied := newSpec(maps.Clone(g.byOwner[owner]), time.Time{})
 			g.owners[owner] = &ownerState{applied: applied, accepted: &applied}
 		}
 	}

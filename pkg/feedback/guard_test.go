@@ -1,6 +1,7 @@
 package feedback
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -42,7 +43,16 @@ func (r *guardRun) push(desired map[string]*model.EnvoyFilter) {
 	r.now = r.now.Add(time.Second)
 	before := r.written
 	r.written = r.g.Filter(desired)
-	// What a plan would write: the filters created, changed or deleted.
+	// What a plan would write: the filters created, changed or deleted; and the keys
+	// whose filters are other objects than before, as a push tells them.
+	keys := map[string]bool{}
+	for key := range maps.Keys(r.written) {
+		keys[key] = keys[key] || before[key] != r.written[key]
+	}
+	for key := range before {
+		keys[key] = keys[key] || before[key] != r.written[key]
+	}
+	maps.DeleteFunc(keys, func(_ string, changed bool) bool { return !changed })
 	var changed []*model.EnvoyFilter
 	for key, ef := range r.written {
 		if old, ok := before[key]; !ok || !proto.Equal(old.Spec, ef.Spec) {
@@ -54,7 +64,7 @@ func (r *guardRun) push(desired map[string]*model.EnvoyFilter) {
 			changed = append(changed, ef)
 		}
 	}
-	r.g.Applied(r.written, changed, r.now)
+	r.g.Applied(r.written, keys, changed, r.now)
 }
 
 // report is a report at the next second; rejecting says whether proxies reject the

@@ -48,11 +48,12 @@ type Delta struct {
 	Services []string
 	// Secrets are the namespace/name of the Secrets that changed.
 	Secrets []string
-}
-
-// Empty reports whether nothing changed.
-func (d *Delta) Empty() bool {
-	return len(d.Objects)+len(d.Services)+len(d.Secrets) == 0
+	// RereadSecrets says to read every Secret a generator read again: they are
+	// polled, not watched.
+	RereadSecrets bool
+	// Whole says that what changed cannot be told object by object (the mesh's
+	// defaults): only a translation of the whole config will do.
+	Whole bool
 }
 
 // Builder builds services from a snapshot that it keeps up to date change by change

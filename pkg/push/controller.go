@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,12 +26,16 @@ import (
 	"aeraki.io/aeraki/pkg/translate"
 )
 
-// Source provides the translation input.
+// Source provides the translation input: the whole config, then what changed.
 type Source interface {
 	// Snapshot returns the current config; it is only called once HasSynced is true.
 	// An error (a failed read, anything but an absent object) fails the push, which
-	// then writes nothing and is retried.
+	// then writes nothing and is retried. The changes recorded until then are in it:
+	// Changes starts after it.
 	Snapshot() (*model.Snapshot, error)
+	// Changes returns what changed since the last Snapshot or Changes, each object as
+	// it is now. An error fails the push, and the next one takes a Snapshot.
+	Changes() (model.Delta, error)
 	// HasSynced reports whether the config is complete. Pushing from an incomplete
 	// config would delete the EnvoyFilters of services not seen yet.
 	HasSynced() bool
@@ -99,6 +104,11 @@ type Controller struct {
 	planner    plan.Planner
 	// full asks the next push to generate every service, not only the changed ones.
 	full atomic.Bool
+	// cluster records the keys of our EnvoyFilters that changed in the cluster since
+	// the last plan; replan says the next plan must look at every filter (the one
+	// before was skipped or its writes failed).
+	cluster changedKeys
+	replan  bool
 	// failures and skips remember what was last reported per service, so that each
 	// problem is reported once, not on every push.
 	failures map[string]string
@@ -122,6 +132,13 @@ func (c *Controller) Trigger() {
 	case c.trigger <- struct{}{}:
 	default:
 	}
+}
+
+// ClusterChanged records that our EnvoyFilter key changed in the cluster (the
+// informer's event) and asks for a push: the next plan looks at it.
+func (c *Controller) ClusterChanged(key string) {
+	c.cluster.add(key)
+	c.Trigger()
 }
 
 // ConfigChanged asks for a push once the user's config has settled
@@ -209,7 +226,8 @@ func (c *Controller) istiodKnown() bool {
 	return known
 }
 
-// Push translates the current config and writes the difference.
+// Push translates what changed (the whole config on the first push, after a
+// failure, and on a resync) and writes the difference.
 func (c *Controller) Push(ctx context.Context) (err error) {
 	start := time.Now()
 	result := metrics.PushUnchanged
@@ -221,28 +239,31 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	}()
 	full := c.full.Swap(false)
 	defer func() {
-		if err != nil && full {
-			c.full.Store(true) // the retry is a full push too
+		if err != nil {
+			// The changes the push took are gone, and its writes may be half done:
+			// the retry starts from the whole config and plans every filter.
+			c.full.Store(full)
+			c.replan = true
+			c.translator.Discard()
 		}
 	}()
-	snap, err := c.opts.Source.Snapshot()
-	if err != nil {
-		return fmt.Errorf("reading the config: %w", err)
-	}
 	translateStart := time.Now()
 	if full {
 		c.translator.Reset()
 		c.planner.Reset()
+		c.replan = true
 	}
 	if c.opts.Istiod != nil {
 		if i, _ := c.opts.Istiod(); c.translator.SetIstiod(i) {
 			c.opts.Log.Info("generating for istiod", "istiod", i.String())
 		}
 	}
-	t, err := c.translator.Translate(snap)
+	t, snapshot, err := c.translate()
 	if err != nil {
-		return fmt.Errorf("translating: %w", err)
+		return err
 	}
+	// A translation of the whole config says nothing of what changed since the last.
+	c.replan = c.replan || snapshot
 	c.opts.Metrics.Translated(t, time.Since(translateStart))
 	if c.opts.Routes != nil {
 		if err := c.opts.Routes.SetRoutes(t.Routes); err != nil {
@@ -250,6 +271,8 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 		}
 	}
 	if !c.leading() {
+		// The next plan, on becoming the leader, starts from what is there.
+		c.replan = true
 		c.opts.Log.V(1).Info("push: not the leader, nothing written", "services", t.Generated+t.Reused, "routes", len(t.Routes))
 		return nil
 	}
@@ -261,18 +284,25 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 		}
 		c.opts.Status.Publish(verdicts)
 	}
-	current, err := c.opts.Applier.Current(ctx)
+	desired, containing := t.Filters, false
+	if c.fb != nil {
+		desired, containing = c.fb.filter(desired, t.ByKey)
+	}
+	// While filters are contained, what is written is not the translation: plan
+	// every filter (rare: proxies reject what we wrote).
+	whole := c.replan || containing
+	c.replan = containing
+	changes, err := c.plan(ctx, t, desired, whole)
 	if err != nil {
 		return err
 	}
-	desired := t.Filters
-	if c.fb != nil {
-		desired = c.fb.filter(desired, t.ByKey)
+	var keys map[string]bool
+	if !whole {
+		keys = t.Changed
 	}
-	changes := c.planner.Plan(desired, current, t.Failed)
 	if changes.Empty() {
 		if c.fb != nil {
-			c.fb.applied(desired, nil, time.Now())
+			c.fb.applied(desired, keys, nil, time.Now())
 		}
 		c.opts.Log.V(1).Info("push: nothing to change", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "duration", time.Since(start))
 		return nil
@@ -281,7 +311,7 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	res, err := c.opts.Applier.Apply(ctx, changes)
 	if c.fb != nil {
 		if err == nil {
-			c.fb.applied(desired, slices.Concat(changes.Create, changes.Update, changes.Delete), time.Now())
+			c.fb.applied(desired, keys, slices.Concat(changes.Create, changes.Update, changes.Delete), time.Now())
 		} else {
 			c.fb.writeFailed()
 		}
@@ -289,6 +319,72 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	c.opts.Log.Info("push", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "created", res.Created,
 		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))
 	return err
+}
+
+// translate translates what changed since the last push, or the whole config
+// (snapshot) when the translator has nothing to change or the change cannot be told
+// object by object.
+func (c *Controller) translate() (t *translate.Translation, snapshot bool, err error) {
+	if !c.translator.NeedsSnapshot() {
+		delta, err := c.opts.Source.Changes()
+		if err != nil {
+			return nil, false, fmt.Errorf("reading what changed: %w", err)
+		}
+		if !delta.Whole {
+			t, err := c.translator.Update(delta)
+			if err != nil {
+				return nil, false, fmt.Errorf("translating: %w", err)
+			}
+			return t, false, nil
+		}
+	}
+	snap, err := c.opts.Source.Snapshot()
+	if err != nil {
+		return nil, true, fmt.Errorf("reading the config: %w", err)
+	}
+	t, err = c.translator.Translate(snap)
+	if err != nil {
+		return nil, true, fmt.Errorf("translating: %w", err)
+	}
+	return t, true, nil
+}
+
+// plan diffs desired against the cluster: every filter when whole, else what the
+// translation and the cluster changed since the last plan.
+func (c *Controller) plan(ctx context.Context, t *translate.Translation, desired map[string]*model.EnvoyFilter, whole bool) (plan.Changes, error) {
+	changed := c.cluster.take()
+	if !whole {
+		return c.planner.PlanChanges(t, desired, c.opts.Applier, changed)
+	}
+	current, err := c.opts.Applier.Current(ctx)
+	if err != nil {
+		return plan.Changes{}, err
+	}
+	return c.planner.Plan(desired, current, t.Failed), nil
+}
+
+// changedKeys is a set of keys that several goroutines add to.
+type changedKeys struct {
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func (k *changedKeys) add(key string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.keys == nil {
+		k.keys = map[string]bool{}
+	}
+	k.keys[key] = true
+}
+
+// take returns the keys added since it was last called.
+func (k *changedKeys) take() map[string]bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	keys := k.keys
+	k.keys = nil
+	return keys
 }
 
 // report tells the user about each failed service once per distinct error, and about

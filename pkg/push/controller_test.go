@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
+
 	"github.com/go-logr/logr/testr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -30,6 +32,9 @@ type source struct {
 	mu   sync.Mutex
 	snap *model.Snapshot
 	err  error
+	// changed says the snapshot was set since it was last read: the next push
+	// translates it whole.
+	changed bool
 }
 
 func (s *source) HasSynced() bool { return true }
@@ -37,7 +42,16 @@ func (s *source) HasSynced() bool { return true }
 func (s *source) Snapshot() (*model.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.changed = false
 	return s.snap, s.err
+}
+
+func (s *source) Changes() (model.Delta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	whole := s.changed
+	s.changed = false
+	return model.Delta{Whole: whole}, s.err
 }
 
 // setYAML serves the snapshot of YAML documents.
@@ -53,7 +67,7 @@ func (s *source) setYAML(t *testing.T, docs ...string) {
 func (s *source) set(snap *model.Snapshot, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.snap, s.err = snap, err
+	s.snap, s.err, s.changed = snap, err, true
 }
 
 // statusSink records what pushes publish.
@@ -84,7 +98,7 @@ func newController(t *testing.T, src Source, status StatusSink, debounce Debounc
 	}
 	var writes atomic.Int64
 	count := func() { writes.Add(1) }
-	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+	c := fake.NewClientBuilder().WithScheme(scheme).WithIndex(&clientnetworking.EnvoyFilter{}, apply.OwnerIndex, apply.IndexOwner).WithInterceptorFuncs(interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			count()
 			return c.Create(ctx, obj, opts...)

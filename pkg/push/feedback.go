@@ -62,19 +62,22 @@ func newFeedbackState(opts *FeedbackOptions, root string) *feedbackState {
 	return fb
 }
 
-// filter returns what to write instead of the translation's filters.
-func (fb *feedbackState) filter(desired map[string]*model.EnvoyFilter, services map[string]*model.Service) map[string]*model.EnvoyFilter {
+// filter returns what to write instead of the translation's filters, and whether
+// that is not the translation's (filters are contained).
+func (fb *feedbackState) filter(desired map[string]*model.EnvoyFilter, services map[string]*model.Service) (map[string]*model.EnvoyFilter, bool) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
 	fb.services = services
 	if fb.guard == nil {
-		return desired
+		return desired, false
 	}
-	return fb.guard.Filter(desired)
+	written := fb.guard.Filter(desired)
+	return written, len(fb.guard.Contained()) > 0
 }
 
-// applied records what a push wrote.
-func (fb *feedbackState) applied(written map[string]*model.EnvoyFilter, changed []*model.EnvoyFilter, now time.Time) {
+// applied records what a push wrote: keys are those of written that may have
+// changed since the push before (nil: any may).
+func (fb *feedbackState) applied(written map[string]*model.EnvoyFilter, keys map[string]bool, changed []*model.EnvoyFilter, now time.Time) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
 	if len(changed) > 0 {
@@ -82,7 +85,7 @@ func (fb *feedbackState) applied(written map[string]*model.EnvoyFilter, changed 
 	}
 	fb.written = written
 	if fb.guard != nil {
-		fb.guard.Applied(written, changed, now)
+		fb.guard.Applied(written, keys, changed, now)
 	}
 }
 

@@ -48,7 +48,7 @@ func newMetricsHarness(t *testing.T, debounce DebounceOptions) *metricsHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.kube = fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+	h.kube = fake.NewClientBuilder().WithScheme(scheme).WithIndex(&clientnetworking.EnvoyFilter{}, apply.OwnerIndex, apply.IndexOwner).WithInterceptorFuncs(interceptor.Funcs{
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
 			if h.failUpdate.Load() {
 				return apierrors.NewBadRequest("rejected by the test")

@@ -3,6 +3,7 @@ package translate
 import (
 	"errors"
 	"maps"
+	"slices"
 	"sync"
 
 	"aeraki.io/aeraki/pkg/generator"
@@ -106,6 +107,10 @@ func (tr *Translator) Reset() {
 	tr.st = nil
 }
 
+// Discard drops the config the Translator holds: the next translation must be a
+// whole one (Translate), which still reuses the results whose inputs did not change.
+func (tr *Translator) Discard() { tr.st = nil }
+
 // NeedsSnapshot reports whether the next translation must be a whole one: there was
 // none yet, the last one failed, or Reset was called.
 func (tr *Translator) NeedsSnapshot() bool { return tr.st == nil }
@@ -148,13 +153,18 @@ func (tr *Translator) Translate(snap *model.Snapshot) (*Translation, error) {
 
 // Update changes the last translation by what changed since. It fails with
 // ErrNeedsSnapshot when the Translator has no valid translation to change (see
-// NeedsSnapshot); after any other error too, the next translation must be a whole
-// one.
+// NeedsSnapshot), or the delta is Whole; after any other error too, the next
+// translation must be a whole one.
 func (tr *Translator) Update(d model.Delta) (*Translation, error) {
-	if tr.st == nil {
+	if tr.st == nil || d.Whole {
+		tr.st = nil
 		return nil, ErrNeedsSnapshot
 	}
-	return tr.update(tr.st.builder.Apply(d), d.Secrets)
+	secrets := d.Secrets
+	if d.RereadSecrets {
+		secrets = slices.Collect(maps.Keys(tr.st.secretDependents))
+	}
+	return tr.update(tr.st.builder.Apply(d), secrets)
 }
 
 func newState(b *model.Builder, shares bool) *state {

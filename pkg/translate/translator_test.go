@@ -216,7 +216,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 			rs.Settings = &redisspec.RedisSettings{Auth: &redisspec.Auth{Secret: &redisspec.SecretReference{Name: "auth"}}}
 		})
 		key := fixture.Namespace + "/auth"
-		m.delta.Secrets = append(m.delta.Secrets, key)
+		m.secretChanged(r, key)
 		if r.IntN(4) == 0 {
 			delete(m.secrets, key)
 			return "Secret deleted, used by " + m.snap.RedisServices[i].Name
@@ -318,7 +318,7 @@ func (m *mesh) mutate(r *rand.Rand) string {
 	case 13:
 		// The namespace of the Secret withdraws its grant, or gives it again.
 		key := fixture.Namespace + "/auth"
-		m.delta.Secrets = append(m.delta.Secrets, key)
+		m.secretChanged(r, key)
 		if s := m.secrets[key]; s != nil && !s.Forbidden {
 			m.secrets[key] = &model.Secret{Name: "auth", Namespace: fixture.Namespace, Forbidden: true}
 			return "grant of the Secret withdrawn"
@@ -336,6 +336,16 @@ func (m *mesh) mutate(r *rand.Rand) string {
 		m.put(c)
 		return "twin of " + snap.ServiceEntries[i].Name
 	}
+}
+
+// secretChanged records a change of a Secret: by name, as a watch would tell it, or
+// as a poll does, every Secret to be read again.
+func (m *mesh) secretChanged(r *rand.Rand, key string) {
+	if r.IntN(2) == 0 {
+		m.delta.RereadSecrets = true
+		return
+	}
+	m.delta.Secrets = append(m.delta.Secrets, key)
 }
 
 // put adds a ServiceEntry, or replaces the one of its name.

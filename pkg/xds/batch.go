@@ -126,7 +126,7 @@ func decodeResources(k config.GroupVersionKind, resp *discovery.DiscoveryRespons
 // state-of-the-world response for the kind says: new ones created, changed ones
 // (another resource version, or none, as istiod's synthetic ServiceEntries have)
 // updated, absent ones deleted.
-func replaceKind(store *memory.Controller, k config.GroupVersionKind, cfgs []config.Config) []error {
+func replaceKind(store *memory.Controller, k config.GroupVersionKind, cfgs []config.Config, changed func(namespace, name string)) []error {
 	var errs []error
 	seen := make(map[string]bool, len(cfgs))
 	for _, c := range cfgs {
@@ -137,7 +137,11 @@ func replaceKind(store *memory.Controller, k config.GroupVersionKind, cfgs []con
 			if _, err := store.Create(c); err != nil {
 				errs = append(errs, fmt.Errorf("adding %s %s/%s: %w", k.Kind, c.Namespace, c.Name, err))
 			}
+			changed(c.Namespace, c.Name)
 		case c.ResourceVersion == "" || c.ResourceVersion != old.ResourceVersion:
+			if !sameContent(old, &c) {
+				changed(c.Namespace, c.Name)
+			}
 			if c.ResourceVersion != "" {
 				// The store takes the new version from this annotation, and drops it.
 				c.Annotations = maps.Clone(c.Annotations)
@@ -159,6 +163,7 @@ func replaceKind(store *memory.Controller, k config.GroupVersionKind, cfgs []con
 		if err := store.Delete(k, old.Name, old.Namespace, nil); err != nil {
 			errs = append(errs, fmt.Errorf("deleting %s %s/%s: %w", k.Kind, old.Namespace, old.Name, err))
 		}
+		changed(old.Namespace, old.Name)
 	}
 	return errs
 }
@@ -231,7 +236,7 @@ func (w *Watcher) applyBatch(version string, now time.Time) {
 			continue
 		}
 		cfgs, errs := decodeResources(k.gvk, resp)
-		errs = append(errs, replaceKind(store, k.gvk, cfgs)...)
+		errs = append(errs, replaceKind(store, k.gvk, cfgs, func(ns, name string) { w.changes.add(k.object, ns, name) })...)
 		for _, err := range errs {
 			w.log.Error(err, "cannot take an object from istiod's push; skipped")
 		}

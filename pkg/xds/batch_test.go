@@ -132,7 +132,8 @@ func mcpResource(t *testing.T, c config.Config) *anypb.Any {
 
 // TestReplaceKind: a response replaces the kind's objects in the store; an object
 // without a resource version (istiod's synthetic ServiceEntries) is rewritten every
-// time, and carries no trace of the version annotation the store reads.
+// time, and carries no trace of the version annotation the store reads. The objects
+// whose content changed are told, no others: a resend of the same is no change.
 func TestReplaceKind(t *testing.T) {
 	store := memory.NewController(memory.MakeSkipValidation(collections.Pilot))
 	entry := func(name, version, host string) config.Config {
@@ -141,8 +142,10 @@ func TestReplaceKind(t *testing.T) {
 		c.Annotations = map[string]string{"keep": "me"}
 		return c
 	}
+	var changed []string
 	apply := func(cfgs ...config.Config) {
 		t.Helper()
+		changed = nil
 		r := &discovery.DiscoveryResponse{TypeUrl: gvk.ServiceEntry.String()}
 		for _, c := range cfgs {
 			r.Resources = append(r.Resources, mcpResource(t, c))
@@ -151,8 +154,15 @@ func TestReplaceKind(t *testing.T) {
 		if len(errs) > 0 {
 			t.Fatal(errs)
 		}
-		if errs := replaceKind(store, gvk.ServiceEntry, got); len(errs) > 0 {
+		if errs := replaceKind(store, gvk.ServiceEntry, got, func(ns, name string) { changed = append(changed, ns+"/"+name) }); len(errs) > 0 {
 			t.Fatal(errs)
+		}
+		slices.Sort(changed)
+	}
+	told := func(want ...string) {
+		t.Helper()
+		if !slices.Equal(changed, want) {
+			t.Errorf("changes told %v, want %v", changed, want)
 		}
 	}
 	names := func() []string {
@@ -168,7 +178,9 @@ func TestReplaceKind(t *testing.T) {
 	if got, want := names(), []string{"a@1", "b@5"}; !slices.Equal(got, want) {
 		t.Fatalf("store %v, want %v", got, want)
 	}
+	told("default/a", "default/b")
 	apply(entry("a", "2", "a2.example"), entry("synthetic-c", "", "c.default.svc.cluster.local"))
+	told("default/a", "default/b", "default/synthetic-c")
 	if got := names(); len(got) != 2 || got[0] != "a@2" || !strings.HasPrefix(got[1], "synthetic-c@") {
 		t.Fatalf("store %v, want a@2 and synthetic-c", got)
 	}
@@ -177,6 +189,7 @@ func TestReplaceKind(t *testing.T) {
 	}
 	before := store.Get(gvk.ServiceEntry, "synthetic-c", "default").ResourceVersion
 	apply(entry("a", "2", "a2.example"), entry("synthetic-c", "", "c.default.svc.cluster.local"))
+	told()
 	c := store.Get(gvk.ServiceEntry, "synthetic-c", "default")
 	if c.ResourceVersion == "" || c.ResourceVersion == before {
 		t.Errorf("synthetic-c kept resource version %q: an object without one is rewritten on every push", before)

@@ -252,8 +252,45 @@ type Watcher struct {
 	// applied holds the types applied at least once; synced is set once all are.
 	applied map[string]bool
 	synced  atomic.Bool
-	// storeMu makes the application of a batch atomic for Snapshot.
+	// storeMu makes the application of a batch atomic for Snapshot and Changes;
+	// changes are what the batches applied since either.
 	storeMu sync.RWMutex
+	changes changeLog
+}
+
+// changeLog records the objects each applied push changed, for Changes.
+type changeLog struct {
+	mu    sync.Mutex
+	keys  map[changeKey]bool
+	whole bool
+}
+
+type changeKey struct {
+	kind            model.ObjectKind
+	namespace, name string
+}
+
+func (l *changeLog) add(kind model.ObjectKind, namespace, name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.keys == nil {
+		l.keys = map[changeKey]bool{}
+	}
+	l.keys[changeKey{kind, namespace, name}] = true
+}
+
+func (l *changeLog) setWhole() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.whole = true
+}
+
+func (l *changeLog) take() (map[changeKey]bool, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	keys, whole := l.keys, l.whole
+	l.keys, l.whole = nil, false
+	return keys, whole
 }
 
 // NewWatcher returns a Watcher that calls onChange for every change that can matter to
@@ -281,16 +318,17 @@ func NewWatcher(opts Options, onChange func(Event)) *Watcher {
 
 // watchedKind is an Istio type the watcher asks istiod for.
 type watchedKind struct {
-	gvk  config.GroupVersionKind
-	kind string
+	gvk    config.GroupVersionKind
+	kind   string
+	object model.ObjectKind
 }
 
 func watchedKinds() []watchedKind {
 	return []watchedKind{
-		{gvk.ServiceEntry, KindServiceEntry},
-		{gvk.VirtualService, KindVirtualService},
-		{gvk.DestinationRule, KindDestinationRule},
-		{gvk.WorkloadEntry, KindWorkloadEntry},
+		{gvk.ServiceEntry, KindServiceEntry, model.ServiceEntryKind},
+		{gvk.VirtualService, KindVirtualService, model.VirtualServiceKind},
+		{gvk.DestinationRule, KindDestinationRule, model.DestinationRuleKind},
+		{gvk.WorkloadEntry, KindWorkloadEntry, model.WorkloadEntryKind},
 	}
 }
 
@@ -601,6 +639,7 @@ func (w *Watcher) setExportDefaults(d model.ExportDefaults) {
 		return
 	}
 	w.exportDefaults = d
+	w.changes.setWhole()
 	w.log.Info("mesh export defaults", "serviceEntry", d.ServiceEntry, "virtualService", d.VirtualService, "destinationRule", d.DestinationRule)
 	w.onChange(Event{Kind: KindMeshConfig})
 }
@@ -647,8 +686,7 @@ func (w *Watcher) Connected() bool { return w.connected.Load() }
 
 // Snapshot returns the current store contents, each list sorted by namespace and
 // name: all three from the same push of istiod's, never half of one. The specs are
-// shared with the store and must not be modified; the next Event tells of anything
-// newer.
+// shared with the store and must not be modified. Changes starts after it.
 func (w *Watcher) Snapshot() (serviceEntries, virtualServices, destinationRules []model.Object) {
 	w.mu.RLock()
 	store := w.store
@@ -658,11 +696,12 @@ func (w *Watcher) Snapshot() (serviceEntries, virtualServices, destinationRules 
 	}
 	w.storeMu.RLock()
 	defer w.storeMu.RUnlock()
+	w.changes.take()
 	list := func(k config.GroupVersionKind) []model.Object {
 		cfgs := store.List(k, "")
 		out := make([]model.Object, len(cfgs))
-		for i, c := range cfgs {
-			out[i] = model.Object{Name: c.Name, Namespace: c.Namespace, Annotations: c.Annotations, ResourceVersion: c.ResourceVersion, Created: c.CreationTimestamp, Spec: c.Spec}
+		for i := range cfgs {
+			out[i] = object(&cfgs[i])
 		}
 		slices.SortFunc(out, func(a, b model.Object) int {
 			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
@@ -670,6 +709,61 @@ func (w *Watcher) Snapshot() (serviceEntries, virtualServices, destinationRules 
 		return out
 	}
 	return list(gvk.ServiceEntry), list(gvk.VirtualService), list(gvk.DestinationRule)
+}
+
+// Changes returns the objects istiod's pushes changed since the last Snapshot or
+// Changes, as they are now (a deleted one named only), from whole pushes as
+// Snapshot's lists are; whole says the mesh's export defaults changed, which only
+// a whole Snapshot can take in.
+func (w *Watcher) Changes() (changes []model.Change, whole bool) {
+	w.mu.RLock()
+	store := w.store
+	w.mu.RUnlock()
+	if store == nil {
+		return nil, false
+	}
+	w.storeMu.RLock()
+	defer w.storeMu.RUnlock()
+	keys, whole := w.changes.take()
+	if whole {
+		return nil, true
+	}
+	for _, k := range watchedKinds() {
+		for key := range keys {
+			if key.kind != k.object {
+				continue
+			}
+			c := model.Change{Kind: key.kind, Object: model.Object{Name: key.name, Namespace: key.namespace}, Deleted: true}
+			if cfg := store.Get(k.gvk, key.name, key.namespace); cfg != nil {
+				c.Object, c.Deleted = object(cfg), false
+			}
+			changes = append(changes, c)
+		}
+	}
+	return changes, false
+}
+
+// Get returns a ServiceEntry of the store; nil when it has none.
+func (w *Watcher) Get(namespace, name string) *model.Object {
+	w.mu.RLock()
+	store := w.store
+	w.mu.RUnlock()
+	if store == nil {
+		return nil
+	}
+	w.storeMu.RLock()
+	defer w.storeMu.RUnlock()
+	cfg := store.Get(gvk.ServiceEntry, name, namespace)
+	if cfg == nil {
+		return nil
+	}
+	o := object(cfg)
+	return &o
+}
+
+func object(c *config.Config) model.Object {
+	return model.Object{Name: c.Name, Namespace: c.Namespace, Annotations: c.Annotations, ResourceVersion: c.ResourceVersion,
+		Created: c.CreationTimestamp, Spec: c.Spec}
 }
 
 // WorkloadEntries returns the WorkloadEntries that move a port to another number

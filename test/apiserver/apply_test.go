@@ -65,6 +65,10 @@ func (w *writeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 type staticSource struct {
 	mu   sync.Mutex
 	snap *model.Snapshot
+	// changed says the snapshot was swapped since it was read; delta is what
+	// changed in it since, when told.
+	changed bool
+	delta   model.Delta
 }
 
 func (s *staticSource) HasSynced() bool { return true }
@@ -72,7 +76,33 @@ func (s *staticSource) HasSynced() bool { return true }
 func (s *staticSource) Snapshot() (*model.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.changed = false
 	return s.snap, nil
+}
+
+// Changes returns what changed, or says to translate the whole config when it was
+// swapped.
+func (s *staticSource) Changes() (model.Delta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.delta
+	d.Whole = d.Whole || s.changed
+	s.changed, s.delta = false, model.Delta{}
+	return d, nil
+}
+
+// swap serves another snapshot.
+func (s *staticSource) swap(snap *model.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snap, s.changed = snap, true
+}
+
+// change changes the snapshot and tells what changed.
+func (s *staticSource) change(change func(*model.Snapshot) model.Change) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delta.Objects = append(s.delta.Objects, change(s.snap))
 }
 
 func (s *staticSource) set(t *testing.T, docs ...string) {
@@ -81,9 +111,7 @@ func (s *staticSource) set(t *testing.T, docs ...string) {
 	if errs := objs.Decode(strings.NewReader(strings.Join(docs, "\n---\n")), "test"); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	s.mu.Lock()
-	s.snap = objs.Snapshot("cluster.local")
-	s.mu.Unlock()
+	s.swap(objs.Snapshot("cluster.local"))
 }
 
 type harness struct {
@@ -113,7 +141,13 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.GetInformer(ctx, &clientnetworking.EnvoyFilter{}); err != nil {
+	// As the controller does: the pushes plan what the cache saw change.
+	var ctrl atomic.Pointer[push.Controller]
+	if err := apply.WatchCluster(ctx, c, func(key string) {
+		if p := ctrl.Load(); p != nil {
+			p.ClusterChanged(key)
+		}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = c.Start(ctx) }()
@@ -150,6 +184,7 @@ func newHarness(t *testing.T) *harness {
 		Metrics:  m,
 		Log:      testr.New(t),
 	})
+	ctrl.Store(h.ctrl)
 	return h
 }
 

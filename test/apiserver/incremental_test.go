@@ -18,10 +18,7 @@ import (
 func TestPushAfterOneChange(t *testing.T) {
 	const n = 100
 	h := newHarness(t)
-	snap := fixture.Snapshot(fixture.Dubbo, n)
-	h.source.mu.Lock()
-	h.source.snap = snap
-	h.source.mu.Unlock()
+	h.source.swap(fixture.Snapshot(fixture.Dubbo, n))
 	translated := func() (generated, reused float64) {
 		return metricstest.Value(t, h.metrics, "aeraki_translated_services_total", "result", metrics.TranslateGenerated),
 			metricstest.Value(t, h.metrics, "aeraki_translated_services_total", "result", metrics.TranslateReused)
@@ -43,12 +40,13 @@ func TestPushAfterOneChange(t *testing.T) {
 	waitUpToDate(h, 0)
 
 	g0, r0 := translated()
-	h.source.mu.Lock()
-	vs := snap.VirtualServices[7]
-	vs.Spec = fixture.Split(vs.Spec.(*networking.VirtualService).GetHosts()[0], 50)
-	vs.ResourceVersion = "2"
-	snap.VirtualServices[7] = vs
-	h.source.mu.Unlock()
+	h.source.change(func(snap *model.Snapshot) model.Change {
+		vs := snap.VirtualServices[7]
+		vs.Spec = fixture.Split(vs.Spec.(*networking.VirtualService).GetHosts()[0], 50)
+		vs.ResourceVersion = "2"
+		snap.VirtualServices[7] = vs
+		return model.Change{Kind: model.VirtualServiceKind, Object: vs}
+	})
 	if writes, err := h.push(); err != nil || writes != 1 {
 		t.Fatalf("push after one change: %d writes, err %v; want exactly 1", writes, err)
 	}
@@ -88,9 +86,7 @@ func TestPushReturnsOnceTheCacheHasItsWrites(t *testing.T) {
 		}
 		return count
 	}
-	h.source.mu.Lock()
-	h.source.snap = fixture.Snapshot(fixture.Dubbo, n)
-	h.source.mu.Unlock()
+	h.source.swap(fixture.Snapshot(fixture.Dubbo, n))
 	if _, err := h.push(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,9 +96,7 @@ func TestPushReturnsOnceTheCacheHasItsWrites(t *testing.T) {
 	if writes, err := h.push(); err != nil || writes != 0 {
 		t.Fatalf("the push right after: %d writes, err %v; want none", writes, err)
 	}
-	h.source.mu.Lock()
-	h.source.snap = fixture.Snapshot(fixture.Dubbo, 0)
-	h.source.mu.Unlock()
+	h.source.swap(fixture.Snapshot(fixture.Dubbo, 0))
 	if _, err := h.push(); err != nil {
 		t.Fatal(err)
 	}
