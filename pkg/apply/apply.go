@@ -280,7 +280,7 @@ func (a *Applier) update(ctx context.Context, ef *model.EnvoyFilter) (string, er
 	obj.Labels = merge(obj.Labels, ef.Labels)
 	obj.Annotations = merge(obj.Annotations, ef.Annotations)
 	proto.Reset(&obj.Spec)
-	proto.Merge(&obj.Spec, ef.Spec)
+	proto.Merge(&obj.Spec, ef.SpecProto())
 	err := a.Client.Update(ctx, obj, client.FieldOwner(FieldOwner))
 	return obj.ResourceVersion, err
 }
@@ -360,15 +360,17 @@ func toObject(e *model.EnvoyFilter) *clientnetworking.EnvoyFilter {
 			Annotations: maps.Clone(e.Annotations),
 		},
 	}
-	proto.Merge(&obj.Spec, e.Spec)
+	proto.Merge(&obj.Spec, e.SpecProto())
 	return obj
 }
 
 // fromObject reads a Kubernetes EnvoyFilter without copying: the result
 // shares obj's maps and spec, so neither may be changed while both are in use (the
 // controller reads the informer cache's own objects this way, and only compares them).
+// A copy the cache keeps without its spec (see model.SpecDigestAnnotation) has its
+// digest.
 func fromObject(obj *clientnetworking.EnvoyFilter) *model.EnvoyFilter {
-	return &model.EnvoyFilter{
+	ef := &model.EnvoyFilter{
 		Name:            obj.Name,
 		Namespace:       obj.Namespace,
 		Labels:          obj.Labels,
@@ -377,4 +379,8 @@ func fromObject(obj *clientnetworking.EnvoyFilter) *model.EnvoyFilter {
 		ResourceVersion: obj.ResourceVersion,
 		UID:             string(obj.UID),
 	}
+	if digest := obj.Annotations[model.SpecDigestAnnotation]; digest != "" {
+		ef.Spec, ef.SpecDigest = nil, digest
+	}
+	return ef
 }

@@ -3,14 +3,18 @@ package bootstrap
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/go-logr/logr/testr"
 	clientnetworking "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -60,14 +64,22 @@ spec:
 `
 
 // istiodConfig serves the ServiceEntries istiod would, synced.
-type istiodConfig struct{ ses []model.Object }
+// istiodConfig is what istiod shows: ses, and as changes, changes (or whole).
+type istiodConfig struct {
+	ses     []model.Object
+	changes []model.Change
+	whole   bool
+}
 
 func (c *istiodConfig) HasSynced() bool { return true }
 
 func (c *istiodConfig) Snapshot() (ses, vss, drs []model.Object) { return c.ses, nil, nil }
 
-// Changes says every push to take the whole config: the tests here read it whole.
-func (c *istiodConfig) Changes() ([]model.Change, bool) { return nil, true }
+func (c *istiodConfig) Changes() ([]model.Change, bool) {
+	changes := c.changes
+	c.changes = nil
+	return changes, c.whole
+}
 
 func (c *istiodConfig) Get(namespace, name string) *model.Object {
 	for i := range c.ses {
@@ -146,7 +158,7 @@ func TestPushFromAFailedReadWritesNothing(t *testing.T) {
 	}).Build()
 
 	const domain = "cluster.local"
-	src := &source{config: &istiodConfig{ses: objs.Snapshot(domain).ServiceEntries}, cache: c, secrets: c, domainSuffix: domain}
+	src := &source{config: &istiodConfig{ses: objs.Snapshot(domain).ServiceEntries, whole: true}, cache: c, secrets: c, domainSuffix: domain}
 	ctrl := push.NewController(push.ControllerOptions{
 		Context:  generator.Context{RootNamespace: "istio-system", DomainSuffix: domain},
 		Registry: plugin.Registry(plugin.Options{}),
@@ -249,5 +261,112 @@ func TestSecretOfANamespaceThatGrantedNothing(t *testing.T) {
 	}
 	if v := model.SecretVersion(got); v == "" {
 		t.Error("a forbidden Secret has no version: a grant made later would not regenerate its service")
+	}
+}
+
+// Changes turns what the informers told into the objects as they are now: the entry
+// of a Kubernetes Service that istiod does not show (ours while it is hidden,
+// istiod's once istiod shows it, gone when neither), Redis objects, and the keys of
+// the services whose apiserver state changed.
+func TestChangesAsTheyAreNow(t *testing.T) {
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: "shop", Annotations: map[string]string{"networking.istio.io/exportTo": "shop"}},
+		Spec:       corev1.ServiceSpec{ClusterIP: "10.0.0.1", Ports: []corev1.ServicePort{{Name: "tcp-dubbo", Port: 20880}}},
+	}
+	rs := &redisv1alpha1.RedisService{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "shop"}}
+	rs.Spec.Host = []string{"cache"}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(hidden, rs).Build()
+	istiod := &istiodConfig{}
+	src := &source{config: istiod, cache: c, secrets: c, domainSuffix: "cluster.local", rootNamespace: "istio-system"}
+	const entry = "shop/synthetic-orders"
+	snap, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.ServiceEntries) != 1 || snap.ServiceEntries[0].Name != "synthetic-orders" {
+		t.Fatalf("snapshot entries %v, want ours of the hidden Service", snap.ServiceEntries)
+	}
+	changes := func(step string) model.Delta {
+		t.Helper()
+		d, err := src.Changes()
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		return d
+	}
+	one := func(step string, d model.Delta, kind model.ObjectKind, key string, deleted bool) model.Object {
+		t.Helper()
+		if len(d.Objects) != 1 {
+			t.Fatalf("%s: %d changes, want one", step, len(d.Objects))
+		}
+		got := d.Objects[0]
+		if got.Kind != kind || got.Object.Namespace+"/"+got.Object.Name != key || got.Deleted != deleted {
+			t.Fatalf("%s: change of kind %d %s/%s deleted %v; want kind %d %s deleted %v", step, got.Kind,
+				got.Object.Namespace, got.Object.Name, got.Deleted, kind, key, deleted)
+		}
+		return got.Object
+	}
+
+	if d := changes("nothing told"); len(d.Objects)+len(d.Services)+len(d.Secrets) > 0 || d.RereadSecrets || d.Whole {
+		t.Fatalf("nothing told: %+v", d)
+	}
+
+	// Exported to every namespace: no longer ours to add, not shown by istiod yet.
+	hidden.Annotations = nil
+	if err := c.Update(t.Context(), hidden); err != nil {
+		t.Fatal(err)
+	}
+	src.changed.kubeService("shop", "orders")
+	d := changes("exported")
+	one("exported", d, model.ServiceEntryKind, entry, true)
+	if !slices.Equal(d.Services, []string{entry}) {
+		t.Errorf("exported: services %v, want %s", d.Services, entry)
+	}
+
+	// istiod shows it: istiod's entry.
+	shown := model.Object{Name: "synthetic-orders", Namespace: "shop", ResourceVersion: "7", Spec: &networking.ServiceEntry{Hosts: []string{"orders.shop.svc.cluster.local"}}}
+	istiod.ses = []model.Object{shown}
+	istiod.changes = []model.Change{{Kind: model.ServiceEntryKind, Object: shown}}
+	if got := one("shown by istiod", changes("shown by istiod"), model.ServiceEntryKind, entry, false); got.ResourceVersion != "7" {
+		t.Errorf("shown by istiod: resource version %q, want istiod's 7", got.ResourceVersion)
+	}
+
+	// Hidden again, and istiod drops it: ours again.
+	hidden.Annotations = map[string]string{"networking.istio.io/exportTo": "."}
+	if err := c.Update(t.Context(), hidden); err != nil {
+		t.Fatal(err)
+	}
+	istiod.ses = nil
+	istiod.changes = []model.Change{{Kind: model.ServiceEntryKind, Object: model.Object{Name: shown.Name, Namespace: shown.Namespace}, Deleted: true}}
+	src.changed.kubeService("shop", "orders")
+	if got := one("hidden again", changes("hidden again"), model.ServiceEntryKind, entry, false); got.ResourceVersion == "7" {
+		t.Error("hidden again: istiod's entry kept")
+	}
+
+	// A Redis object, then its deletion.
+	ref := model.ObjectRef{Kind: model.KindRedisService, Namespace: "shop", Name: "cache"}
+	src.changed.redisObject(ref)
+	one("RedisService", changes("RedisService"), model.RedisServiceKind, "shop/cache", false)
+	if err := c.Delete(t.Context(), rs); err != nil {
+		t.Fatal(err)
+	}
+	src.changed.redisObject(ref)
+	one("RedisService deleted", changes("RedisService deleted"), model.RedisServiceKind, "shop/cache", true)
+
+	// A ServiceEntry's apiserver copy, and the Secret poll.
+	src.changed.serviceEntry("shop", "payments")
+	src.changed.secretsPolled()
+	if d := changes("copy and poll"); !slices.Equal(d.Services, []string{"shop/payments"}) || !d.RereadSecrets || len(d.Objects) != 0 {
+		t.Errorf("copy and poll: %+v, want the service's key and the Secrets read again", d)
+	}
+
+	// The mesh's defaults changed: the whole config.
+	istiod.whole = true
+	if d := changes("mesh defaults"); !d.Whole {
+		t.Errorf("mesh defaults: %+v, want the whole config", d)
 	}
 }

@@ -98,7 +98,7 @@ func NewIndex(filters map[string]*model.EnvoyFilter, rootNamespace string, proto
 		var listeners []string
 		var ports []uint32
 		var clusters []string
-		for _, p := range ef.Spec.GetConfigPatches() {
+		for _, p := range ef.SpecProto().GetConfigPatches() {
 			switch p.GetApplyTo() {
 			case networking.EnvoyFilter_NETWORK_FILTER:
 				l := p.GetMatch().GetListener()

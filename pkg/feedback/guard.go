@@ -7,8 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"aeraki.io/aeraki/pkg/model"
 )
 
@@ -281,10 +279,9 @@ func group(filters map[string]*model.EnvoyFilter, owners []Owner) map[Owner]map[
 func hashOf(filters map[string]*model.EnvoyFilter) string {
 	h := sha256.New()
 	for _, key := range slices.Sorted(maps.Keys(filters)) {
-		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(filters[key].Spec)
 		h.Write([]byte(key))
 		h.Write([]byte{0})
-		h.Write(b)
+		h.Write([]byte(filters[key].Digest()))
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))

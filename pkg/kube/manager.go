@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -110,7 +111,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Metrics:                       metrics,
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&clientnetworking.EnvoyFilter{}:    {Label: ours},
+			&clientnetworking.EnvoyFilter{}:    {Label: ours, Transform: TrimEnvoyFilter},
 			&clientnetworkingv1.ServiceEntry{}: {Transform: TrimServiceEntry},
 			// Only headless Services' endpoints are read (their clients' listeners
 			// are per endpoint), and of those only the ready addresses.
@@ -205,6 +206,26 @@ func TrimServiceEntry(obj any) (any, error) {
 		delete(out.Annotations, corev1.LastAppliedConfigAnnotation)
 	}
 	out.Status.Addresses = se.Status.Addresses
+	return out, nil
+}
+
+// TrimEnvoyFilter is the informer cache's transform of our EnvoyFilters: it keeps
+// the metadata the controller reads and a digest of the spec in place of the spec
+// (see model.SpecDigestAnnotation; apply reads it). Managed fields go too.
+func TrimEnvoyFilter(obj any) (any, error) {
+	ef, ok := obj.(*clientnetworking.EnvoyFilter)
+	if !ok {
+		return obj, nil
+	}
+	out := &clientnetworking.EnvoyFilter{TypeMeta: ef.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: ef.Name, Namespace: ef.Namespace, UID: ef.UID, ResourceVersion: ef.ResourceVersion, Generation: ef.Generation,
+		CreationTimestamp: ef.CreationTimestamp, DeletionTimestamp: ef.DeletionTimestamp, Labels: ef.Labels,
+		Annotations: maps.Clone(ef.Annotations),
+	}}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[model.SpecDigestAnnotation] = model.SpecDigest(&ef.Spec)
 	return out, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -109,6 +110,8 @@ type Controller struct {
 	// before was skipped or its writes failed).
 	cluster changedKeys
 	replan  bool
+	// rejected says the last verdicts published had the proxies' rejections in.
+	rejected bool
 	// failures and skips remember what was last reported per service, so that each
 	// problem is reported once, not on every push.
 	failures map[string]string
@@ -265,8 +268,9 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	// A translation of the whole config says nothing of what changed since the last.
 	c.replan = c.replan || snapshot
 	c.opts.Metrics.Translated(t, time.Since(translateStart))
-	if c.opts.Routes != nil {
-		if err := c.opts.Routes.SetRoutes(t.Routes); err != nil {
+	// What leaves the push is copied: the translation changes in place next time.
+	if c.opts.Routes != nil && (snapshot || t.RoutesChanged) {
+		if err := c.opts.Routes.SetRoutes(maps.Clone(t.Routes)); err != nil {
 			return fmt.Errorf("serving routes: %w", err)
 		}
 	}
@@ -277,16 +281,14 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 		return nil
 	}
 	c.report(t)
-	if c.opts.Status != nil {
-		verdicts := t.Verdicts
-		if c.fb != nil {
-			verdicts = c.fb.verdicts(verdicts, t.ByKey)
-		}
-		c.opts.Status.Publish(verdicts)
-	}
 	desired, containing := t.Filters, false
 	if c.fb != nil {
-		desired, containing = c.fb.filter(desired, t.ByKey)
+		desired, containing = c.fb.filter(t, c.replan)
+	}
+	if c.opts.Status != nil {
+		// After a snapshot, or pushes that wrote nothing (not the leader), every
+		// verdict is news.
+		c.publish(t, c.replan)
 	}
 	// While filters are contained, what is written is not the translation: plan
 	// every filter (rare: proxies reject what we wrote).
@@ -319,6 +321,19 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	c.opts.Log.Info("push", "services", t.Generated+t.Reused, "generated", t.Generated, "filters", len(t.Filters), "created", res.Created,
 		"updated", res.Updated, "deleted", res.Deleted, "failed", res.Failed, "duration", time.Since(start))
 	return err
+}
+
+// publish gives the status sink the verdicts, when they or the proxies' say changed
+// (or all is news).
+func (c *Controller) publish(t *translate.Translation, all bool) {
+	verdicts, rejected := t.Verdicts, false
+	if c.fb != nil {
+		verdicts, rejected = c.fb.verdicts(verdicts)
+	}
+	if all || t.VerdictsChanged || rejected || c.rejected {
+		c.opts.Status.Publish(maps.Clone(verdicts))
+	}
+	c.rejected = rejected
 }
 
 // translate translates what changed since the last push, or the whole config

@@ -13,6 +13,7 @@ import (
 	"aeraki.io/aeraki/pkg/apis/redis/v1alpha1/redisspec"
 	"aeraki.io/aeraki/pkg/feedback"
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/pkg/translate"
 )
 
 // FeedbackOptions turn on sidecar feedback: the controller is told what proxies
@@ -38,7 +39,9 @@ type feedbackState struct {
 	mu sync.Mutex
 	// guard is nil without containment.
 	guard *feedback.Guard
-	// written is what the last push wrote; services its translation's services.
+	// written is what the last push wrote; services its translation's services:
+	// copies, kept in step key by key, as the translation's own maps change during
+	// the next push while proxies are observed.
 	written  map[string]*model.EnvoyFilter
 	services map[string]*model.Service
 	// index is written's, made when a look first needs it.
@@ -55,7 +58,8 @@ func newFeedbackState(opts *FeedbackOptions, root string) *feedbackState {
 	if opts == nil {
 		return nil
 	}
-	fb := &feedbackState{opts: *opts, root: root, reported: map[feedback.Owner]string{}}
+	fb := &feedbackState{opts: *opts, root: root, reported: map[feedback.Owner]string{},
+		written: map[string]*model.EnvoyFilter{}, services: map[string]*model.Service{}}
 	if opts.Contain {
 		fb.guard = feedback.NewGuard(opts.Settle, opts.Confirm)
 	}
@@ -63,11 +67,13 @@ func newFeedbackState(opts *FeedbackOptions, root string) *feedbackState {
 }
 
 // filter returns what to write instead of the translation's filters, and whether
-// that is not the translation's (filters are contained).
-func (fb *feedbackState) filter(desired map[string]*model.EnvoyFilter, services map[string]*model.Service) (map[string]*model.EnvoyFilter, bool) {
+// that is not the translation's (filters are contained). It takes in the
+// translation's services: those it changed, or all when whole.
+func (fb *feedbackState) filter(t *translate.Translation, whole bool) (map[string]*model.EnvoyFilter, bool) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	fb.services = services
+	copyKeys(fb.services, t.ByKey, t.ChangedServices, whole)
+	desired := t.Filters
 	if fb.guard == nil {
 		return desired, false
 	}
@@ -83,9 +89,26 @@ func (fb *feedbackState) applied(written map[string]*model.EnvoyFilter, keys map
 	if len(changed) > 0 {
 		fb.index = nil
 	}
-	fb.written = written
+	copyKeys(fb.written, written, keys, keys == nil)
 	if fb.guard != nil {
 		fb.guard.Applied(written, keys, changed, now)
+	}
+}
+
+// copyKeys copies the entries of keys (all when whole) from src into dst, deleting
+// those src does not have.
+func copyKeys[V any](dst, src map[string]V, keys map[string]bool, whole bool) {
+	if whole {
+		clear(dst)
+		maps.Copy(dst, src)
+		return
+	}
+	for k := range keys {
+		if v, ok := src[k]; ok {
+			dst[k] = v
+		} else {
+			delete(dst, k)
+		}
 	}
 }
 
@@ -139,16 +162,16 @@ func (c *Controller) ObserveProxies(sync *model.ProxySync) {
 }
 
 // verdicts returns the translation's verdicts, with the Redis objects of the
-// services proxies reject not Ready.
-func (fb *feedbackState) verdicts(in map[model.ObjectRef]model.Verdict, services map[string]*model.Service) map[model.ObjectRef]model.Verdict {
+// services proxies reject not Ready, and whether any are rejected.
+func (fb *feedbackState) verdicts(in map[model.ObjectRef]model.Verdict) (map[model.ObjectRef]model.Verdict, bool) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
 	if fb.report == nil || len(fb.report.Rejections) == 0 {
-		return in
+		return in, false
 	}
 	out := maps.Clone(in)
 	for owner, rej := range fb.report.Rejections {
-		svc := services[ownerService(owner)]
+		svc := fb.services[ownerService(owner)]
 		if svc == nil {
 			continue
 		}
@@ -169,7 +192,7 @@ func (fb *feedbackState) verdicts(in map[model.ObjectRef]model.Verdict, services
 				describe(owner, svc), rej.Example, rej.Detail), model.MaxConditionMessage)}
 		}
 	}
-	return out
+	return out, true
 }
 
 // note is one thing to tell about an owner.

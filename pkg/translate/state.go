@@ -254,6 +254,7 @@ func (tr *Translator) sharePort(port uint32) error {
 		delete(out.Filters, pp.filter)
 		delete(out.Routes, pp.routes)
 		delete(st.portParts, port)
+		out.RoutesChanged = true
 	}
 	if _, shared := st.shared[port]; shared && len(st.byPort[port]) > 0 {
 		services := st.sortedServices(st.byPort[port])
@@ -274,11 +275,14 @@ func (tr *Translator) sharePort(port uint32) error {
 			}
 		}
 		ef, rc, err := sharedFilter(&tr.context, tr.registry, st.shared, port, routes)
+		if err == nil {
+			err = ef.Pack()
+		}
 		if err != nil {
 			return err
 		}
 		out.Filters[ef.Key()], out.Routes[rc.Name] = ef, rc
-		out.Changed[ef.Key()] = true
+		out.Changed[ef.Key()], out.RoutesChanged = true, true
 		st.portParts[port] = portPart{filter: ef.Key(), routes: rc.Name}
 	}
 	return tr.discovery()
@@ -301,6 +305,9 @@ func (tr *Translator) discovery() error {
 	switch {
 	case len(st.portParts) > 0 && st.discovery == nil:
 		ef, err := patch.RouteDiscoveryFilter(&tr.context)
+		if err == nil {
+			err = ef.Pack()
+		}
 		if err != nil {
 			return err
 		}
@@ -333,7 +340,10 @@ func (tr *Translator) verdicts(redis []model.ObjectRef, hosts map[string]bool) {
 		}
 		obj := st.builder.Objects(kind)[ref.Namespace+"/"+ref.Name]
 		if obj == nil {
-			delete(st.out.Verdicts, ref)
+			if _, had := st.out.Verdicts[ref]; had {
+				delete(st.out.Verdicts, ref)
+				st.out.VerdictsChanged = true
+			}
 			continue
 		}
 		var bound []*model.Service
@@ -345,6 +355,10 @@ func (tr *Translator) verdicts(redis []model.ObjectRef, hosts map[string]bool) {
 			}
 		}
 		slices.SortFunc(bound, serviceOrder)
-		st.out.Verdicts[ref] = verdict(ref, *obj, st.builder.Snapshot(), bound, st.out.Failed)
+		v := verdict(ref, *obj, st.builder.Snapshot(), bound, st.out.Failed)
+		if have, had := st.out.Verdicts[ref]; !had || have != v {
+			st.out.Verdicts[ref] = v
+			st.out.VerdictsChanged = true
+		}
 	}
 }

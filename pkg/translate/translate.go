@@ -70,6 +70,9 @@ type Translation struct {
 	// translation; ChangedServices the services whose failures it may have changed
 	// (see Failed): what a plan after an Update has to look at.
 	Changed, ChangedServices map[string]bool
+	// VerdictsChanged and RoutesChanged say the last translation changed Verdicts,
+	// or Routes.
+	VerdictsChanged, RoutesChanged bool
 	// Duplicates are the server-side filters left out because an older service's
 	// filter of the same namespace and spec (so of the same workloads) serves: the
 	// key of each one left out, to the key of the one written. Two such filters
@@ -260,6 +263,9 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 	r.fingerprints = make([]uint64, len(r.filters))
 	for i, ef := range r.filters {
 		r.fingerprints[i] = fingerprint(ef)
+		if err := ef.Pack(); err != nil {
+			r.err = &ServiceError{Service: svc, Port: r.ports[i], Protocol: r.ports[i].Protocol, Err: err}
+		}
 	}
 	return r
 }
@@ -300,7 +306,7 @@ func (s *servedFilters) leaveOut(fp uint64, ef *model.EnvoyFilter, key string, o
 		s.byFingerprint[fp] = ef
 		return nil
 	}
-	if have.Namespace != ef.Namespace || !proto.Equal(have.Spec, ef.Spec) {
+	if have.Namespace != ef.Namespace || !have.SameSpec(ef) {
 		return nil
 	}
 	if s.leftOut == nil {
@@ -483,11 +489,12 @@ func conflict(have map[string]*model.EnvoyFilter, leftOut map[string]string, r *
 	return nil
 }
 
-// SortedFilters returns the filters ordered by key.
+// SortedFilters returns the filters ordered by key, their specs unpacked (see
+// model.EnvoyFilter.Pack): for printing and reading, not for a push.
 func SortedFilters(filters map[string]*model.EnvoyFilter) []*model.EnvoyFilter {
 	out := make([]*model.EnvoyFilter, 0, len(filters))
 	for _, k := range slices.Sorted(maps.Keys(filters)) {
-		out = append(out, filters[k])
+		out = append(out, filters[k].Unpacked())
 	}
 	return out
 }

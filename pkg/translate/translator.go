@@ -210,6 +210,7 @@ func (tr *Translator) update(dirty model.Dirty, secrets []string) (t *Translatio
 	}()
 	out := st.out
 	out.Changed, out.ChangedServices = map[string]bool{}, map[string]bool{}
+	out.VerdictsChanged, out.RoutesChanged = false, false
 	p := &pushLookup{services: st.lookup, secret: st.builder.Snapshot().Secret}
 
 	// The services the change touches, built again; and what depends on them.

@@ -719,7 +719,7 @@ func TestOneServerSideFilterForTheSameWorkloads(t *testing.T) {
 		t.Helper()
 		var got []string
 		for key, ef := range cluster {
-			if ef.Spec.GetWorkloadSelector() != nil {
+			if ef.SpecProto().GetWorkloadSelector() != nil {
 				got = append(got, key+" of "+ef.Annotations[model.ServiceAnnotation])
 			}
 		}
@@ -741,7 +741,7 @@ func TestOneServerSideFilterForTheSameWorkloads(t *testing.T) {
 	}
 
 	// Written before filters were shared: the plan deletes the younger one's.
-	stale := proto.Clone(both.Filters[olderIn].Spec).(*networking.EnvoyFilter)
+	stale := both.Filters[olderIn].SpecProto()
 	cluster[youngerIn] = &model.EnvoyFilter{Name: "aeraki-inbound-billing.dubbo.example-20880", Namespace: "dubbo",
 		Annotations: map[string]string{model.ServiceAnnotation: younger}, Spec: stale}
 	push("the younger one's written before", billing, orders)

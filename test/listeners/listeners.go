@@ -169,6 +169,10 @@ func TranslateIn(t testing.TB, ctx generator.Context, opts plugin.Options, istio
 	if t.Failed() {
 		t.FailNow()
 	}
+	// The tests read the specs: unpacked, as the apiserver and istiod see them.
+	for k, ef := range tr.Filters {
+		tr.Filters[k] = ef.Unpacked()
+	}
 	return tr
 }
 

@@ -115,9 +115,10 @@ func BenchmarkPushOneChange(b *testing.B) {
 	}
 }
 
-// cluster holds EnvoyFilters as an informer cache would: copies of what was
-// written, each with a resource version, indexed by service; and, as the
-// controller's informer events do, the keys written since the last plan.
+// cluster holds EnvoyFilters as the controller's informer cache does: what was
+// written, trimmed to a digest of its spec (kube.TrimEnvoyFilter), each with a
+// resource version, indexed by service; and, as the controller's informer events
+// do, the keys written since the last plan.
 type cluster struct {
 	filters map[string]*model.EnvoyFilter
 	owned   map[string]map[string]bool
@@ -133,7 +134,7 @@ func (c *cluster) apply(changes plan.Changes) {
 	for _, list := range [][]*model.EnvoyFilter{changes.Create, changes.Update} {
 		for _, ef := range list {
 			c.version++
-			stored := ef.Clone()
+			stored := ef.Trimmed()
 			stored.ResourceVersion = strconv.Itoa(c.version)
 			c.filters[ef.Key()] = stored
 			owner := ef.Annotations[model.ServiceAnnotation]
