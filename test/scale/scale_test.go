@@ -203,7 +203,7 @@ func TestScale(t *testing.T) {
 	report(t, res, time.Since(begin))
 }
 
-// harness is the control plane with the controller under test running on it, as
+// harness is the control plane with the controller under test running on it as a
 // child process, and the test's clients.
 type harness struct {
 	cp    *controlplane.ControlPlane
