@@ -179,34 +179,60 @@ func (a *Aeraki) Running() error {
 // PeakRSS returns the controller's peak resident set size in bytes (VmHWM of
 // /proc/<pid>/status, Linux only). The process must still be running.
 func (a *Aeraki) PeakRSS() (int64, error) {
+	return a.statusBytes("VmHWM")
+}
+
+// RSS returns the controller's resident set size now in bytes (VmRSS of
+// /proc/<pid>/status, Linux only).
+func (a *Aeraki) RSS() (int64, error) {
+	return a.statusBytes("VmRSS")
+}
+
+// OpenFDs returns how many file descriptors the controller holds open (the entries
+// of /proc/<pid>/fd, Linux only): its sockets to the apiserver and istiod among them.
+func (a *Aeraki) OpenFDs() (int, error) {
 	if a.p.exited() {
-		return 0, errors.New("aeraki has exited: its peak memory is gone with it")
+		return 0, errors.New("aeraki has exited")
+	}
+	fds, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(a.PID()), "fd"))
+	if err != nil {
+		return 0, fmt.Errorf("count the open files of aeraki: %w", err)
+	}
+	return len(fds), nil
+}
+
+// statusBytes reads a size field of the controller's /proc/<pid>/status ("VmHWM",
+// in kB there) in bytes. The process must still be running: its memory is gone
+// with it.
+func (a *Aeraki) statusBytes(field string) (int64, error) {
+	if a.p.exited() {
+		return 0, fmt.Errorf("aeraki has exited: its %s is gone with it", field)
 	}
 	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(a.PID()), "status"))
 	if err != nil {
-		return 0, fmt.Errorf("read the peak memory of aeraki: %w", err)
+		return 0, fmt.Errorf("read the %s of aeraki: %w", field, err)
 	}
 	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		rest, ok := strings.CutPrefix(s.Text(), "VmHWM:")
+		rest, ok := strings.CutPrefix(s.Text(), field+":")
 		if !ok {
 			continue
 		}
 		kb, ok := strings.CutSuffix(strings.TrimSpace(rest), " kB")
 		if !ok {
-			return 0, fmt.Errorf("VmHWM %q: want a size in kB", rest)
+			return 0, fmt.Errorf("%s %q: want a size in kB", field, rest)
 		}
 		n, err := strconv.ParseInt(kb, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("VmHWM %q: %w", rest, err)
+			return 0, fmt.Errorf("%s %q: %w", field, rest, err)
 		}
 		return n << 10, nil
 	}
 	if err := s.Err(); err != nil {
 		return 0, err
 	}
-	return 0, errors.New("no VmHWM in /proc/<pid>/status")
+	return 0, fmt.Errorf("no %s in /proc/<pid>/status", field)
 }
 
 // Metrics returns the controller's /metrics in Prometheus text format, fetched as

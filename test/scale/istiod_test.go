@@ -51,25 +51,34 @@ var (
 
 // sidecar is a fake sidecar that stays connected to istiod: one ADS stream watching
 // listeners and clusters that acknowledges every response, so that istiod pushes to
-// it as to a proxy. It keeps, from the last listeners it got, how many are the
-// harness's service listeners (VIP 240.240.x.y, port 20880) and how many of those
-// carry dubbo_proxy.
+// it as to a proxy. It keeps, from the last listeners it got, the harness's service
+// listeners (VIP 240.240.x.y, port 20880): whether each carries dubbo_proxy, with
+// which route weights, and since when.
 type sidecar struct {
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
 
+	// limit bounds a wait on istiod's pushes to it: longer the more services it gets.
+	limit time.Duration
+
 	mu        sync.Mutex
 	responses map[string]int // by type URL
-	services  int
-	dubbo     int
+	services  map[string]serviceListener
 	err       error
 }
 
-// connectSidecar connects a sidecar to istiod's plaintext xDS until the test ends or
-// stop is called.
-func connectSidecar(t *testing.T, cp *controlplane.ControlPlane) *sidecar {
+// serviceListener is what the sidecar holds for one service listener.
+type serviceListener struct {
+	dubbo   bool
+	weights string    // routeWeights of its dubbo_proxy
+	since   time.Time // when the response that brought this dubbo_proxy and weights arrived
+}
+
+// connectSidecar connects a sidecar to istiod's plaintext xDS, in a mesh of n
+// services, until the test ends or stop is called.
+func connectSidecar(t *testing.T, cp *controlplane.ControlPlane, n int) *sidecar {
 	t.Helper()
 	node, err := controlplane.SidecarNode(sidecarIP, sidecarNS, map[string]string{"app": "scale-client"})
 	if err != nil {
@@ -82,7 +91,8 @@ func connectSidecar(t *testing.T, cp *controlplane.ControlPlane) *sidecar {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &sidecar{conn: conn, cancel: cancel, done: make(chan struct{}), responses: map[string]int{}}
+	s := &sidecar{conn: conn, cancel: cancel, done: make(chan struct{}), limit: timeout + time.Duration(n)*perService,
+		responses: map[string]int{}, services: map[string]serviceListener{}}
 	t.Cleanup(s.stop)
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
@@ -112,18 +122,9 @@ func (s *sidecar) run(ctx context.Context, stream discovery.AggregatedDiscoveryS
 			}
 			return fmt.Errorf("sidecar: receive: %w", err)
 		}
-		services, dubbo := -1, -1
-		if resp.GetTypeUrl() == listenerType {
-			if services, dubbo, err = countListeners(resp); err != nil {
-				return err
-			}
+		if err := s.record(resp, time.Now()); err != nil {
+			return err
 		}
-		s.mu.Lock()
-		s.responses[resp.GetTypeUrl()]++
-		if services >= 0 {
-			s.services, s.dubbo = services, dubbo
-		}
-		s.mu.Unlock()
 		ack := &discovery.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}
 		if err := stream.Send(ack); err != nil {
 			if ctx.Err() != nil {
@@ -134,34 +135,51 @@ func (s *sidecar) run(ctx context.Context, stream discovery.AggregatedDiscoveryS
 	}
 }
 
-// countListeners returns how many listeners of an LDS response are the harness's
-// service listeners, and how many of those carry dubbo_proxy.
-func countListeners(resp *discovery.DiscoveryResponse) (services, dubbo int, err error) {
+// record counts a response received at at and, for listeners, replaces the service
+// listeners with those it carries (each response holds every listener), keeping the
+// time of a listener whose filter and weights did not change.
+func (s *sidecar) record(resp *discovery.DiscoveryResponse, at time.Time) error {
+	var services map[string]serviceListener
+	if resp.GetTypeUrl() == listenerType {
+		var err error
+		if services, err = serviceListeners(resp, at); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.responses[resp.GetTypeUrl()]++
+	if services == nil {
+		return nil
+	}
+	for name, l := range services {
+		if old, ok := s.services[name]; ok && old.dubbo == l.dubbo && old.weights == l.weights {
+			services[name] = old
+		}
+	}
+	s.services = services
+	return nil
+}
+
+// serviceListeners returns the harness's service listeners of an LDS response, by
+// name, as received at at.
+func serviceListeners(resp *discovery.DiscoveryResponse, at time.Time) (map[string]serviceListener, error) {
+	out := map[string]serviceListener{}
 	for _, res := range resp.GetResources() {
 		l := &listener.Listener{}
 		if err := res.UnmarshalTo(l); err != nil {
-			return 0, 0, fmt.Errorf("sidecar: decode listener (%s): %w", res.GetTypeUrl(), err)
+			return nil, fmt.Errorf("sidecar: decode listener (%s): %w", res.GetTypeUrl(), err)
 		}
 		if !strings.HasPrefix(l.GetName(), "240.240.") || !strings.HasSuffix(l.GetName(), "_"+strconv.Itoa(dubboPort)) {
 			continue
 		}
-		services++
-		if hasFilter(l, dubboFilter) {
-			dubbo++
+		dp, err := listenerDubbo(l)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: listener %s: %w", l.GetName(), err)
 		}
+		out[l.GetName()] = serviceListener{dubbo: dp != nil, weights: routeWeights(dp), since: at}
 	}
-	return services, dubbo, nil
-}
-
-func hasFilter(l *listener.Listener, name string) bool {
-	for _, fc := range l.GetFilterChains() {
-		for _, f := range fc.GetFilters() {
-			if f.GetName() == name {
-				return true
-			}
-		}
-	}
-	return false
+	return out, nil
 }
 
 func (s *sidecar) setErr(err error) {
@@ -177,7 +195,20 @@ func (s *sidecar) setErr(err error) {
 func (s *sidecar) listeners() (services, dubbo int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.services, s.dubbo, s.err
+	for _, l := range s.services {
+		if l.dubbo {
+			dubbo++
+		}
+	}
+	return len(s.services), dubbo, s.err
+}
+
+// serviceListener returns what the last listeners received hold for the listener
+// name; and the stream's error, if it ended.
+func (s *sidecar) serviceListener(name string) (serviceListener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.services[name], s.err
 }
 
 // received returns the number of responses received, by xDS type (lds, cds).
@@ -192,7 +223,7 @@ func (s *sidecar) received() map[string]int {
 func (s *sidecar) waitListeners(t *testing.T, services, dubbo int) {
 	t.Helper()
 	what := fmt.Sprintf("the sidecar's listeners: %d services, %d with dubbo_proxy", services, dubbo)
-	waitFor(t, what, timeout, func(context.Context) (bool, error) {
+	waitFor(t, what, s.limit, func(context.Context) (bool, error) {
 		gotServices, gotDubbo, err := s.listeners()
 		return gotServices == services && gotDubbo == dubbo, err
 	})
@@ -229,13 +260,13 @@ func istiodMetrics(ctx context.Context, cp *controlplane.ControlPlane) (samples,
 }
 
 // waitIstiodIdle waits until istiod has received no config update, triggered no push
-// and pushed nothing for istiodQuiet, and returns its metrics from then.
-func waitIstiodIdle(t *testing.T, cp *controlplane.ControlPlane, what string) samples {
+// and pushed nothing for istiodQuiet, at most limit, and returns its metrics from then.
+func waitIstiodIdle(t *testing.T, cp *controlplane.ControlPlane, limit time.Duration, what string) samples {
 	t.Helper()
 	var last samples
 	var lastKey string
 	var since time.Time
-	waitFor(t, "istiod to be idle "+what, timeout, func(ctx context.Context) (bool, error) {
+	waitFor(t, "istiod to be idle "+what, limit, func(ctx context.Context) (bool, error) {
 		ss, err := istiodMetrics(ctx, cp)
 		if err != nil {
 			return false, err
@@ -355,7 +386,7 @@ type istiodWindow struct {
 // startIstiod waits until istiod is idle and starts measuring a phase.
 func startIstiod(t *testing.T, cp *controlplane.ControlPlane, sc *sidecar, what string) istiodWindow {
 	t.Helper()
-	before := waitIstiodIdle(t, cp, "before "+what)
+	before := waitIstiodIdle(t, cp, sc.limit, "before "+what)
 	return istiodWindow{before: before, received: sc.received(), begin: time.Now()}
 }
 
@@ -364,7 +395,7 @@ func startIstiod(t *testing.T, cp *controlplane.ControlPlane, sc *sidecar, what 
 func (w istiodWindow) end(t *testing.T, cp *controlplane.ControlPlane, sc *sidecar, what string) istiodPhase {
 	t.Helper()
 	took := time.Since(w.begin)
-	after := waitIstiodIdle(t, cp, "after "+what)
+	after := waitIstiodIdle(t, cp, sc.limit, "after "+what)
 	received := sc.received()
 	for typ, n := range w.received {
 		received[typ] -= n
