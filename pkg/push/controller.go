@@ -280,7 +280,7 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 		c.opts.Log.V(1).Info("push: not the leader, nothing written", "services", t.Generated+t.Reused, "routes", len(t.Routes))
 		return nil
 	}
-	c.report(t)
+	c.report(t, c.replan)
 	desired, containing := t.Filters, false
 	if c.fb != nil {
 		desired, containing = c.fb.filter(t, c.replan)
@@ -403,49 +403,84 @@ func (k *changedKeys) take() map[string]bool {
 }
 
 // report tells the user about each failed service once per distinct error, and about
-// ports left as plain TCP once per distinct reason.
-func (c *Controller) report(t *translate.Translation) {
+// ports left as plain TCP once per distinct reason: of every service when all, else
+// of the services the translation changed (see Translation.ChangedServices).
+func (c *Controller) report(t *translate.Translation, all bool) {
+	changed := func(key string) bool {
+		service, _, _ := strings.Cut(key, "@") // a view's failure is its service's
+		return all || t.ChangedServices[service]
+	}
 	for key := range c.skips {
-		if _, still := t.Skipped[key]; !still {
+		if _, still := t.Skipped[key]; !still && changed(key) {
 			delete(c.skips, key)
 		}
 	}
-	for key, skipped := range t.Skipped {
-		var msgs []string
-		for _, s := range skipped {
-			msgs = append(msgs, fmt.Sprintf("port %d (%s): %v", s.Port.Number, s.Protocol, s.Err))
-		}
-		msg := strings.Join(msgs, "; ")
-		if c.skips[key] == msg {
-			continue
-		}
-		c.skips[key] = msg
-		svc := skipped[0].Service
-		c.opts.Log.Info("leaving ports as plain TCP", "kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "reason", msg)
-		if c.opts.Recorder != nil {
-			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeNormal, "PortLeftAsTCP", "Generate", "%s", model.Shorten(msg, model.MaxEventNote))
-		}
-	}
 	for key := range c.failures {
-		if _, still := t.Failed[key]; !still {
+		if _, still := t.Failed[key]; !still && changed(key) {
 			delete(c.failures, key)
 			c.opts.Log.Info("service generates again", "service", key)
 		}
 	}
-	for key, serr := range t.Failed {
-		msg := serr.Err.Error()
-		if c.failures[key] == msg {
-			continue
+	if all {
+		for key := range t.Skipped {
+			c.reportSkipped(key, t.Skipped[key])
 		}
-		c.failures[key] = msg
-		c.opts.Metrics.GenerationFailed(serr)
-		svc := serr.Service
-		c.opts.Log.Error(serr.Err, "cannot generate EnvoyFilters; keeping the ones applied before",
-			"kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "port", serr.Port.Number, "protocol", serr.Protocol)
-		if c.opts.Recorder != nil {
-			c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeWarning, "GenerationFailed", "Generate", "%s",
-				model.Shorten(fmt.Sprintf("port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err), model.MaxEventNote))
+		for key, serr := range t.Failed {
+			c.reportFailed(key, serr)
 		}
+		return
+	}
+	for key := range t.ChangedServices {
+		if skipped, ok := t.Skipped[key]; ok {
+			c.reportSkipped(key, skipped)
+		}
+		if serr, ok := t.Failed[key]; ok {
+			c.reportFailed(key, serr)
+		}
+		if svc := t.ByKey[key]; svc != nil {
+			for _, v := range svc.Views {
+				if serr, ok := t.Failed[translate.ViewKey(key, v.Namespace)]; ok {
+					c.reportFailed(translate.ViewKey(key, v.Namespace), serr)
+				}
+			}
+		}
+	}
+}
+
+// reportSkipped tells of the ports of a service left as plain TCP, unless it told
+// the same last time.
+func (c *Controller) reportSkipped(key string, skipped []*translate.ServiceError) {
+	var msgs []string
+	for _, s := range skipped {
+		msgs = append(msgs, fmt.Sprintf("port %d (%s): %v", s.Port.Number, s.Protocol, s.Err))
+	}
+	msg := strings.Join(msgs, "; ")
+	if c.skips[key] == msg {
+		return
+	}
+	c.skips[key] = msg
+	svc := skipped[0].Service
+	c.opts.Log.Info("leaving ports as plain TCP", "kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "reason", msg)
+	if c.opts.Recorder != nil {
+		c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeNormal, "PortLeftAsTCP", "Generate", "%s", model.Shorten(msg, model.MaxEventNote))
+	}
+}
+
+// reportFailed tells of a failure (key: a service's, or a view's), unless it told
+// the same last time.
+func (c *Controller) reportFailed(key string, serr *translate.ServiceError) {
+	msg := serr.Err.Error()
+	if c.failures[key] == msg {
+		return
+	}
+	c.failures[key] = msg
+	c.opts.Metrics.GenerationFailed(serr)
+	svc := serr.Service
+	c.opts.Log.Error(serr.Err, "cannot generate EnvoyFilters; keeping the ones applied before",
+		"kind", svc.Kind(), "namespace", svc.Namespace, "name", svc.ObjectName(), "port", serr.Port.Number, "protocol", serr.Protocol)
+	if c.opts.Recorder != nil {
+		c.opts.Recorder.Eventf(objectRef(svc), nil, corev1.EventTypeWarning, "GenerationFailed", "Generate", "%s",
+			model.Shorten(fmt.Sprintf("port %d (%s): %v", serr.Port.Number, serr.Protocol, serr.Err), model.MaxEventNote))
 	}
 }
 

@@ -234,7 +234,7 @@ func expectedOutbound(t *testing.T, d dubboService, r weightedRoute) *networking
 	}
 	for _, ef := range tr.Filters {
 		if ef.Name == d.outbound().Name {
-			return ef.Spec
+			return ef.SpecProto()
 		}
 	}
 	t.Fatalf("round %d has no filter %s", r.round, d.outbound().Name)
