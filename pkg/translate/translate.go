@@ -262,27 +262,26 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 	}
 	r.fingerprints = make([]uint64, len(r.filters))
 	for i, ef := range r.filters {
-		r.fingerprints[i] = fingerprint(ef)
+		server := ef.Spec.GetWorkloadSelector() != nil
 		if err := ef.Pack(); err != nil {
 			r.err = &ServiceError{Service: svc, Port: r.ports[i], Protocol: r.ports[i].Protocol, Err: err}
 		}
+		r.fingerprints[i] = fingerprint(ef, server)
 	}
 	return r
 }
 
 // fingerprint hashes the namespace and spec of a server-side filter (one with a
-// workload selector: it applies to those workloads of its namespace alone); 0 for
-// the others, which are never left out.
-func fingerprint(ef *model.EnvoyFilter) uint64 {
-	if ef.Spec.GetWorkloadSelector() == nil {
-		return 0
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(append([]byte(ef.Namespace), 0), ef.Spec)
-	if err != nil {
+// workload selector: it applies to those workloads of its namespace alone), packed
+// (see model.EnvoyFilter.Pack); 0 for the others, which are never left out.
+func fingerprint(ef *model.EnvoyFilter, server bool) uint64 {
+	if !server {
 		return 0
 	}
 	h := fnv.New64a()
-	_, _ = h.Write(b) // never fails
+	_, _ = h.Write([]byte(ef.Namespace)) // never fails
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(ef.Digest()))
 	return max(h.Sum64(), 1)
 }
 
