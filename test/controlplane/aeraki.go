@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"testing"
 	"time"
 
 	certutil "k8s.io/client-go/util/cert"
@@ -63,6 +65,36 @@ func BuildAeraki(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("go build cmd/aeraki: %w\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// BuildAerakiForTest links cmd/aeraki into a directory of t in the background (while
+// the control plane starts) and returns a function that waits for the binary and
+// fails t if the build failed.
+func BuildAerakiForTest(t testing.TB) func() string {
+	t.Helper()
+	type build struct {
+		bin string
+		err error
+	}
+	built := make(chan build, 1)
+	dir := t.TempDir()
+	var building sync.WaitGroup
+	building.Go(func() {
+		begin := time.Now()
+		bin, err := BuildAeraki(t.Context(), dir)
+		t.Logf("built cmd/aeraki in %s", time.Since(begin).Round(time.Millisecond))
+		built <- build{bin, err}
+	})
+	// On an early failure, the build ends (the context is canceled) before dir goes.
+	t.Cleanup(building.Wait)
+	return func() string {
+		t.Helper()
+		b := <-built
+		if b.err != nil {
+			t.Fatal(b.err)
+		}
+		return b.bin
+	}
 }
 
 // AerakiServiceAccount is the controller's ServiceAccount in the root namespace, as

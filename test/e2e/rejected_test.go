@@ -177,7 +177,7 @@ func carries(ls map[string]*listener.Listener, name, filter string) bool {
 // EnvoyFilter is counted apart and blamed on no service.
 func TestRejectedKafkaContained(t *testing.T) {
 	ctx := t.Context()
-	built := buildAeraki(t)
+	built := controlplane.BuildAerakiForTest(t)
 	e := startStockControlPlane(t)
 	bin := built()
 	a, err := e.cp.StartAeraki(ctx, bin, rejectionArgs()...)
@@ -263,7 +263,7 @@ func TestRejectedKafkaContained(t *testing.T) {
 // EnvoyFilter stays as generated.
 func TestRejectedNotContained(t *testing.T) {
 	ctx := t.Context()
-	built := buildAeraki(t)
+	built := controlplane.BuildAerakiForTest(t)
 	e := startStockControlPlane(t)
 	bin := built()
 	a, err := e.cp.StartAeraki(ctx, bin, rejectionArgs("--contain-rejections=false")...)

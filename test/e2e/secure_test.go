@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,7 +70,7 @@ func startSecure(t *testing.T) *env {
 // replaced on disk when istiod restarts.
 func TestSecureBinary(t *testing.T) {
 	ctx := t.Context()
-	built := buildAeraki(t)
+	built := controlplane.BuildAerakiForTest(t)
 	e := startStockControlPlane(t)
 	// As installed, the binary serves routes: the Dubbo port here is shared.
 	e.shared = true
@@ -158,35 +157,6 @@ func TestSecureBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-}
-
-// buildAeraki links cmd/aeraki into a directory of t while the control plane starts,
-// and returns a function that waits for the binary.
-func buildAeraki(t *testing.T) func() string {
-	t.Helper()
-	type build struct {
-		bin string
-		err error
-	}
-	built := make(chan build, 1)
-	dir := t.TempDir()
-	var building sync.WaitGroup
-	building.Go(func() {
-		begin := time.Now()
-		bin, err := controlplane.BuildAeraki(t.Context(), dir)
-		t.Logf("built cmd/aeraki in %s", time.Since(begin).Round(time.Millisecond))
-		built <- build{bin, err}
-	})
-	// On an early failure, the build ends (the context is canceled) before dir goes.
-	t.Cleanup(building.Wait)
-	return func() string {
-		t.Helper()
-		b := <-built
-		if b.err != nil {
-			t.Fatal(b.err)
-		}
-		return b.bin
-	}
 }
 
 // startAeraki starts the binary on the secure path, ready, and stops it when t ends.

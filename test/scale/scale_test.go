@@ -222,25 +222,9 @@ type harness struct {
 func startHarness(t *testing.T, n int, withSidecar bool, args ...string) *harness {
 	t.Helper()
 	ctx := t.Context()
-	// Link the controller while the control plane starts.
-	type build struct {
-		bin string
-		err error
-	}
-	built := make(chan build, 1)
-	binDir := t.TempDir()
-	var building sync.WaitGroup
-	building.Go(func() {
-		bin, err := controlplane.BuildAeraki(ctx, binDir)
-		built <- build{bin, err}
-	})
-	// On an early failure, the build ends (ctx is canceled) before binDir goes.
-	t.Cleanup(building.Wait)
+	built := controlplane.BuildAerakiForTest(t)
 	h := &harness{cp: controlplane.StartForTest(t, controlplane.Options{Istiod: true})}
-	b := <-built
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
+	bin := built()
 	cfg := unthrottled(h.cp.RestConfig)
 	h.kube = kubernetes.NewForConfigOrDie(cfg)
 	h.istio = istioclient.NewForConfigOrDie(cfg)
@@ -251,7 +235,7 @@ func startHarness(t *testing.T, n int, withSidecar bool, args ...string) *harnes
 		h.sc = connectSidecar(t, h.cp, n)
 	}
 	var err error
-	if h.ae, err = h.cp.StartAeraki(ctx, b.bin, slices.Concat(controllerFlags(), args)...); err != nil {
+	if h.ae, err = h.cp.StartAeraki(ctx, bin, slices.Concat(controllerFlags(), args)...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stopAndReport(t, h.ae) })

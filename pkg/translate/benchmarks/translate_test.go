@@ -74,17 +74,7 @@ func BenchmarkPushOneChange(b *testing.B) {
 		b.Run(fmt.Sprintf("%s/%d", fixture.Dubbo, n), func(b *testing.B) {
 			snap := fixture.Snapshot(fixture.Dubbo, n)
 			vss := snap.VirtualServices
-			tr := translate.NewTranslator(base, registry())
-			var planner plan.Planner
-			cluster := newCluster()
-			t, err := tr.Translate(snap)
-			if err != nil {
-				b.Fatal(err)
-			}
-			first := planner.Plan(t.Filters, cluster.filters, t.Failed)
-			if cluster.apply(first); len(first.Create) != 2*n {
-				b.Fatalf("first push wrote %d, want %d", len(first.Create), 2*n)
-			}
+			tr, planner, cluster, t := firstPush(b, snap, n)
 			// The informer's events of those writes: the next push compares every
 			// spec once and finds it written. Then the steady state.
 			if echo, err := planner.PlanChanges(t, t.Filters, cluster, cluster.take()); err != nil || !echo.Empty() {
@@ -129,14 +119,7 @@ func BenchmarkResync(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("%s/%d", fixture.Dubbo, n), func(b *testing.B) {
 			snap := fixture.Snapshot(fixture.Dubbo, n)
-			tr := translate.NewTranslator(base, registry())
-			var planner plan.Planner
-			cluster := newCluster()
-			t, err := tr.Translate(snap)
-			if err != nil {
-				b.Fatal(err)
-			}
-			cluster.apply(planner.Plan(t.Filters, cluster.filters, t.Failed))
+			tr, planner, cluster, _ := firstPush(b, snap, n)
 			peak := watchPeak(b)
 			for b.Loop() {
 				tr.Reset()
@@ -155,6 +138,24 @@ func BenchmarkResync(b *testing.B) {
 			held(b, tr, cluster)
 		})
 	}
+}
+
+// firstPush is a controller's first push of snap, n Dubbo services: a whole
+// translation, and every service's two EnvoyFilters created in the cluster.
+func firstPush(b *testing.B, snap *model.Snapshot, n int) (*translate.Translator, *plan.Planner, *cluster, *translate.Translation) {
+	b.Helper()
+	tr := translate.NewTranslator(base, registry())
+	planner := &plan.Planner{}
+	cluster := newCluster()
+	t, err := tr.Translate(snap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	first := planner.Plan(t.Filters, cluster.filters, t.Failed)
+	if cluster.apply(first); len(first.Create) != 2*n {
+		b.Fatalf("first push wrote %d, want %d", len(first.Create), 2*n)
+	}
+	return tr, planner, cluster, t
 }
 
 // cluster holds EnvoyFilters as the controller's informer cache does: what was
