@@ -50,6 +50,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.Manager.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the Lease (default: $POD_NAMESPACE, or the in-cluster namespace)")
 	metricsFlags(fs, &o.Manager)
 	fs.StringVar(&o.Manager.ProbeAddr, "probe-addr", ":8081", "/healthz and /readyz address (0 disables)")
+	fs.StringVar(&o.Manager.PprofAddr, "pprof-addr", "0", "Go's /debug/pprof profiles, for example 127.0.0.1:6060 (0 disables; they are not authenticated)")
 	fs.BoolVar(&o.Plugins.KafkaContribFilter, kafka.ContribFlag, false, kafkaFlagHelp)
 	routeServerFlags(fs, &o.RouteServer)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster)")

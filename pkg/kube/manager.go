@@ -55,6 +55,9 @@ type Options struct {
 	// they change; empty means a self-signed certificate made at start.
 	MetricsCertDir string
 	ProbeAddr      string
+	// PprofAddr serves Go's /debug/pprof profiles; "" or "0" (the default) serves
+	// none. Profiles show the process's memory and stacks: bind it to loopback.
+	PprofAddr string
 	// SeveralManagersPerProcess lets tests run more than one manager in a process:
 	// controller-runtime otherwise refuses a second controller of the same name.
 	SeveralManagersPerProcess bool
@@ -110,6 +113,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		LeaderElectionReleaseOnCancel: true,
 		Metrics:                       metrics,
 		HealthProbeBindAddress:        opts.ProbeAddr,
+		PprofBindAddress:              opts.PprofAddr,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&clientnetworking.EnvoyFilter{}:    {Label: ours, Transform: TrimEnvoyFilter},
 			&clientnetworkingv1.ServiceEntry{}: {Transform: TrimServiceEntry},

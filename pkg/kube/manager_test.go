@@ -3,8 +3,12 @@ package kube
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
@@ -33,6 +37,45 @@ func TestNewManagerLogger(t *testing.T) {
 	if len(lines) != 1 || !strings.Contains(lines[0], "through the given logger") {
 		t.Fatalf("the manager logged %q, want one line through the given logger", lines)
 	}
+}
+
+// TestPprofServedWhenAsked: with PprofAddr the manager serves Go's profiles there,
+// the heap profile among them.
+func TestPprofServedWhenAsked(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := NewManager(apiserver.RestConfig(t), Options{MetricsAddr: "0", ProbeAddr: "0", PprofAddr: addr, SeveralManagersPerProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	var status int
+	for range 100 {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if status = resp.StatusCode; status == http.StatusOK && strings.Contains(string(body), "heap profile") {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no heap profile on %s (last status %d)", addr, status)
 }
 
 func svc(portName string, annotations map[string]string) *corev1.Service {
