@@ -3,12 +3,11 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
@@ -20,8 +19,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"aeraki.io/aeraki/pkg/model"
+	"aeraki.io/aeraki/test/controlplane"
 )
 
 // TestNewManagerLogger: the manager logs through the logger it is given, not the global
@@ -42,18 +43,39 @@ func TestNewManagerLogger(t *testing.T) {
 // TestPprofServedWhenAsked: with PprofAddr the manager serves Go's profiles there,
 // the heap profile among them.
 func TestPprofServedWhenAsked(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := controlplane.FreeAddrs(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := NewManager(apiserver.RestConfig(t), Options{MetricsAddr: "0", ProbeAddr: "0", PprofAddr: addr, SeveralManagersPerProcess: true})
+	mgr, err := NewManager(apiserver.RestConfig(t), Options{MetricsAddr: "0", ProbeAddr: "0", PprofAddr: addrs[0], SeveralManagersPerProcess: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	runManager(t, mgr)
+	waitFor(t, "a heap profile on "+addrs[0], func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addrs[0]+"/debug/pprof/heap?debug=1", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+			return fmt.Errorf("status %d, %.80q", resp.StatusCode, body)
+		}
+		return nil
+	})
+}
+
+// runManager starts mgr until the test ends.
+func runManager(t *testing.T, mgr manager.Manager) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
@@ -63,19 +85,6 @@ func TestPprofServedWhenAsked(t *testing.T) {
 			t.Errorf("manager: %v", err)
 		}
 	})
-	var status int
-	for range 100 {
-		resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if status = resp.StatusCode; status == http.StatusOK && strings.Contains(string(body), "heap profile") {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no heap profile on %s (last status %d)", addr, status)
 }
 
 func svc(portName string, annotations map[string]string) *corev1.Service {
@@ -152,15 +161,7 @@ func TestCacheHoldsHeadlessSlicesTrimmed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	runManager(t, mgr)
 	var got discoveryv1.EndpointSliceList
 	waitFor(t, "the cache's EndpointSlices", func(ctx context.Context) error {
 		if err := mgr.GetCache().List(ctx, &got, client.InNamespace(ns)); err != nil {
