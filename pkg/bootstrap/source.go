@@ -221,9 +221,10 @@ func (s *source) syntheticEntry(key string) (model.Change, bool, error) {
 		return c, wasHidden, nil
 	}
 	svc := &corev1.Service{}
-	found, err := s.get(ns, strings.TrimPrefix(name, model.SyntheticPrefix), svc)
+	svcName := strings.TrimPrefix(name, model.SyntheticPrefix)
+	found, err := s.get(ns, svcName, svc)
 	if err != nil {
-		return c, false, fmt.Errorf("reading Service %s/%s: %w", ns, svc.Name, err)
+		return c, false, fmt.Errorf("reading Service %s/%s: %w", ns, svcName, err)
 	}
 	if found && s.hides(svc, s.config.ExportDefaults()) {
 		o := s.hiddenEntry(svc)

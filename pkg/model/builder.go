@@ -351,10 +351,11 @@ func BuildServices(snap *Snapshot) ([]*Service, error) {
 }
 
 // SortServices orders services by namespace, then name: the order of a translation.
-func SortServices(services []*Service) {
-	slices.SortFunc(services, func(a, b *Service) int {
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	})
+func SortServices(services []*Service) { slices.SortFunc(services, CompareServices) }
+
+// CompareServices orders services by namespace, then name.
+func CompareServices(a, b *Service) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
 // Build returns the service of the ServiceEntry key; nil when there is none, or it

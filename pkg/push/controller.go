@@ -244,8 +244,11 @@ func (c *Controller) Push(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			// The changes the push took are gone, and its writes may be half done:
-			// the retry starts from the whole config and plans every filter.
-			c.full.Store(full)
+			// the retry starts from the whole config and plans every filter. A resync
+			// it took is owed again; a resync asked for meanwhile stays asked for.
+			if full {
+				c.full.Store(true)
+			}
 			c.replan = true
 			c.translator.Discard()
 		}

@@ -35,6 +35,8 @@ type source struct {
 	// changed says the snapshot was set since it was last read: the next push
 	// translates it whole.
 	changed bool
+	// onChanges, if set, runs when a push asks what changed.
+	onChanges func()
 }
 
 func (s *source) HasSynced() bool { return true }
@@ -47,6 +49,9 @@ func (s *source) Snapshot() (*model.Snapshot, error) {
 }
 
 func (s *source) Changes() (model.Delta, error) {
+	if s.onChanges != nil {
+		s.onChanges()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	whole := s.changed
@@ -212,6 +217,25 @@ func TestPushFailsOnASnapshotError(t *testing.T) {
 	}
 	if n := writes.Load(); n != 6 || status.count() != 1 {
 		t.Fatalf("push wrote %d times (want 6: two filters each of three services) and published %d verdict sets (want 1)", n, status.count())
+	}
+}
+
+// A resync asked for while a push that was not one fails is still owed: the failed
+// push does not put back its own "no resync" over it.
+func TestResyncAskedDuringAFailedPushStays(t *testing.T) {
+	src := &source{}
+	src.set(fixture.Snapshot(fixture.Dubbo, 1), nil)
+	ctrl, _ := newController(t, src, &statusSink{}, DebounceOptions{})
+	if err := ctrl.Push(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	src.set(nil, errors.New("the cache is unavailable"))
+	src.onChanges = ctrl.Resync
+	if err := ctrl.Push(t.Context()); err == nil {
+		t.Fatal("the push succeeded, want it to fail on the source's error")
+	}
+	if !ctrl.full.Load() {
+		t.Fatal("the resync asked for during the failed push is lost")
 	}
 }
 

@@ -1,10 +1,8 @@
 package translate
 
 import (
-	"cmp"
 	"maps"
 	"slices"
-	"strings"
 
 	"aeraki.io/aeraki/pkg/generator"
 	"aeraki.io/aeraki/pkg/model"
@@ -54,7 +52,7 @@ func updateKeys[K comparable](m map[K]model.Keys, k K, key string, delta int) {
 func (st *state) relookup(h string) bool {
 	var first *model.Service
 	for key := range st.byHost[h] {
-		if svc := st.services[key]; first == nil || serviceOrder(svc, first) < 0 {
+		if svc := st.services[key]; first == nil || model.CompareServices(svc, first) < 0 {
 			first = svc
 		}
 	}
@@ -65,10 +63,6 @@ func (st *state) relookup(h string) bool {
 		st.lookup[h] = first
 	}
 	return serviceIdentity(before) != serviceIdentity(first)
-}
-
-func serviceOrder(a, b *model.Service) int {
-	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
 // indexResult adds a service's result (delta +1) to the result indexes, or takes it
@@ -354,7 +348,7 @@ func (tr *Translator) verdicts(redis []model.ObjectRef, hosts map[string]bool) {
 				}
 			}
 		}
-		slices.SortFunc(bound, serviceOrder)
+		slices.SortFunc(bound, model.CompareServices)
 		v := verdict(ref, *obj, st.builder.Snapshot(), bound, st.out.Failed)
 		if have, had := st.out.Verdicts[ref]; !had || have != v {
 			st.out.Verdicts[ref] = v

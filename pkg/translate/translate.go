@@ -241,9 +241,7 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 			continue
 		}
 		if err != nil {
-			r.filters, r.keys, r.ports, r.protocols, r.skipped, r.routes = nil, nil, nil, nil, nil, nil
-			r.err = &ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err}
-			return r
+			return r.fail(&ServiceError{Service: svc, Port: port, Protocol: port.Protocol, Err: err})
 		}
 		for _, ef := range efs {
 			r.filters = append(r.filters, ef)
@@ -264,10 +262,18 @@ func generateService(p *pushLookup, ctx *generator.Context, reg generator.Regist
 	for i, ef := range r.filters {
 		server := ef.Spec.GetWorkloadSelector() != nil
 		if err := ef.Pack(); err != nil {
-			r.err = &ServiceError{Service: svc, Port: r.ports[i], Protocol: r.ports[i].Protocol, Err: err}
+			return r.fail(&ServiceError{Service: svc, Port: r.ports[i], Protocol: r.ports[i].Protocol, Err: err})
 		}
 		r.fingerprints[i] = fingerprint(ef, server)
 	}
+	return r
+}
+
+// fail makes r the result of a service whose generation failed: the error and
+// nothing else, so that it claims no filter name and writes no spec.
+func (r *serviceResult) fail(err *ServiceError) *serviceResult {
+	r.filters, r.keys, r.ports, r.protocols, r.skipped, r.routes, r.fingerprints = nil, nil, nil, nil, nil, nil, nil
+	r.err = err
 	return r
 }
 

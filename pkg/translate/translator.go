@@ -59,11 +59,8 @@ type state struct {
 	// neither decide nothing for each other (see assemble).
 	claims   map[string]model.Keys
 	sameSpec map[uint64]model.Keys
-	// routePorts are the services with routes on a shared port, in their result or
-	// in their last good one.
-	routePorts map[uint32]model.Keys
-	shared     sharing
-	sharers    *shareKeys
+	shared   sharing
+	sharers  *shareKeys
 	// out is the translation, changed in place; parts what each service put in it.
 	out   *Translation
 	parts map[string]*part
@@ -179,7 +176,6 @@ func newState(b *model.Builder, shares bool) *state {
 		indexed:          map[string]*serviceResult{},
 		claims:           map[string]model.Keys{},
 		sameSpec:         map[uint64]model.Keys{},
-		routePorts:       map[uint32]model.Keys{},
 		parts:            map[string]*part{},
 		portParts:        map[uint32]portPart{},
 		out: &Translation{

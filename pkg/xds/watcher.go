@@ -778,7 +778,7 @@ func (w *Watcher) WorkloadEntries() []model.Object {
 	var out []model.Object
 	for _, c := range store.List(gvk.WorkloadEntry, "") {
 		if we, ok := c.Spec.(*networking.WorkloadEntry); ok && len(we.GetPorts()) > 0 {
-			out = append(out, model.Object{Name: c.Name, Namespace: c.Namespace, ResourceVersion: c.ResourceVersion, Created: c.CreationTimestamp, Spec: c.Spec})
+			out = append(out, object(&c))
 		}
 	}
 	slices.SortFunc(out, func(a, b model.Object) int {

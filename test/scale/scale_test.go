@@ -281,15 +281,16 @@ func stopAndReport(t *testing.T, ae *controlplane.Aeraki) {
 // The trigger is a ServiceEntry the generator rejects (an interface annotation that
 // names no interface): the Warning Event on it proves that a push translated it. Once trigger B's Event is
 // out, the push that handled trigger A has finished (one push at a time), and it must
-// have found nothing to write.
-func checkIdlePush(t *testing.T, cp *controlplane.ControlPlane, ae *controlplane.Aeraki, istio istioclient.Interface, kube kubernetes.Interface, before, want map[string]int) {
+// have found nothing to write. It returns the writes since before.
+func checkIdlePush(t *testing.T, cp *controlplane.ControlPlane, ae *controlplane.Aeraki, istio istioclient.Interface, kube kubernetes.Interface, before, want map[string]int) map[string]int {
 	t.Helper()
 	unchanged := map[string]string{"result": "unchanged"}
 	unchangedBefore := aerakiSamples(t, ae).sum("aeraki_pushes_total", unchanged)
 	triggerAndWaitEvent(t, istio, kube, "trigger-a", "240.241.0.1")
 	triggerAndWaitEvent(t, istio, kube, "trigger-b", "240.241.0.2")
 	unchangedAfter := aerakiSamples(t, ae).sum("aeraki_pushes_total", unchanged)
-	if got := controlplane.WritesSince(before, efWriteCount(t, cp)); !maps.Equal(got, want) {
+	got := controlplane.WritesSince(before, efWriteCount(t, cp))
+	if !maps.Equal(got, want) {
 		t.Errorf("apiserver EnvoyFilter writes once converged, after a push with nothing to change: %v, want exactly %v (one create per EnvoyFilter, no update, no delete)", got, want)
 	}
 	// Sidecar feedback looked at the proxies meanwhile (the sidecar here accepts
@@ -304,6 +305,7 @@ func checkIdlePush(t *testing.T, cp *controlplane.ControlPlane, ae *controlplane
 	if unchangedAfter <= unchangedBefore {
 		t.Errorf("aeraki_pushes_total{result=unchanged} %v before the triggers, %v after: the push after an unrelated change should have found nothing to write", unchangedBefore, unchangedAfter)
 	}
+	return got
 }
 
 // maxServices is how many addresses vip has: 240.240.0.1 to 240.240.255.250.

@@ -145,8 +145,7 @@ func TestSoak(t *testing.T) {
 	// creates two and deletes two (the added and the deleted ServiceEntry's outbound
 	// and inbound).
 	res.WantWrites = map[string]int{"PUT": 2 * c.round, "POST": 2 * c.round, "DELETE": 2 * c.round}
-	checkIdlePush(t, h.cp, h.ae, h.istio, h.kube, before, res.WantWrites)
-	res.Writes = controlplane.WritesSince(before, efWriteCount(t, h.cp))
+	res.Writes = checkIdlePush(t, h.cp, h.ae, h.istio, h.kube, before, res.WantWrites)
 	if updates, deletes := obs.changes(); updates-updatesBefore != 2*c.round || deletes-deletesBefore != 2*c.round {
 		t.Errorf("watched %d updates and %d deletes of EnvoyFilters in %d rounds, want %d of each",
 			updates-updatesBefore, deletes-deletesBefore, c.round, 2*c.round)
