@@ -68,9 +68,10 @@ type Builder struct {
 	dr      *hostIndex[*networking.DestinationRule]
 	rs      *hostIndex[*redisspec.RedisServiceSpec]
 	rd      *hostIndex[*redisspec.RedisDestinationSpec]
-	// wildcard counts, per port number, the ServiceEntries without an address of
-	// their own that declare it (see wildcardPorts); unaddressed are those
-	// ServiceEntries by port number, whose wildcard listener a change can give or take.
+	// wildcard counts, per port number, the ports of ServiceEntries without an
+	// address of their own that declare it (a port is the wildcard listener's only
+	// when the count is one; see Build); unaddressed are those ServiceEntries by port
+	// number, whose wildcard listener a change can give or take.
 	wildcard    map[uint32]int
 	unaddressed map[uint32]Keys
 	// byHost are the ServiceEntries by host as written, byNamespace by namespace;
